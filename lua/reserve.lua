@@ -1,0 +1,86 @@
+-- reserve.lua: reserve units for one or more buyers of one product, atomically.
+--
+-- KEYS[1] stock     reservable units (absent: product not loaded into Redis)
+-- KEYS[2] product   hash: name, price, max, limit (per-user limit, '' for none), created, updated
+-- KEYS[3] pending   zset: reference -> expiry (Unix ms)
+-- KEYS[4] journal   zset: reference -> time of the last change not yet committed to PostgreSQL
+-- KEYS[5] users     hash: user id -> units pending or paid (kept only for limited products)
+-- then per request i (1-based): KEYS[4 + 2i] order record, KEYS[5 + 2i] idempotency hash
+-- ARGV[1] hold time in ms; ARGV[2] number of requests n;
+-- then per request i: ARGV[4i-1] reference, ARGV[4i] qty, ARGV[4i+1] user id ('' for none),
+-- ARGV[4i+2] '1' when an Idempotency-Key was given.
+--
+-- Returns the integer 7 when the product is not loaded (nothing changed), else an array with
+-- one reply per request, in order:
+--   {0, ref, amount, expires, created}         reserved
+--   {1, ref, qty, amount, expires, created}    idempotent replay: nothing reserved
+--   {2} insufficient stock   {3} per-user limit reached   {4} user id required
+--   {5, max_per_order} qty above the product's maximum    {6} idempotency key reused
+--
+-- Invariant: stock never goes below zero; a unit is taken only together with the order
+-- record, its pending entry, its journal entry and the buyer's count, so the writer (through
+-- the journal) and the reaper (through the pending set) always find what was reserved.
+
+local stock = redis.call('GET', KEYS[1])
+if not stock then
+  return 7
+end
+stock = tonumber(stock)
+local meta = redis.call('HMGET', KEYS[2], 'price', 'max', 'limit')
+local price, max_qty = tonumber(meta[1]), tonumber(meta[2])
+local limit = tonumber(meta[3] or '')
+local hold, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = now_ms()
+local start_stock = stock
+local out = {}
+
+for i = 1, n do
+  local order_key, idem_key = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  local ref, qty, user = ARGV[4 * i - 1], tonumber(ARGV[4 * i]), ARGV[4 * i + 1]
+  local has_idem = ARGV[4 * i + 2] == '1'
+  local r
+  if has_idem then
+    local prev = redis.call('HMGET', idem_key, 'ref', 'qty', 'user', 'amt', 'exp', 'ct')
+    if prev[1] then
+      if tonumber(prev[2]) == qty and prev[3] == user then
+        r = {1, prev[1], prev[2], prev[4], prev[5], prev[6]}
+      else
+        r = {6}
+      end
+    end
+  end
+  if not r then
+    if qty > max_qty then
+      r = {5, max_qty}
+    elseif limit and user == '' then
+      r = {4}
+    elseif limit and tonumber(redis.call('HGET', KEYS[5], user) or '0') + qty > limit then
+      r = {3}
+    elseif stock < qty then
+      r = {2}
+    else
+      stock = stock - qty
+      local amount, exp = int(price * qty), now + hold
+      local counted = (limit and '1') or '0'
+      redis.call('HSET', order_key, 'user', user, 'qty', qty, 'amt', amount, 'st', 'pending',
+                 'exp', int(exp), 'ct', int(now), 'uc', counted)
+      redis.call('ZADD', KEYS[3], exp, ref)
+      redis.call('ZADD', KEYS[4], now, ref)
+      if limit then
+        redis.call('HINCRBY', KEYS[5], user, qty)
+      end
+      if has_idem then
+        redis.call('HSET', idem_key, 'ref', ref, 'qty', qty, 'user', user, 'amt', amount,
+                   'exp', int(exp), 'ct', int(now))
+        redis.call('EXPIRE', idem_key, 86400)
+      end
+      r = {0, ref, amount, int(exp), int(now)}
+    end
+  end
+  out[i] = r
+end
+
+if stock ~= start_stock then
+  redis.call('SET', KEYS[1], int(stock))
+end
+return out

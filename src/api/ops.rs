@@ -1,0 +1,43 @@
+//! `GET /health`, `GET /ready`, `GET /metrics`.
+
+use crate::http::response::{ContentType, Response};
+use crate::worker::Worker;
+use serde_json::json;
+
+pub fn health() -> Response {
+    Response::json(200, &json!({"status": "ok"}))
+}
+
+/// 200 when Redis answers a PING on this worker's connection and the writer's last contact
+/// with PostgreSQL succeeded (it checks at least once a second); 503 naming what failed.
+pub async fn ready(w: &Worker) -> Response {
+    let redis_ok = w.redis.ping().await.is_ok();
+    let pg_ok = w.shared.postgres_up();
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    if redis_ok && pg_ok {
+        return Response::json(
+            200,
+            &json!({"status": "ready", "redis": "ok", "postgres": "ok"}),
+        );
+    }
+    let failed: Vec<&str> = [("redis", redis_ok), ("postgres", pg_ok)]
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| *n)
+        .collect();
+    let mut r = Response::json(
+        503,
+        &json!({
+            "message": format!("Not ready: {} unavailable", failed.join(" and ")),
+            "code": "not_ready",
+            "redis": word(redis_ok),
+            "postgres": word(pg_ok),
+        }),
+    );
+    r.retry_after = Some(1);
+    r
+}
+
+pub fn metrics(w: &Worker) -> Response {
+    Response::text(200, w.shared.metrics.render(), ContentType::Prometheus)
+}

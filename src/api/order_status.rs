@@ -1,0 +1,61 @@
+//! `GET /api/orders/{order_reference}`: from Redis while the order is live there (so it
+//! answers from the moment of the 202, before the row reaches PostgreSQL), else from
+//! PostgreSQL through the writer.
+
+use crate::domain::{MAX_REFERENCE_LEN, OrderRecord, product_of_reference};
+use crate::http::response::{ApiError, Response};
+use crate::lifecycle::{find_order, redis_error, reply_error};
+use crate::redis::scripts::{decode_record, record_fields_cmd};
+use crate::time::rfc3339_ms;
+use crate::worker::Worker;
+use serde::Serialize;
+
+#[derive(Serialize)]
+pub struct OrderBody<'a> {
+    order_reference: &'a str,
+    product_id: i64,
+    user_id: Option<&'a str>,
+    qty: i32,
+    amount_cents: i64,
+    status: &'static str,
+    cancel_reason: Option<&'static str>,
+    expires_at: String,
+    created_at: String,
+}
+
+pub fn body(o: &OrderRecord) -> OrderBody<'_> {
+    OrderBody {
+        order_reference: &o.reference,
+        product_id: o.product_id.get(),
+        user_id: o.user_id.as_deref(),
+        qty: o.qty,
+        amount_cents: o.amount_cents,
+        status: o.state.status(),
+        cancel_reason: o.state.cancel_reason(),
+        expires_at: rfc3339_ms(o.expires_at_ms),
+        created_at: rfc3339_ms(o.created_at_ms),
+    }
+}
+
+pub async fn get(w: &Worker, reference: &str) -> Result<Response, ApiError> {
+    if reference.is_empty()
+        || reference.len() > MAX_REFERENCE_LEN
+        || !reference.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::OrderNotFound);
+    }
+    if let Some(pid) = product_of_reference(reference) {
+        let v = w
+            .redis
+            .request(record_fields_cmd(&w.keys.order(pid, reference)))
+            .await
+            .map_err(redis_error)?;
+        if let Some(o) = decode_record(v, pid, reference).map_err(reply_error)? {
+            return Ok(Response::json(200, &body(&o)));
+        }
+    }
+    match find_order(w, reference).await? {
+        Some(o) => Ok(Response::json(200, &body(&o))),
+        None => Err(ApiError::OrderNotFound),
+    }
+}

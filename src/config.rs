@@ -1,0 +1,388 @@
+//! Configuration: one typed [`Config`], read from environment variables and validated at
+//! start-up. Every default is a named constant that says why it is that number; an invalid
+//! value stops start-up with a message naming the variable. The webhook secret never appears
+//! in `Debug` output.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// `FLASHSALE_LISTEN`: loopback, so a first run exposes nothing to the network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// `DATABASE_URL`: the local PostgreSQL that `scripts/services.sh` provides.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/flashsale";
+/// `REDIS_URL`: the local Redis, database 0.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+/// `FLASHSALE_REDIS_PREFIX`: short, because it is part of every key.
+pub const DEFAULT_REDIS_PREFIX: &str = "fs";
+/// `FLASHSALE_HOLD_SECS`: ten minutes, the usual checkout window of a ticket drop.
+pub const DEFAULT_HOLD_SECS: u64 = 600;
+/// `FLASHSALE_QUEUE_CAPACITY`: about a second of peak reservations on a two-core machine
+/// (~100 bytes each, so ~6 MiB): enough to ride out a PostgreSQL hiccup, small enough that
+/// memory stays flat when PostgreSQL is down and orders get 503 instead.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+/// `FLASHSALE_BATCH_ROWS`: measured on this kind of machine, 500-row UNNEST statements reach
+/// ~150k rows/s and larger ones add little while holding locks longer.
+pub const DEFAULT_BATCH_ROWS: usize = 1_000;
+/// `FLASHSALE_BATCH_LINGER_MS`: under load batches fill on their own; when traffic is light,
+/// a 2 ms wait saves transactions at a cost nobody notices.
+pub const DEFAULT_BATCH_LINGER_MS: u64 = 2;
+/// `FLASHSALE_HEADER_TIMEOUT_SECS`: a request must arrive whole within this time of its first
+/// byte, so a client sending one byte a second cannot hold a connection.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// `FLASHSALE_IDLE_TIMEOUT_SECS`: keep-alive connections with no request for this long are
+/// closed; longer than the usual 60 s of load balancers so they close first.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
+/// `FLASHSALE_SHUTDOWN_GRACE_SECS`: how long SIGTERM waits for in-flight requests.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// Final order records stay in Redis this long after PostgreSQL has them (GET and webhook
+/// repeats are answered from Redis meanwhile; later ones from PostgreSQL).
+pub const FINAL_RECORD_TTL_SECS: u64 = 3_600;
+/// Request bodies larger than this are refused with 413 (API.md).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// A request head larger than this is refused with 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Where Redis is and which database to select.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisTarget {
+    pub host: String,
+    pub port: u16,
+    /// `SELECT`ed on every (re)connection.
+    pub db: u32,
+    /// Username for `AUTH`, if the URL has one.
+    pub username: Option<String>,
+    /// Password for `AUTH`, if the URL has one; never logged.
+    pub password: Option<Secret>,
+}
+
+impl RedisTarget {
+    /// Parses `redis://[user[:password]@]host[:port][/db]`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("redis://")
+            .ok_or_else(|| "must start with redis://".to_string())?;
+        let (auth, hostpart) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (hostport, db) = match hostpart.split_once('/') {
+            Some((hp, "")) => (hp, 0),
+            Some((hp, d)) => (
+                hp,
+                d.parse::<u32>()
+                    .map_err(|_| format!("database {d:?} is not a number"))?,
+            ),
+            None => (hostpart, 0),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, p) = v6.split_once(']').ok_or("unclosed [ in host")?;
+            (h.to_string(), p.strip_prefix(':').unwrap_or(""))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p),
+                None => (hostport.to_string(), ""),
+            }
+        };
+        if host.is_empty() {
+            return Err("no host".into());
+        }
+        let port = if port.is_empty() {
+            6379
+        } else {
+            port.parse::<u16>()
+                .map_err(|_| format!("port {port:?} is not a number"))?
+        };
+        let (username, password) = match auth {
+            None => (None, None),
+            Some(a) => match a.split_once(':') {
+                Some((u, p)) => (
+                    (!u.is_empty()).then(|| u.to_string()),
+                    Some(Secret(p.to_string())),
+                ),
+                None => (None, Some(Secret(a.to_string()))),
+            },
+        };
+        Ok(RedisTarget {
+            host,
+            port,
+            db,
+            username,
+            password,
+        })
+    }
+}
+
+/// A value that must not be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `FLASHSALE_LISTEN`: every worker binds its own socket here with SO_REUSEPORT.
+    pub listen: SocketAddr,
+    /// `FLASHSALE_WORKERS`: one monoio runtime per worker thread.
+    pub workers: usize,
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `REDIS_URL`, parsed.
+    pub redis: RedisTarget,
+    /// `FLASHSALE_REDIS_PREFIX`: the start of every key, so deployments can share a server.
+    pub redis_prefix: String,
+    /// `PAYMENT_WEBHOOK_SECRET`: required by `serve`, unused by the other commands.
+    pub webhook_secret: Option<Secret>,
+    /// `FLASHSALE_HOLD_SECS`: how long a reservation waits for its payment.
+    pub hold: Duration,
+    /// `FLASHSALE_QUEUE_CAPACITY`: bound of the handoff to the writer.
+    pub queue_capacity: usize,
+    /// `FLASHSALE_BATCH_ROWS`: most rows per writer transaction.
+    pub batch_rows: usize,
+    /// `FLASHSALE_BATCH_LINGER_MS`: longest wait for a batch to fill.
+    pub batch_linger: Duration,
+    /// `FLASHSALE_HEADER_TIMEOUT_SECS`: time allowed for a whole request after its first byte.
+    pub header_timeout: Duration,
+    /// `FLASHSALE_IDLE_TIMEOUT_SECS`: idle keep-alive connections are closed after this.
+    pub idle_timeout: Duration,
+    /// `FLASHSALE_SHUTDOWN_GRACE_SECS`: time given to in-flight requests on SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// A configuration error: names the variable and says what is wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads variables through `get`, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |k: &str| get(k).filter(|v| !v.is_empty());
+        let bad = |k: &str, v: &str, why: &str| ConfigError(format!("{k}={v:?}: {why}"));
+
+        let listen_s = var("FLASHSALE_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_s.parse::<SocketAddr>().map_err(|_| {
+            bad(
+                "FLASHSALE_LISTEN",
+                &listen_s,
+                "expected host:port, e.g. 127.0.0.1:8080",
+            )
+        })?;
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = num(&var, "FLASHSALE_WORKERS", cores as u64, 1, 1024)? as usize;
+
+        let database_url = var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(bad(
+                "DATABASE_URL",
+                &database_url,
+                "must start with postgres://",
+            ));
+        }
+        let redis_url = var("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.into());
+        let redis =
+            RedisTarget::parse(&redis_url).map_err(|why| bad("REDIS_URL", &redis_url, &why))?;
+
+        let redis_prefix =
+            var("FLASHSALE_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into());
+        if redis_prefix.len() > 64
+            || !redis_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+        {
+            return Err(bad(
+                "FLASHSALE_REDIS_PREFIX",
+                &redis_prefix,
+                "use up to 64 letters, digits, '_', '-', '.', ':'",
+            ));
+        }
+
+        // An empty secret is treated as missing: an empty HMAC key would accept forgeries.
+        let webhook_secret = var("PAYMENT_WEBHOOK_SECRET").map(Secret);
+
+        let hold = Duration::from_secs(num(
+            &var,
+            "FLASHSALE_HOLD_SECS",
+            DEFAULT_HOLD_SECS,
+            1,
+            7 * 86_400,
+        )?);
+        let queue_capacity = num(
+            &var,
+            "FLASHSALE_QUEUE_CAPACITY",
+            DEFAULT_QUEUE_CAPACITY as u64,
+            1,
+            10_000_000,
+        )? as usize;
+        let batch_rows = num(
+            &var,
+            "FLASHSALE_BATCH_ROWS",
+            DEFAULT_BATCH_ROWS as u64,
+            1,
+            100_000,
+        )? as usize;
+        let batch_linger = Duration::from_millis(num(
+            &var,
+            "FLASHSALE_BATCH_LINGER_MS",
+            DEFAULT_BATCH_LINGER_MS,
+            0,
+            10_000,
+        )?);
+        let header_timeout = Duration::from_secs(num(
+            &var,
+            "FLASHSALE_HEADER_TIMEOUT_SECS",
+            DEFAULT_HEADER_TIMEOUT_SECS,
+            1,
+            3_600,
+        )?);
+        let idle_timeout = Duration::from_secs(num(
+            &var,
+            "FLASHSALE_IDLE_TIMEOUT_SECS",
+            DEFAULT_IDLE_TIMEOUT_SECS,
+            1,
+            86_400,
+        )?);
+        let shutdown_grace = Duration::from_secs(num(
+            &var,
+            "FLASHSALE_SHUTDOWN_GRACE_SECS",
+            DEFAULT_SHUTDOWN_GRACE_SECS,
+            0,
+            3_600,
+        )?);
+
+        Ok(Config {
+            listen,
+            workers,
+            database_url,
+            redis,
+            redis_prefix,
+            webhook_secret,
+            hold,
+            queue_capacity,
+            batch_rows,
+            batch_linger,
+            header_timeout,
+            idle_timeout,
+            shutdown_grace,
+        })
+    }
+
+    /// `serve` refuses to start without a webhook secret (API.md): no empty-key default.
+    pub fn require_secret(&self) -> Result<&Secret, ConfigError> {
+        self.webhook_secret.as_ref().ok_or_else(|| {
+            ConfigError(
+                "PAYMENT_WEBHOOK_SECRET is not set: `flashsale serve` needs the payment provider's \
+                 HMAC key to verify webhooks (there is no default)"
+                    .into(),
+            )
+        })
+    }
+}
+
+fn num(
+    var: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match var(key) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(ConfigError(format!(
+                "{key}={v:?}: expected a whole number from {min} to {max}"
+            ))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_operator_table() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(
+            c.redis,
+            RedisTarget::parse("redis://127.0.0.1:6379/0").unwrap()
+        );
+        assert_eq!(c.redis_prefix, "fs");
+        assert_eq!(c.hold, Duration::from_secs(600));
+        assert!(c.webhook_secret.is_none());
+        assert!(c.require_secret().is_err());
+        assert!(c.workers >= 1);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (k, v) in [
+            ("FLASHSALE_LISTEN", "nope"),
+            ("FLASHSALE_WORKERS", "0"),
+            ("FLASHSALE_HOLD_SECS", "-5"),
+            ("REDIS_URL", "http://x"),
+            ("DATABASE_URL", "mysql://x"),
+            ("FLASHSALE_REDIS_PREFIX", "has space"),
+            ("FLASHSALE_QUEUE_CAPACITY", "lots"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err();
+            assert!(e.0.starts_with(k), "{e}");
+        }
+    }
+
+    #[test]
+    fn secret_is_not_printed() {
+        let c = cfg(&[("PAYMENT_WEBHOOK_SECRET", "hunter2")]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.require_secret().unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn redis_urls() {
+        let t = RedisTarget::parse("redis://:pw@10.0.0.1:7000/3").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.db), ("10.0.0.1", 7000, 3));
+        assert_eq!(t.password.unwrap().expose(), "pw");
+        let t = RedisTarget::parse("redis://localhost").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.db), ("localhost", 6379, 0));
+        assert!(RedisTarget::parse("redis://h:port/0").is_err());
+        assert!(RedisTarget::parse("redis://h:1/x").is_err());
+    }
+}

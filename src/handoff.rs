@@ -1,0 +1,256 @@
+//! The handoff: the bounded queue from the workers to the writer thread.
+//!
+//! Owns the back-pressure rule and the shutdown rule; the messages themselves are the
+//! writer's business (`M` is generic so the loom models in `loom-tests/` drive this very
+//! code with small messages).
+//!
+//! Invariants:
+//! - **Refuse before touching anything.** A producer takes a [`Permit`] *before* it changes
+//!   Redis; the permit guarantees that the later [`Permit::send`] finds room, so an order whose
+//!   stock was reserved can always be handed over. When no permit is left the caller answers
+//!   503 and has changed nothing.
+//! - **Nothing after close.** Once [`Closer::close`] has run, every `try_reserve` is refused;
+//!   permits taken before it may still send, and the receiver sees every one of those messages
+//!   exactly once, because it only stops when every sender is dropped and the queue is empty.
+//! - `in_flight` counts permits handed out plus messages still queued, so it never exceeds
+//!   `capacity` for long and the channel (of the same capacity) can never be full for a holder
+//!   of a permit.
+//!
+//! Performance: a permit is one `fetch_add` and one load on a shared cache line; the send is a
+//! crossbeam `try_send`. Workers never block here.
+
+use crate::sync::channel::{self, RecvTimeoutError, TryRecvError, TrySendError};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering};
+
+/// Why a permit was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue holds `capacity` messages or permits: PostgreSQL is behind.
+    Full,
+    /// Shutdown has begun: no new work is accepted.
+    Closed,
+}
+
+struct Gate {
+    /// Permits handed out plus messages not yet received; bounded by `capacity`.
+    in_flight: AtomicUsize,
+    /// The bound of the queue, from `FLASHSALE_QUEUE_CAPACITY`.
+    capacity: usize,
+    /// Set once by shutdown; producers refuse from then on.
+    closed: AtomicBool,
+}
+
+/// Creates a handoff of `capacity` messages.
+pub fn handoff<M>(capacity: usize) -> (HandoffTx<M>, HandoffRx<M>) {
+    let capacity = capacity.max(1);
+    let (tx, rx) = channel::bounded(capacity);
+    let gate = Arc::new(Gate {
+        in_flight: AtomicUsize::new(0),
+        capacity,
+        closed: AtomicBool::new(false),
+    });
+    (
+        HandoffTx {
+            tx,
+            gate: gate.clone(),
+        },
+        HandoffRx { rx, gate },
+    )
+}
+
+/// The producer end; each worker owns a clone. Dropping every clone ends the writer.
+pub struct HandoffTx<M> {
+    /// The crossbeam sender; sized like the gate so a permit holder never finds it full.
+    tx: channel::Sender<M>,
+    /// Shared accounting of permits and the closed flag.
+    gate: Arc<Gate>,
+}
+
+impl<M> Clone for HandoffTx<M> {
+    fn clone(&self) -> Self {
+        HandoffTx {
+            tx: self.tx.clone(),
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+impl<M> HandoffTx<M> {
+    /// Takes a place in the queue, or says why there is none. Call it before changing
+    /// anything that the message will describe.
+    pub fn try_reserve(&self) -> Result<Permit<'_, M>, Refused> {
+        let before = self.gate.in_flight.fetch_add(1, Ordering::SeqCst);
+        if before >= self.gate.capacity {
+            self.gate.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refused::Full);
+        }
+        if self.gate.closed.load(Ordering::SeqCst) {
+            self.gate.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refused::Closed);
+        }
+        Ok(Permit {
+            owner: self,
+            armed: true,
+        })
+    }
+
+    /// A handle that can close the queue from any thread (the shutdown path keeps one).
+    pub fn closer(&self) -> Closer {
+        Closer {
+            gate: self.gate.clone(),
+        }
+    }
+
+    /// Messages queued or promised: the queue depth reported by `/metrics`.
+    pub fn depth(&self) -> usize {
+        self.gate.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The configured bound.
+    pub fn capacity(&self) -> usize {
+        self.gate.capacity
+    }
+}
+
+/// A place in the queue. Dropped unused, it gives the place back.
+#[must_use = "a permit holds a place in the queue until it is sent or dropped"]
+pub struct Permit<'a, M> {
+    owner: &'a HandoffTx<M>,
+    /// True until the place has been used by `send` (then the receiver releases it).
+    armed: bool,
+}
+
+impl<M> Permit<'_, M> {
+    /// Hands the message over. Fails only when the writer thread is gone (it panicked): the
+    /// message comes back so the caller can log what was not handed over.
+    pub fn send(mut self, msg: M) -> Result<(), M> {
+        match self.owner.tx.try_send(msg) {
+            Ok(()) => {
+                // From now on the receiver owns the place and releases it on receipt.
+                self.armed = false;
+                Ok(())
+            }
+            Err(TrySendError::Full(m)) => {
+                // Cannot happen while the invariant holds; never block a worker over it.
+                debug_assert!(false, "handoff full for a permit holder");
+                Err(m)
+            }
+            Err(TrySendError::Disconnected(m)) => Err(m),
+        }
+    }
+}
+
+impl<M> Drop for Permit<'_, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.owner.gate.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Closes the queue to new permits (shutdown). Idempotent.
+#[derive(Clone)]
+pub struct Closer {
+    gate: Arc<Gate>,
+}
+
+impl Closer {
+    pub fn close(&self) {
+        self.gate.closed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.gate.closed.load(Ordering::SeqCst)
+    }
+
+    /// Messages queued or promised.
+    pub fn depth(&self) -> usize {
+        self.gate.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// What a bounded wait on the queue gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recv<M> {
+    Msg(M),
+    /// Nothing arrived before the deadline.
+    Timeout,
+    /// Every sender is gone and the queue is drained: the writer may stop.
+    Closed,
+}
+
+/// The consumer end, owned by the writer thread.
+pub struct HandoffRx<M> {
+    rx: channel::Receiver<M>,
+    gate: Arc<Gate>,
+}
+
+impl<M> HandoffRx<M> {
+    fn received(&self, m: M) -> M {
+        self.gate.in_flight.fetch_sub(1, Ordering::SeqCst);
+        m
+    }
+
+    /// Blocks until a message arrives; `None` once every sender is gone and the queue is empty.
+    pub fn recv(&self) -> Option<M> {
+        self.rx.recv().ok().map(|m| self.received(m))
+    }
+
+    /// Waits until `deadline` at most.
+    pub fn recv_deadline(&self, deadline: std::time::Instant) -> Recv<M> {
+        match self.rx.recv_deadline(deadline) {
+            Ok(m) => Recv::Msg(self.received(m)),
+            Err(RecvTimeoutError::Timeout) => Recv::Timeout,
+            Err(RecvTimeoutError::Disconnected) => Recv::Closed,
+        }
+    }
+
+    /// Takes a message if one is queued.
+    pub fn try_recv(&self) -> Recv<M> {
+        match self.rx.try_recv() {
+            Ok(m) => Recv::Msg(self.received(m)),
+            Err(TryRecvError::Empty) => Recv::Timeout,
+            Err(TryRecvError::Disconnected) => Recv::Closed,
+        }
+    }
+
+    /// Messages queued or promised.
+    pub fn depth(&self) -> usize {
+        self.gate.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_when_full_and_frees_on_receive() {
+        let (tx, rx) = handoff::<u32>(2);
+        let a = tx.try_reserve().unwrap();
+        let b = tx.try_reserve().unwrap();
+        assert_eq!(tx.try_reserve().err(), Some(Refused::Full));
+        a.send(1).unwrap();
+        drop(b); // unused permit gives its place back
+        assert_eq!(tx.depth(), 1);
+        tx.try_reserve().unwrap().send(2).unwrap();
+        assert_eq!(tx.try_reserve().err(), Some(Refused::Full));
+        assert_eq!(rx.recv(), Some(1));
+        tx.try_reserve().unwrap().send(3).unwrap();
+        assert_eq!(rx.recv(), Some(2));
+        assert_eq!(rx.recv(), Some(3));
+        assert_eq!(rx.depth(), 0);
+    }
+
+    #[test]
+    fn close_refuses_new_permits_but_drains_old_ones() {
+        let (tx, rx) = handoff::<u32>(4);
+        let early = tx.try_reserve().unwrap();
+        tx.closer().close();
+        assert_eq!(tx.try_reserve().err(), Some(Refused::Closed));
+        early.send(7).unwrap();
+        drop(tx);
+        assert_eq!(rx.recv(), Some(7));
+        assert_eq!(rx.recv(), None);
+    }
+}

@@ -1,0 +1,315 @@
+//! Responses, and the one mapping from API errors to status, code and body.
+//!
+//! Every error body is `{"message": ..., "code": ...}` (plus `errors` for validation) and
+//! carries no internal detail; infrastructure errors are logged where they are handled, once.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentType {
+    Json,
+    /// Prometheus text exposition format 0.0.4.
+    Prometheus,
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: ContentType,
+    /// `Retry-After` seconds (503).
+    pub retry_after: Option<u32>,
+    /// `Idempotent-Replayed: true`.
+    pub replayed: bool,
+    /// `Allow` (405).
+    pub allow: Option<&'static str>,
+    /// Close the connection after this response whatever the client asked.
+    pub close: bool,
+}
+
+impl Response {
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Response {
+        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+        Response {
+            status,
+            body,
+            content_type: ContentType::Json,
+            retry_after: None,
+            replayed: false,
+            allow: None,
+            close: false,
+        }
+    }
+
+    pub fn text(status: u16, body: String, content_type: ContentType) -> Response {
+        Response {
+            status,
+            body: body.into_bytes(),
+            content_type,
+            retry_after: None,
+            replayed: false,
+            allow: None,
+            close: false,
+        }
+    }
+
+    /// Appends the response to `out`. Says `Connection: close` when the connection will close,
+    /// and `Connection: keep-alive` to an HTTP/1.0 client whose connection stays open.
+    pub fn write_to(&self, out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason(self.status).as_bytes());
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(match self.content_type {
+            ContentType::Json => b"application/json",
+            ContentType::Prometheus => b"text/plain; version=0.0.4; charset=utf-8",
+        });
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
+        crate::http::date::with_date(|d| {
+            out.extend_from_slice(b"\r\nDate: ");
+            out.extend_from_slice(d.as_bytes());
+        });
+        if let Some(s) = self.retry_after {
+            out.extend_from_slice(b"\r\nRetry-After: ");
+            out.extend_from_slice(itoa::Buffer::new().format(s).as_bytes());
+        }
+        if self.replayed {
+            out.extend_from_slice(b"\r\nIdempotent-Replayed: true");
+        }
+        if let Some(a) = self.allow {
+            out.extend_from_slice(b"\r\nAllow: ");
+            out.extend_from_slice(a.as_bytes());
+        }
+        if !keep_alive || self.close {
+            out.extend_from_slice(b"\r\nConnection: close");
+        } else if http10 {
+            out.extend_from_slice(b"\r\nConnection: keep-alive");
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        422 => "Unprocessable Content",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Validation errors by field, in a stable order.
+pub type FieldErrors = BTreeMap<&'static str, Vec<String>>;
+
+/// Why the service cannot take a request now; each says who is at fault and a retry helps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Redis cannot be reached or did not answer.
+    Redis,
+    /// The queue to PostgreSQL is full: PostgreSQL is behind or down.
+    QueueFull,
+    /// PostgreSQL could not answer or commit.
+    Database,
+    /// SIGTERM: the server is draining.
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// HTTP framing refused (also smuggling shapes).
+    BadRequest(&'static str),
+    MalformedJson,
+    InvalidSignature,
+    NotFound,
+    ProductNotFound,
+    OrderNotFound,
+    MethodNotAllowed(&'static str),
+    RequestTimeout,
+    InsufficientStock,
+    PurchaseLimitReached,
+    PayloadTooLarge,
+    Validation(FieldErrors),
+    IdempotencyKeyReused,
+    HeadTooLarge,
+    Unavailable(Unavailable),
+    /// A bug: a reply of the wrong shape. Logged where it happens.
+    Internal,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a FieldErrors>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) | ApiError::MalformedJson => 400,
+            ApiError::InvalidSignature => 401,
+            ApiError::NotFound | ApiError::ProductNotFound | ApiError::OrderNotFound => 404,
+            ApiError::MethodNotAllowed(_) => 405,
+            ApiError::RequestTimeout => 408,
+            ApiError::InsufficientStock | ApiError::PurchaseLimitReached => 409,
+            ApiError::PayloadTooLarge => 413,
+            ApiError::Validation(_) | ApiError::IdempotencyKeyReused => 422,
+            ApiError::HeadTooLarge => 431,
+            ApiError::Internal => 500,
+            ApiError::Unavailable(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::MalformedJson => "malformed_json",
+            ApiError::InvalidSignature => "invalid_signature",
+            ApiError::NotFound => "not_found",
+            ApiError::ProductNotFound => "product_not_found",
+            ApiError::OrderNotFound => "order_not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::InsufficientStock => "insufficient_stock",
+            ApiError::PurchaseLimitReached => "purchase_limit_reached",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::HeadTooLarge => "header_too_large",
+            ApiError::Internal => "internal_error",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub fn message(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(m) => m,
+            ApiError::MalformedJson => "The request body must be a JSON object",
+            ApiError::InvalidSignature => "Invalid signature",
+            ApiError::NotFound => "Not found",
+            ApiError::ProductNotFound => "Product not found",
+            ApiError::OrderNotFound => "Order not found",
+            ApiError::MethodNotAllowed(_) => "Method not allowed",
+            ApiError::RequestTimeout => "The request was not received in time",
+            ApiError::InsufficientStock => "Insufficient stock",
+            ApiError::PurchaseLimitReached => "Purchase limit reached",
+            ApiError::PayloadTooLarge => "The request body is larger than 16 KiB",
+            ApiError::Validation(_) => "The given data was invalid",
+            ApiError::IdempotencyKeyReused => {
+                "This Idempotency-Key was already used with a different request body"
+            }
+            ApiError::HeadTooLarge => "The request headers are too large",
+            ApiError::Internal => "Internal error",
+            ApiError::Unavailable(Unavailable::Redis) => {
+                "The service is temporarily unavailable (stock store unreachable); retry shortly"
+            }
+            ApiError::Unavailable(Unavailable::QueueFull) => {
+                "The service is busy recording orders; retry shortly"
+            }
+            ApiError::Unavailable(Unavailable::Database) => {
+                "The service is temporarily unavailable (database unreachable); retry shortly"
+            }
+            ApiError::Unavailable(Unavailable::ShuttingDown) => {
+                "The service is restarting; retry shortly"
+            }
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        let errors = match &self {
+            ApiError::Validation(e) => Some(e),
+            _ => None,
+        };
+        let mut r = Response::json(
+            self.status(),
+            &ErrorBody {
+                message: self.message(),
+                code: self.code(),
+                errors,
+            },
+        );
+        match self {
+            ApiError::Unavailable(u) => {
+                r.retry_after = Some(1);
+                r.close = u == Unavailable::ShuttingDown;
+            }
+            ApiError::MethodNotAllowed(allow) => r.allow = Some(allow),
+            ApiError::BadRequest(_)
+            | ApiError::HeadTooLarge
+            | ApiError::PayloadTooLarge
+            | ApiError::RequestTimeout => r.close = true,
+            _ => {}
+        }
+        r
+    }
+
+    /// One validation error.
+    pub fn field(field: &'static str, text: impl Into<String>) -> ApiError {
+        let mut e = FieldErrors::new();
+        e.insert(field, vec![text.into()]);
+        ApiError::Validation(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(r: &Response, keep_alive: bool) -> String {
+        let mut v = Vec::new();
+        r.write_to(&mut v, keep_alive, false);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn errors_have_the_contract_body_and_headers() {
+        let r = ApiError::ProductNotFound.into_response();
+        let t = text(&r, true);
+        assert!(t.starts_with("HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"));
+        assert!(t.ends_with(
+            "\r\n\r\n{\"message\":\"Product not found\",\"code\":\"product_not_found\"}"
+        ));
+        assert!(t.contains("\r\nDate: "));
+        assert!(!t.contains("Connection: close"));
+
+        let t = text(
+            &ApiError::Unavailable(Unavailable::QueueFull).into_response(),
+            true,
+        );
+        assert!(t.starts_with("HTTP/1.1 503 "));
+        assert!(t.contains("\r\nRetry-After: 1\r\n"));
+        assert!(t.contains("\"code\":\"unavailable\""));
+
+        let t = text(&ApiError::PayloadTooLarge.into_response(), true);
+        assert!(t.contains("Connection: close"));
+
+        let t = text(&ApiError::MethodNotAllowed("GET").into_response(), false);
+        assert!(t.contains("\r\nAllow: GET\r\n"));
+        assert!(t.contains("Connection: close"));
+    }
+
+    #[test]
+    fn validation_errors_list_fields() {
+        let r = ApiError::field("qty", "The qty must be at least 1.").into_response();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["code"], "validation_failed");
+        assert_eq!(v["errors"]["qty"][0], "The qty must be at least 1.");
+        assert_eq!(r.status, 422);
+    }
+}

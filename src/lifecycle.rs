@@ -1,0 +1,408 @@
+//! What a worker does to an order beyond reserving it: asking the writer, lazy loading,
+//! adopting PostgreSQL-only orders, applying payments, expiring. Shared by the API handlers,
+//! the reaper and the deferred webhooks, so each rule exists once.
+//!
+//! The order of every step is the safety argument:
+//! - a handoff permit is taken *before* a script that changes Redis runs, so the change can
+//!   always be handed to the writer (a full queue refuses first, having changed nothing);
+//! - a product is loaded only after a writer barrier (the `LoadProduct` message is processed
+//!   after everything queued before it is committed), so PostgreSQL's pending orders include
+//!   every reservation handed over so far;
+//! - a webhook's answer waits for the writer's commit.
+
+use crate::domain::{OrderRecord, OrderState, ProductId, product_of_reference};
+use crate::handoff::{Permit, Refused};
+use crate::http::response::{ApiError, Unavailable};
+use crate::reaper::Expiring;
+use crate::redis::pipeline::RedisError;
+use crate::redis::scripts::{
+    AdoptReply, ReplyError, ScriptId, TransitionReply, adopt_call, decode_adopt, decode_load,
+    decode_transition, load_call, transition_call,
+};
+use crate::worker::Worker;
+use crate::writer::msg::{Reply, WebhookNote, WriteError, WriterMsg};
+
+/// Maps Redis trouble to a 503, logging protocol surprises (which are bugs) once here.
+pub fn redis_error(e: RedisError) -> ApiError {
+    if !matches!(e, RedisError::Unavailable) {
+        tracing::error!(error = %e, "Redis call failed");
+    }
+    ApiError::Unavailable(Unavailable::Redis)
+}
+
+pub fn reply_error(e: ReplyError) -> ApiError {
+    tracing::error!(error = %e, "Redis script reply not understood");
+    ApiError::Internal
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    if let WriteError::Rejected(why) = &e {
+        tracing::error!(error = %why, "PostgreSQL rejected a write");
+    }
+    ApiError::Unavailable(Unavailable::Database)
+}
+
+/// A place in the writer's queue, or the 503 that says why there is none.
+pub fn permit(w: &Worker) -> Result<Permit<'_, WriterMsg>, ApiError> {
+    w.handoff.try_reserve().map_err(|r| {
+        ApiError::Unavailable(match r {
+            Refused::Full => Unavailable::QueueFull,
+            Refused::Closed => Unavailable::ShuttingDown,
+        })
+    })
+}
+
+/// Hands a message over. Only a dead writer thread makes this fail; what the message
+/// described is still in the Redis journal, which the next start replays.
+pub fn hand_over(permit: Permit<'_, WriterMsg>, msg: WriterMsg) {
+    if let Err(m) = permit.send(msg) {
+        tracing::error!(message = ?m, "writer thread is gone; the Redis journal keeps this change for the next start");
+    }
+}
+
+/// Sends a question to the writer and waits for its answer.
+pub async fn ask_writer<T>(
+    w: &Worker,
+    make: impl FnOnce(Reply<T>) -> WriterMsg,
+) -> Result<T, ApiError> {
+    let p = permit(w)?;
+    let (tx, rx) = futures_channel::oneshot::channel();
+    hand_over(p, make(tx));
+    match rx.await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(write_error(e)),
+        Err(_) => Err(ApiError::Unavailable(Unavailable::Database)),
+    }
+}
+
+/// Hands over a message carrying a `done` and waits until it is committed.
+pub async fn commit(
+    w: &Worker,
+    permit: Permit<'_, WriterMsg>,
+    make: impl FnOnce(crate::writer::msg::Done) -> WriterMsg,
+) -> Result<(), ApiError> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    hand_over(permit, make(tx));
+    let _ = w;
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(write_error(e)),
+        Err(_) => Err(ApiError::Unavailable(Unavailable::Database)),
+    }
+}
+
+/// Makes sure product `pid` is in Redis; `false` when PostgreSQL has no such product.
+/// Concurrent callers on this worker share one load.
+pub async fn ensure_loaded(w: &Worker, pid: ProductId) -> Result<bool, ApiError> {
+    let waiter = {
+        let mut loads = w.loads.borrow_mut();
+        match loads.get_mut(&pid) {
+            Some(waiters) => {
+                let (tx, rx) = local_sync::oneshot::channel();
+                waiters.push(tx);
+                Some(rx)
+            }
+            None => {
+                loads.insert(pid, Vec::new());
+                None
+            }
+        }
+    };
+    if let Some(rx) = waiter {
+        return rx
+            .await
+            .unwrap_or(Err(ApiError::Unavailable(Unavailable::Redis)));
+    }
+    let result = load(w, pid).await;
+    let waiters = w.loads.borrow_mut().remove(&pid).unwrap_or_default();
+    for tx in waiters {
+        let _ = tx.send(result.clone());
+    }
+    result
+}
+
+async fn load(w: &Worker, pid: ProductId) -> Result<bool, ApiError> {
+    let snapshot = ask_writer(w, |reply| WriterMsg::LoadProduct {
+        product_id: pid,
+        reply,
+    })
+    .await?;
+    let Some(snapshot) = snapshot else {
+        return Ok(false);
+    };
+    let installed = decode_load(
+        w.redis
+            .eval(&load_call(&w.keys, &snapshot))
+            .await
+            .map_err(redis_error)?,
+    )
+    .map_err(reply_error)?;
+    if installed {
+        tracing::info!(worker = w.id, product = %pid, stock = snapshot.reservable(), pending = snapshot.pending.len(),
+            "product loaded into Redis from PostgreSQL");
+        let mut wheel = w.wheel.borrow_mut();
+        for o in &snapshot.pending {
+            wheel.insert(
+                o.expires_at_ms,
+                Expiring {
+                    product: pid,
+                    reference: o.reference.clone(),
+                },
+            );
+        }
+    }
+    w.known_products.borrow_mut().insert(pid);
+    Ok(true)
+}
+
+/// Reads an order from PostgreSQL (after everything queued before is committed).
+pub async fn find_order(w: &Worker, reference: &str) -> Result<Option<OrderRecord>, ApiError> {
+    ask_writer(w, |reply| WriterMsg::FindOrder {
+        reference: reference.to_string(),
+        reply,
+    })
+    .await
+}
+
+/// How a webhook ended, for the response and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// This webhook made the transition it asked for.
+    Applied(OrderState),
+    /// The same transition had been made before.
+    AlreadyProcessed(OrderState),
+    /// The order is in another final state; `refund_required` for a success on a cancelled
+    /// order (the money was taken for units that went back to the stock).
+    FinalState {
+        state: OrderState,
+        refund_required: bool,
+    },
+    /// Unknown reference: stored as pending until its order appears.
+    RecordedEarly,
+}
+
+/// Applies a payment provider's verdict to an order, wherever the order is (Redis, only
+/// PostgreSQL, or nowhere yet), and returns after PostgreSQL has committed the effect.
+pub async fn apply_webhook(
+    w: &Worker,
+    reference: &str,
+    success: bool,
+    payload: String,
+) -> Result<WebhookOutcome, ApiError> {
+    let script = if success {
+        ScriptId::Pay
+    } else {
+        ScriptId::Fail
+    };
+    // The product's keys are found from the reference when it is one of ours, else through
+    // PostgreSQL (an order inserted by another tool may carry any reference).
+    let mut from_pg: Option<Option<OrderRecord>> = None;
+    let pid = match product_of_reference(reference) {
+        Some(pid) => pid,
+        None => {
+            let found = find_order(w, reference).await?;
+            match &found {
+                Some(o) => {
+                    let pid = o.product_id;
+                    from_pg = Some(found);
+                    pid
+                }
+                None => return record_early(w, reference, payload).await,
+            }
+        }
+    };
+
+    let p = permit(w)?;
+    let mut attempts = 0;
+    let (code, changed, record) = loop {
+        attempts += 1;
+        if attempts > 4 {
+            tracing::error!(
+                reference,
+                "order keeps vanishing from Redis while applying a webhook"
+            );
+            return Err(ApiError::Unavailable(Unavailable::Redis));
+        }
+        let v = w
+            .redis
+            .eval(&transition_call(script, &w.keys, pid, reference))
+            .await
+            .map_err(redis_error)?;
+        match decode_transition(v, pid, reference).map_err(reply_error)? {
+            TransitionReply::Done {
+                code,
+                changed,
+                record,
+            } => break (code, changed, record),
+            TransitionReply::NotLoaded => {
+                if !ensure_loaded(w, pid).await? {
+                    drop(p);
+                    return record_early(w, reference, payload).await;
+                }
+            }
+            TransitionReply::NotFound => {
+                let found = match from_pg.take() {
+                    Some(found) => found,
+                    None => find_order(w, reference).await?,
+                };
+                let Some(order) = found else {
+                    drop(p);
+                    return record_early(w, reference, payload).await;
+                };
+                // Never look again: a second miss means the order keeps vanishing.
+                from_pg = Some(None);
+                if order.state.is_final() {
+                    // Redis let go of a finished order; PostgreSQL has its final state.
+                    return finish(w, p, order, 3, success, payload).await;
+                }
+                match decode_adopt(
+                    w.redis
+                        .eval(&adopt_call(&w.keys, &order))
+                        .await
+                        .map_err(redis_error)?,
+                )
+                .map_err(reply_error)?
+                {
+                    AdoptReply::NotLoaded => {
+                        ensure_loaded(w, pid).await?;
+                    }
+                    AdoptReply::AlreadyThere => {}
+                    AdoptReply::Adopted { shortfall } => {
+                        if shortfall > 0 {
+                            tracing::warn!(
+                                reference,
+                                shortfall,
+                                "adopted an order for more units than were left; stock stopped at zero"
+                            );
+                        }
+                        w.wheel.borrow_mut().insert(
+                            order.expires_at_ms,
+                            Expiring {
+                                product: pid,
+                                reference: reference.to_string(),
+                            },
+                        );
+                        w.known_products.borrow_mut().insert(pid);
+                    }
+                }
+            }
+            TransitionReply::NotDue { .. } => {
+                return Err(reply_error(ReplyError("NOT_DUE from pay/fail".into())));
+            }
+        }
+    };
+    let _ = changed;
+    finish(w, p, record, code, success, payload).await
+}
+
+/// Records the webhook with the order's state and waits for the commit.
+/// `code`: 0 applied now, 1 applied before, 2 other final state, 3 final state found in
+/// PostgreSQL only.
+async fn finish(
+    w: &Worker,
+    p: Permit<'_, WriterMsg>,
+    record: OrderRecord,
+    code: u8,
+    success: bool,
+    payload: String,
+) -> Result<WebhookOutcome, ApiError> {
+    let state = record.state;
+    let outcome = match (code, success, state) {
+        (0, _, s) => WebhookOutcome::Applied(s),
+        (_, true, OrderState::Paid) => WebhookOutcome::AlreadyProcessed(state),
+        (_, false, OrderState::Cancelled(crate::domain::CancelReason::PaymentFailed)) => {
+            WebhookOutcome::AlreadyProcessed(state)
+        }
+        (_, true, OrderState::Cancelled(_)) => WebhookOutcome::FinalState {
+            state,
+            refund_required: true,
+        },
+        (_, _, s) => WebhookOutcome::FinalState {
+            state: s,
+            refund_required: false,
+        },
+    };
+    let refund_required = matches!(
+        outcome,
+        WebhookOutcome::FinalState {
+            refund_required: true,
+            ..
+        }
+    );
+    commit(w, p, |done| WriterMsg::Order {
+        record,
+        webhook: Some(WebhookNote {
+            payload,
+            refund_required,
+        }),
+        done: Some(done),
+    })
+    .await?;
+    Ok(outcome)
+}
+
+async fn record_early(
+    w: &Worker,
+    reference: &str,
+    payload: String,
+) -> Result<WebhookOutcome, ApiError> {
+    let p = permit(w)?;
+    commit(w, p, |done| WriterMsg::EarlyWebhook {
+        reference: reference.to_string(),
+        payload,
+        done,
+    })
+    .await?;
+    Ok(WebhookOutcome::RecordedEarly)
+}
+
+/// What one expiry attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireOutcome {
+    Expired,
+    /// Payment or failure came first, or the order is gone: nothing to do.
+    Nothing,
+    /// Try again at this time (Unix ms): not due by Redis's clock, or no capacity/Redis now.
+    RetryAt(i64),
+}
+
+/// Expires one reservation if it is still pending and due.
+pub async fn expire(w: &Worker, e: &Expiring, now_ms: i64) -> ExpireOutcome {
+    let Ok(p) = w.handoff.try_reserve() else {
+        return ExpireOutcome::RetryAt(now_ms + 1_000);
+    };
+    let call = transition_call(ScriptId::Expire, &w.keys, e.product, &e.reference);
+    let v = match w.redis.eval(&call).await {
+        Ok(v) => v,
+        Err(err) => {
+            if !matches!(err, RedisError::Unavailable) {
+                tracing::error!(error = %err, "expire failed");
+            }
+            return ExpireOutcome::RetryAt(now_ms + 1_000);
+        }
+    };
+    match decode_transition(v, e.product, &e.reference) {
+        Ok(TransitionReply::Done {
+            code: 0, record, ..
+        }) => {
+            hand_over(
+                p,
+                WriterMsg::Order {
+                    record,
+                    webhook: None,
+                    done: None,
+                },
+            );
+            w.metrics().expired();
+            ExpireOutcome::Expired
+        }
+        Ok(TransitionReply::NotDue { expires_at_ms }) => ExpireOutcome::RetryAt(expires_at_ms),
+        // NotLoaded: the product's keys are gone; the load that rebuilds them re-arms its
+        // pending orders.
+        Ok(_) => ExpireOutcome::Nothing,
+        Err(err) => {
+            reply_error(err);
+            ExpireOutcome::Nothing
+        }
+    }
+}

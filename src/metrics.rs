@@ -1,0 +1,442 @@
+//! Metrics: what `/metrics` exposes in the Prometheus text format.
+//!
+//! Workers count into their own cache-padded block of plain atomics (a relaxed add on a line
+//! no other core writes: no shared lock, no contended cache line on the request path); a
+//! scrape sums the blocks and encodes them with `prometheus-client`. The writer thread owns the
+//! histograms of batch size and commit latency.
+
+use crate::sync::Arc;
+use crossbeam_utils::CachePadded;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The endpoints, as the `route` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    ProductGet,
+    OrderCreate,
+    OrderGet,
+    Webhook,
+    Health,
+    Ready,
+    Metrics,
+    Unknown,
+}
+
+impl Route {
+    const ALL: [Route; 8] = [
+        Route::ProductGet,
+        Route::OrderCreate,
+        Route::OrderGet,
+        Route::Webhook,
+        Route::Health,
+        Route::Ready,
+        Route::Metrics,
+        Route::Unknown,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            Route::ProductGet => "GET /api/products/{id}",
+            Route::OrderCreate => "POST /api/orders",
+            Route::OrderGet => "GET /api/orders/{order_reference}",
+            Route::Webhook => "POST /api/payments/webhook",
+            Route::Health => "GET /health",
+            Route::Ready => "GET /ready",
+            Route::Metrics => "GET /metrics",
+            Route::Unknown => "other",
+        }
+    }
+}
+
+const STATUSES: [u16; 14] = [
+    200, 202, 400, 401, 404, 405, 408, 409, 413, 422, 431, 500, 503, 0,
+];
+
+fn status_index(s: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|x| *x == s)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+/// What became of a reservation request (`outcome` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    Accepted,
+    Replayed,
+    InsufficientStock,
+    PurchaseLimitReached,
+    /// 400/404/422: bad input or unknown product.
+    Invalid,
+    /// 503: Redis down, queue full or shutting down.
+    Unavailable,
+}
+
+impl Reservation {
+    const ALL: [Reservation; 6] = [
+        Reservation::Accepted,
+        Reservation::Replayed,
+        Reservation::InsufficientStock,
+        Reservation::PurchaseLimitReached,
+        Reservation::Invalid,
+        Reservation::Unavailable,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            Reservation::Accepted => "accepted",
+            Reservation::Replayed => "replayed",
+            Reservation::InsufficientStock => "insufficient_stock",
+            Reservation::PurchaseLimitReached => "purchase_limit_reached",
+            Reservation::Invalid => "invalid",
+            Reservation::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// What became of a webhook (`outcome` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Webhook {
+    Paid,
+    Failed,
+    AlreadyProcessed,
+    /// A success after the order was cancelled: to be refunded.
+    RefundRequired,
+    /// Another final state (a failure after a payment).
+    FinalState,
+    RecordedEarly,
+    InvalidSignature,
+    Invalid,
+    Unavailable,
+}
+
+impl Webhook {
+    const ALL: [Webhook; 9] = [
+        Webhook::Paid,
+        Webhook::Failed,
+        Webhook::AlreadyProcessed,
+        Webhook::RefundRequired,
+        Webhook::FinalState,
+        Webhook::RecordedEarly,
+        Webhook::InvalidSignature,
+        Webhook::Invalid,
+        Webhook::Unavailable,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            Webhook::Paid => "paid",
+            Webhook::Failed => "failed",
+            Webhook::AlreadyProcessed => "already_processed",
+            Webhook::RefundRequired => "refund_required",
+            Webhook::FinalState => "final_state",
+            Webhook::RecordedEarly => "recorded_early",
+            Webhook::InvalidSignature => "invalid_signature",
+            Webhook::Invalid => "invalid",
+            Webhook::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Why a 503 was sent (`reason` label); mirrors `http::response::Unavailable`.
+const UNAVAILABLE_REASONS: [&str; 4] = ["redis", "queue_full", "database", "shutting_down"];
+
+/// One worker's counters. Only that worker writes them.
+#[derive(Default)]
+pub struct WorkerMetrics {
+    http: [[AtomicU64; STATUSES.len()]; Route::ALL.len()],
+    reservations: [AtomicU64; Reservation::ALL.len()],
+    webhooks: [AtomicU64; Webhook::ALL.len()],
+    unavailable: [AtomicU64; UNAVAILABLE_REASONS.len()],
+    expiries: AtomicU64,
+    /// Reservations this worker's timer wheel holds (a gauge).
+    wheel_len: AtomicU64,
+    redis_commands: AtomicU64,
+    redis_writes: AtomicU64,
+}
+
+impl WorkerMetrics {
+    pub fn request(&self, route: Route, status: u16) {
+        self.http[route as usize][status_index(status)].fetch_add(1, Relaxed);
+    }
+    pub fn reservation(&self, o: Reservation) {
+        self.reservations[o as usize].fetch_add(1, Relaxed);
+    }
+    pub fn webhook(&self, o: Webhook) {
+        self.webhooks[o as usize].fetch_add(1, Relaxed);
+    }
+    pub fn unavailable(&self, u: crate::http::response::Unavailable) {
+        self.unavailable[u as usize].fetch_add(1, Relaxed);
+    }
+    pub fn expired(&self) {
+        self.expiries.fetch_add(1, Relaxed);
+    }
+    pub fn set_wheel_len(&self, n: usize) {
+        self.wheel_len.store(n as u64, Relaxed);
+    }
+    pub fn set_redis_pipeline(&self, commands: u64, writes: u64) {
+        self.redis_commands.store(commands, Relaxed);
+        self.redis_writes.store(writes, Relaxed);
+    }
+}
+
+/// The writer thread's metrics.
+pub struct WriterMetrics {
+    pub batch_rows: Histogram,
+    pub commit_seconds: Histogram,
+    pub rows: Counter,
+    pub retries: Counter,
+    pub journal_replayed: Counter,
+    pub late_payments: Counter,
+    pub postgres_up: Gauge,
+}
+
+impl Default for WriterMetrics {
+    fn default() -> Self {
+        WriterMetrics {
+            batch_rows: Histogram::new([1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
+            commit_seconds: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+            rows: Counter::default(),
+            retries: Counter::default(),
+            journal_replayed: Counter::default(),
+            late_payments: Counter::default(),
+            postgres_up: Gauge::default(),
+        }
+    }
+}
+
+/// Everything `/metrics` reports.
+pub struct Metrics {
+    workers: Arc<[CachePadded<WorkerMetrics>]>,
+    pub writer: WriterMetrics,
+    registry: Registry,
+}
+
+impl Metrics {
+    /// `depth` and `capacity` read the handoff queue at scrape time.
+    pub fn new(
+        workers: usize,
+        depth: impl Fn() -> usize + Send + Sync + 'static,
+        capacity: usize,
+    ) -> Metrics {
+        let blocks: Arc<[CachePadded<WorkerMetrics>]> = (0..workers)
+            .map(|_| CachePadded::new(WorkerMetrics::default()))
+            .collect();
+        let writer = WriterMetrics::default();
+        let mut registry = Registry::with_prefix("flashsale");
+        registry.register_collector(Box::new(Sums {
+            workers: blocks.clone(),
+            depth: Box::new(depth),
+            capacity,
+        }));
+        registry.register(
+            "writer_batch_rows",
+            "Rows per writer transaction",
+            writer.batch_rows.clone(),
+        );
+        registry.register(
+            "writer_commit_seconds",
+            "Time to write and commit one batch",
+            writer.commit_seconds.clone(),
+        );
+        registry.register(
+            "writer_rows",
+            "Rows written to PostgreSQL",
+            writer.rows.clone(),
+        );
+        registry.register(
+            "writer_retries",
+            "Batches retried after a PostgreSQL error",
+            writer.retries.clone(),
+        );
+        registry.register(
+            "writer_journal_replayed",
+            "Orders replayed from the Redis journal (after a crash, or stuck)",
+            writer.journal_replayed.clone(),
+        );
+        registry.register(
+            "late_payments",
+            "Successful payments for cancelled orders, recorded for refund",
+            writer.late_payments.clone(),
+        );
+        registry.register(
+            "postgres_up",
+            "1 when the writer's last PostgreSQL contact succeeded",
+            writer.postgres_up.clone(),
+        );
+        Metrics {
+            workers: blocks,
+            writer,
+            registry,
+        }
+    }
+
+    pub fn worker(&self, i: usize) -> &WorkerMetrics {
+        &self.workers[i]
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Sums the per-worker blocks at scrape time.
+struct Sums {
+    workers: Arc<[CachePadded<WorkerMetrics>]>,
+    depth: Box<dyn Fn() -> usize + Send + Sync>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for Sums {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sums")
+    }
+}
+
+impl Sums {
+    fn sum(&self, f: impl Fn(&WorkerMetrics) -> &AtomicU64) -> u64 {
+        self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
+    }
+}
+
+impl Collector for Sums {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = ConstCounter::new(0u64);
+        {
+            let mut m = enc.encode_descriptor(
+                "http_requests",
+                "HTTP requests by route and status",
+                None,
+                c.metric_type(),
+            )?;
+            for (ri, route) in Route::ALL.iter().enumerate() {
+                for (si, status) in STATUSES.iter().enumerate() {
+                    let v = self.sum(|w| &w.http[ri][si]);
+                    if v == 0 {
+                        continue;
+                    }
+                    let status = if *status == 0 {
+                        "other".to_string()
+                    } else {
+                        status.to_string()
+                    };
+                    let labels = [("route", route.label().to_string()), ("status", status)];
+                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "reservations",
+                "Reservation requests by outcome",
+                None,
+                c.metric_type(),
+            )?;
+            for (i, o) in Reservation::ALL.iter().enumerate() {
+                let v = self.sum(|w| &w.reservations[i]);
+                ConstCounter::new(v).encode(m.encode_family(&[("outcome", o.label())])?)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "webhooks",
+                "Payment webhooks by outcome",
+                None,
+                c.metric_type(),
+            )?;
+            for (i, o) in Webhook::ALL.iter().enumerate() {
+                let v = self.sum(|w| &w.webhooks[i]);
+                ConstCounter::new(v).encode(m.encode_family(&[("outcome", o.label())])?)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "unavailable_responses",
+                "503 answers by cause",
+                None,
+                c.metric_type(),
+            )?;
+            for (i, r) in UNAVAILABLE_REASONS.iter().enumerate() {
+                let v = self.sum(|w| &w.unavailable[i]);
+                ConstCounter::new(v).encode(m.encode_family(&[("reason", *r)])?)?;
+            }
+        }
+        let expiries = ConstCounter::new(self.sum(|w| &w.expiries));
+        expiries.encode(enc.encode_descriptor(
+            "expiries",
+            "Reservations cancelled because their hold passed",
+            None,
+            expiries.metric_type(),
+        )?)?;
+        let gauges: [(&str, &str, i64); 5] = [
+            (
+                "handoff_queue_depth",
+                "Messages queued or promised to the PostgreSQL writer",
+                (self.depth)() as i64,
+            ),
+            (
+                "handoff_queue_capacity",
+                "Bound of the queue to the PostgreSQL writer",
+                self.capacity as i64,
+            ),
+            (
+                "reaper_pending",
+                "Reservations waiting in the timer wheels",
+                self.sum(|w| &w.wheel_len) as i64,
+            ),
+            (
+                "redis_commands_sent",
+                "Commands sent on the workers' Redis pipelines",
+                self.sum(|w| &w.redis_commands) as i64,
+            ),
+            (
+                "redis_writes",
+                "Socket writes carrying them (commands / writes = pipeline depth)",
+                self.sum(|w| &w.redis_writes) as i64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let g = ConstGauge::new(v);
+            g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::response::Unavailable;
+
+    #[test]
+    fn renders_sums_across_workers() {
+        let m = Metrics::new(2, || 3, 10);
+        m.worker(0).request(Route::OrderCreate, 202);
+        m.worker(1).request(Route::OrderCreate, 202);
+        m.worker(1).request(Route::Unknown, 418);
+        m.worker(0).reservation(Reservation::Accepted);
+        m.worker(1).unavailable(Unavailable::QueueFull);
+        m.writer.batch_rows.observe(12.0);
+        let t = m.render();
+        assert!(
+            t.contains(
+                "flashsale_http_requests_total{route=\"POST /api/orders\",status=\"202\"} 2"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("flashsale_http_requests_total{route=\"other\",status=\"other\"} 1"));
+        assert!(t.contains("flashsale_reservations_total{outcome=\"accepted\"} 1"));
+        assert!(t.contains("flashsale_unavailable_responses_total{reason=\"queue_full\"} 1"));
+        assert!(t.contains("flashsale_handoff_queue_depth 3"));
+        assert!(t.contains("flashsale_writer_batch_rows_count 1"));
+    }
+}

@@ -1,0 +1,105 @@
+//! Redis: key names, command encoding, the Lua scripts and their replies (shared by workers and
+//! the writer), and the per-core pipelined client the workers use.
+//!
+//! Key layout (DESIGN.md): every key of product P carries the hash tag `{p:P}` under the
+//! configured prefix, so one product lives in one Redis Cluster slot and every script touches
+//! one product's keys only.
+//!
+//! | key                       | type   | holds                                             |
+//! |---------------------------|--------|---------------------------------------------------|
+//! | `<pfx>:{p:P}:stock`       | string | reservable units; absent = product not loaded     |
+//! | `<pfx>:{p:P}:product`     | hash   | name, price, max, limit, created, updated         |
+//! | `<pfx>:{p:P}:order:<ref>` | hash   | the order record (see `lua/lib.lua`)              |
+//! | `<pfx>:{p:P}:pending`     | zset   | reference → expiry (ms): what the reaper watches  |
+//! | `<pfx>:{p:P}:journal`     | zset   | reference → last change (ms): owed to PostgreSQL  |
+//! | `<pfx>:{p:P}:users`       | hash   | user → units pending or paid (limited products)   |
+//! | `<pfx>:{p:P}:idem:<key>`  | hash   | the answer to replay for an Idempotency-Key (24 h) |
+
+pub mod cmd;
+pub mod pipeline;
+pub mod scripts;
+
+use crate::domain::ProductId;
+
+/// Builds key names under one prefix.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// The fixed keys of one product.
+#[derive(Debug)]
+pub struct ProductKeys {
+    pub stock: String,
+    pub product: String,
+    pub pending: String,
+    pub journal: String,
+    pub users: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn tagged(&self, pid: ProductId, suffix: &str) -> String {
+        format!("{}:{{p:{}}}:{}", self.prefix, pid, suffix)
+    }
+
+    pub fn product_keys(&self, pid: ProductId) -> ProductKeys {
+        ProductKeys {
+            stock: self.tagged(pid, "stock"),
+            product: self.tagged(pid, "product"),
+            pending: self.tagged(pid, "pending"),
+            journal: self.tagged(pid, "journal"),
+            users: self.tagged(pid, "users"),
+        }
+    }
+
+    pub fn order(&self, pid: ProductId, reference: &str) -> String {
+        format!("{}:{{p:{}}}:order:{}", self.prefix, pid, reference)
+    }
+
+    pub fn idem(&self, pid: ProductId, key: &str) -> String {
+        format!("{}:{{p:{}}}:idem:{}", self.prefix, pid, key)
+    }
+
+    /// The SCAN pattern matching one kind of product key across all products.
+    pub fn scan_pattern(&self, suffix: &str) -> String {
+        // The prefix is validated to hold no glob characters.
+        format!("{}:{{p:*}}:{}", self.prefix, suffix)
+    }
+
+    /// The product a key found by `scan_pattern` belongs to.
+    pub fn product_of_key(&self, key: &[u8]) -> Option<ProductId> {
+        let key = std::str::from_utf8(key).ok()?;
+        let rest = key
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":{p:")?;
+        let (pid, _) = rest.split_once('}')?;
+        ProductId::parse(pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_product_hash_tag() {
+        let k = Keys::new("fs");
+        let p = ProductId::new(12).unwrap();
+        let pk = k.product_keys(p);
+        assert_eq!(pk.stock, "fs:{p:12}:stock");
+        assert_eq!(k.order(p, "12-X"), "fs:{p:12}:order:12-X");
+        assert_eq!(k.product_of_key(pk.journal.as_bytes()), Some(p));
+        assert_eq!(k.product_of_key(b"other:{p:12}:journal"), None);
+        assert_eq!(k.scan_pattern("pending"), "fs:{p:*}:pending");
+    }
+}

@@ -1,0 +1,915 @@
+//! The Lua scripts of `lua/`, how to call them and how to read their replies.
+//!
+//! Each script is sent as EVALSHA with its SHA-1 computed here; a Redis that does not know it
+//! (restarted, or `SCRIPT FLUSH`) answers NOSCRIPT and the caller resends the same call as
+//! EVAL, which also caches it. `lib.lua` is prepended to the scripts that use its helpers.
+//!
+//! Decoding is pure and unit-tested: a reply that does not have the documented shape is a
+//! [`ReplyError`] (a bug or a foreign script under our name), never a panic.
+
+use crate::domain::{OrderRecord, OrderState, ProductId};
+use crate::redis::cmd::push_bulk;
+use crate::redis::{Keys, ProductKeys};
+use redis_async::resp::RespValue;
+use std::sync::OnceLock;
+
+/// The atomic operations, one per file in `lua/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScriptId {
+    Reserve,
+    Pay,
+    Fail,
+    Expire,
+    Load,
+    Adopt,
+    Ack,
+    Product,
+}
+
+const LIB: &str = include_str!("../../lua/lib.lua");
+
+impl ScriptId {
+    pub const ALL: [ScriptId; 8] = [
+        ScriptId::Reserve,
+        ScriptId::Pay,
+        ScriptId::Fail,
+        ScriptId::Expire,
+        ScriptId::Load,
+        ScriptId::Adopt,
+        ScriptId::Ack,
+        ScriptId::Product,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ScriptId::Reserve => "reserve",
+            ScriptId::Pay => "pay",
+            ScriptId::Fail => "fail",
+            ScriptId::Expire => "expire",
+            ScriptId::Load => "load",
+            ScriptId::Adopt => "adopt",
+            ScriptId::Ack => "ack",
+            ScriptId::Product => "product",
+        }
+    }
+
+    fn source(self) -> (&'static str, bool) {
+        match self {
+            ScriptId::Reserve => (include_str!("../../lua/reserve.lua"), true),
+            ScriptId::Pay => (include_str!("../../lua/pay.lua"), true),
+            ScriptId::Fail => (include_str!("../../lua/fail.lua"), true),
+            ScriptId::Expire => (include_str!("../../lua/expire.lua"), true),
+            ScriptId::Load => (include_str!("../../lua/load.lua"), false),
+            ScriptId::Adopt => (include_str!("../../lua/adopt.lua"), false),
+            ScriptId::Ack => (include_str!("../../lua/ack.lua"), false),
+            ScriptId::Product => (include_str!("../../lua/product.lua"), false),
+        }
+    }
+
+    /// The text sent to Redis.
+    pub fn body(self) -> &'static str {
+        &compiled()[self as usize].0
+    }
+
+    /// The SHA-1 of `body`, for EVALSHA.
+    pub fn sha(self) -> &'static str {
+        &compiled()[self as usize].1
+    }
+}
+
+fn compiled() -> &'static [(String, String)] {
+    static C: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    C.get_or_init(|| {
+        ScriptId::ALL
+            .iter()
+            .map(|s| {
+                let (src, with_lib) = s.source();
+                let body = if with_lib {
+                    format!("{LIB}\n{src}")
+                } else {
+                    src.to_string()
+                };
+                let sha = sha1_smol::Sha1::from(body.as_bytes()).digest().to_string();
+                (body, sha)
+            })
+            .collect()
+    })
+}
+
+/// One script invocation, encoded once and sendable as EVALSHA or, after NOSCRIPT, as EVAL.
+#[derive(Debug, Clone)]
+pub struct ScriptCall {
+    pub script: ScriptId,
+    nkeys: usize,
+    nargs: usize,
+    /// Keys then arguments, already as RESP bulk strings.
+    tail: Vec<u8>,
+}
+
+impl ScriptCall {
+    pub fn new(script: ScriptId) -> Self {
+        ScriptCall {
+            script,
+            nkeys: 0,
+            nargs: 0,
+            tail: Vec::with_capacity(256),
+        }
+    }
+
+    /// Adds a key; every key comes before the first argument.
+    pub fn key(&mut self, k: &str) -> &mut Self {
+        debug_assert_eq!(self.nargs, 0, "keys must precede arguments");
+        push_bulk(&mut self.tail, k.as_bytes());
+        self.nkeys += 1;
+        self
+    }
+
+    pub fn arg(&mut self, a: impl AsRef<[u8]>) -> &mut Self {
+        push_bulk(&mut self.tail, a.as_ref());
+        self.nargs += 1;
+        self
+    }
+
+    pub fn int(&mut self, n: i64) -> &mut Self {
+        self.arg(itoa::Buffer::new().format(n).as_bytes())
+    }
+
+    /// The RESP bytes: EVALSHA, or EVAL with the whole script when `with_body`.
+    pub fn encode(&self, with_body: bool) -> Vec<u8> {
+        let (verb, what) = if with_body {
+            ("EVAL", self.script.body())
+        } else {
+            ("EVALSHA", self.script.sha())
+        };
+        let mut out = Vec::with_capacity(self.tail.len() + what.len() + 48);
+        out.push(b'*');
+        out.extend_from_slice(
+            itoa::Buffer::new()
+                .format(3 + self.nkeys + self.nargs)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\r\n");
+        push_bulk(&mut out, verb.as_bytes());
+        push_bulk(&mut out, what.as_bytes());
+        push_bulk(&mut out, itoa::Buffer::new().format(self.nkeys).as_bytes());
+        out.extend_from_slice(&self.tail);
+        out
+    }
+}
+
+/// True for the error Redis gives an EVALSHA of a script it does not hold.
+pub fn is_noscript(e: &str) -> bool {
+    e.starts_with("NOSCRIPT")
+}
+
+/// A reply of the wrong shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyError(pub String);
+
+impl std::error::Error for ReplyError {}
+
+impl std::fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unexpected Redis reply: {}", self.0)
+    }
+}
+
+fn bad(what: &str, v: &RespValue) -> ReplyError {
+    ReplyError(format!("{what}: {v:?}"))
+}
+
+pub fn as_int(v: &RespValue) -> Result<i64, ReplyError> {
+    match v {
+        RespValue::Integer(i) => Ok(*i),
+        RespValue::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("integer", v)),
+        _ => Err(bad("integer", v)),
+    }
+}
+
+pub fn as_string(v: RespValue) -> Result<String, ReplyError> {
+    match v {
+        RespValue::BulkString(b) => {
+            String::from_utf8(b).map_err(|e| ReplyError(format!("utf-8: {e}")))
+        }
+        RespValue::SimpleString(s) => Ok(s),
+        other => Err(bad("string", &other)),
+    }
+}
+
+fn array(v: RespValue, what: &str) -> Result<Vec<RespValue>, ReplyError> {
+    match v {
+        RespValue::Array(a) => Ok(a),
+        other => Err(bad(what, &other)),
+    }
+}
+
+/// Reply codes shared by the scripts (see their headers).
+const NOT_LOADED: i64 = 7;
+const NOT_FOUND: i64 = 8;
+const NOT_DUE: i64 = 9;
+
+// ---------------------------------------------------------------------------------------
+// reserve
+
+/// One reservation request inside a `reserve.lua` call.
+#[derive(Debug, Clone)]
+pub struct ReserveRequest<'a> {
+    pub reference: &'a str,
+    pub qty: i64,
+    /// `""` when the client named no user.
+    pub user: &'a str,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Builds a `reserve.lua` call for the requests, all for product `pid`.
+pub fn reserve_call(
+    keys: &Keys,
+    pk: &ProductKeys,
+    pid: ProductId,
+    hold_ms: i64,
+    reqs: &[ReserveRequest<'_>],
+) -> ScriptCall {
+    let mut c = ScriptCall::new(ScriptId::Reserve);
+    c.key(&pk.stock)
+        .key(&pk.product)
+        .key(&pk.pending)
+        .key(&pk.journal)
+        .key(&pk.users);
+    for r in reqs {
+        c.key(&keys.order(pid, r.reference));
+        // Without an idempotency key the slot still needs a key of this product's slot.
+        match r.idempotency_key {
+            Some(k) => c.key(&keys.idem(pid, k)),
+            None => c.key(&pk.stock),
+        };
+    }
+    c.int(hold_ms).int(reqs.len() as i64);
+    for r in reqs {
+        c.arg(r.reference)
+            .int(r.qty)
+            .arg(r.user)
+            .arg(if r.idempotency_key.is_some() {
+                "1"
+            } else {
+                "0"
+            });
+    }
+    c
+}
+
+/// The outcome of one reservation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveReply {
+    Reserved {
+        reference: String,
+        amount_cents: i64,
+        expires_at_ms: i64,
+        created_at_ms: i64,
+    },
+    /// The same Idempotency-Key and body reserved before: answer that order again.
+    Replayed {
+        reference: String,
+        qty: i64,
+        amount_cents: i64,
+        expires_at_ms: i64,
+        created_at_ms: i64,
+    },
+    InsufficientStock,
+    LimitReached,
+    UserRequired,
+    QtyTooLarge {
+        max: i64,
+    },
+    IdempotencyKeyReused,
+}
+
+/// Decodes a `reserve.lua` reply for `n` requests; `None` means the product is not loaded.
+pub fn decode_reserve(v: RespValue, n: usize) -> Result<Option<Vec<ReserveReply>>, ReplyError> {
+    if let RespValue::Integer(NOT_LOADED) = v {
+        return Ok(None);
+    }
+    let items = array(v, "reserve reply")?;
+    if items.len() != n {
+        return Err(ReplyError(format!(
+            "reserve: {} replies for {n} requests",
+            items.len()
+        )));
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let mut f = array(item, "reserve item")?.into_iter();
+            let code = f
+                .next()
+                .ok_or_else(|| ReplyError("empty reserve item".into()))?;
+            let code = as_int(&code)?;
+            let mut next = || {
+                f.next()
+                    .ok_or_else(|| ReplyError(format!("short reserve item {code}")))
+            };
+            Ok(match code {
+                0 => ReserveReply::Reserved {
+                    reference: as_string(next()?)?,
+                    amount_cents: as_int(&next()?)?,
+                    expires_at_ms: as_int(&next()?)?,
+                    created_at_ms: as_int(&next()?)?,
+                },
+                1 => ReserveReply::Replayed {
+                    reference: as_string(next()?)?,
+                    qty: as_int(&next()?)?,
+                    amount_cents: as_int(&next()?)?,
+                    expires_at_ms: as_int(&next()?)?,
+                    created_at_ms: as_int(&next()?)?,
+                },
+                2 => ReserveReply::InsufficientStock,
+                3 => ReserveReply::LimitReached,
+                4 => ReserveReply::UserRequired,
+                5 => ReserveReply::QtyTooLarge {
+                    max: as_int(&next()?)?,
+                },
+                6 => ReserveReply::IdempotencyKeyReused,
+                other => return Err(ReplyError(format!("reserve code {other}"))),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+// ---------------------------------------------------------------------------------------
+// pay, fail, expire
+
+/// Builds a `pay.lua`, `fail.lua` or `expire.lua` call.
+pub fn transition_call(
+    script: ScriptId,
+    keys: &Keys,
+    pid: ProductId,
+    reference: &str,
+) -> ScriptCall {
+    debug_assert!(matches!(
+        script,
+        ScriptId::Pay | ScriptId::Fail | ScriptId::Expire
+    ));
+    let pk = keys.product_keys(pid);
+    let mut c = ScriptCall::new(script);
+    c.key(&pk.stock)
+        .key(&keys.order(pid, reference))
+        .key(&pk.pending)
+        .key(&pk.journal)
+        .key(&pk.users)
+        .arg(reference);
+    c
+}
+
+/// What a transition script found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionReply {
+    NotLoaded,
+    NotFound,
+    /// Still pending, due at this time by Redis's clock (expire only).
+    NotDue {
+        expires_at_ms: i64,
+    },
+    Done {
+        /// 0: this call made the transition asked for; 1: it had been made before (a repeat);
+        /// 2: the order is in another final state.
+        code: u8,
+        /// This call changed the order (which the writer must then learn).
+        changed: bool,
+        record: OrderRecord,
+    },
+}
+
+/// Decodes a transition reply for the order `reference` of product `pid`.
+pub fn decode_transition(
+    v: RespValue,
+    pid: ProductId,
+    reference: &str,
+) -> Result<TransitionReply, ReplyError> {
+    let items = array(v, "transition reply")?;
+    let mut f = items.into_iter();
+    let code = as_int(
+        &f.next()
+            .ok_or_else(|| ReplyError("empty transition reply".into()))?,
+    )?;
+    match code {
+        NOT_LOADED => return Ok(TransitionReply::NotLoaded),
+        NOT_FOUND => return Ok(TransitionReply::NotFound),
+        NOT_DUE => {
+            let exp = f
+                .next()
+                .ok_or_else(|| ReplyError("NOT_DUE without expiry".into()))?;
+            return Ok(TransitionReply::NotDue {
+                expires_at_ms: as_int(&exp)?,
+            });
+        }
+        0..=2 => {}
+        other => return Err(ReplyError(format!("transition code {other}"))),
+    }
+    let mut next = || {
+        f.next()
+            .ok_or_else(|| ReplyError("short transition reply".into()))
+    };
+    let changed = as_int(&next()?)? == 1;
+    let state_code = as_string(next()?)?;
+    let state = OrderState::from_code(&state_code)
+        .ok_or_else(|| ReplyError(format!("state {state_code:?}")))?;
+    let user = as_string(next()?)?;
+    let qty = as_int(&next()?)?;
+    let amount_cents = as_int(&next()?)?;
+    let expires_at_ms = as_int(&next()?)?;
+    let created_at_ms = as_int(&next()?)?;
+    Ok(TransitionReply::Done {
+        code: code as u8,
+        changed,
+        record: OrderRecord {
+            reference: reference.to_string(),
+            product_id: pid,
+            user_id: (!user.is_empty()).then_some(user),
+            qty: i32::try_from(qty).map_err(|_| ReplyError(format!("qty {qty}")))?,
+            amount_cents,
+            state,
+            expires_at_ms,
+            created_at_ms,
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// order records read directly (GET /api/orders, journal replay)
+
+/// The fields `lua/lib.lua` keeps, in the order of [`record_fields_cmd`].
+pub const RECORD_FIELDS: [&str; 6] = ["user", "qty", "amt", "st", "exp", "ct"];
+
+/// `HMGET <order key> user qty amt st exp ct`.
+pub fn record_fields_cmd(order_key: &str) -> Vec<u8> {
+    let mut c = crate::redis::cmd::Cmd::new(2 + RECORD_FIELDS.len());
+    c.arg("HMGET").arg(order_key);
+    for f in RECORD_FIELDS {
+        c.arg(f);
+    }
+    c.finish()
+}
+
+/// Decodes the HMGET of [`record_fields_cmd`]; `None` when the record does not exist.
+pub fn decode_record(
+    v: RespValue,
+    pid: ProductId,
+    reference: &str,
+) -> Result<Option<OrderRecord>, ReplyError> {
+    let items = array(v, "record")?;
+    if items.len() != RECORD_FIELDS.len() {
+        return Err(ReplyError("record: wrong field count".into()));
+    }
+    if matches!(items[3], RespValue::Nil) {
+        return Ok(None);
+    }
+    let mut f = items.into_iter();
+    let mut next = || f.next().ok_or_else(|| ReplyError("short record".into()));
+    let user = as_string(next()?)?;
+    let qty = as_int(&next()?)?;
+    let amount_cents = as_int(&next()?)?;
+    let st = as_string(next()?)?;
+    let state = OrderState::from_code(&st).ok_or_else(|| ReplyError(format!("state {st:?}")))?;
+    let expires_at_ms = as_int(&next()?)?;
+    let created_at_ms = as_int(&next()?)?;
+    Ok(Some(OrderRecord {
+        reference: reference.to_string(),
+        product_id: pid,
+        user_id: (!user.is_empty()).then_some(user),
+        qty: i32::try_from(qty).map_err(|_| ReplyError(format!("qty {qty}")))?,
+        amount_cents,
+        state,
+        expires_at_ms,
+        created_at_ms,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// product
+
+/// A product as Redis holds it, with its live reservable stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductView {
+    pub id: ProductId,
+    pub stock: i64,
+    pub name: String,
+    pub price_cents: i64,
+    pub max_per_order: i64,
+    pub per_user_limit: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn product_call(keys: &Keys, pid: ProductId) -> ScriptCall {
+    let pk = keys.product_keys(pid);
+    let mut c = ScriptCall::new(ScriptId::Product);
+    c.key(&pk.stock).key(&pk.product);
+    c
+}
+
+/// Decodes `product.lua`; `None` when the product is not loaded.
+pub fn decode_product(v: RespValue, pid: ProductId) -> Result<Option<ProductView>, ReplyError> {
+    if let RespValue::Integer(NOT_LOADED) = v {
+        return Ok(None);
+    }
+    let items = array(v, "product")?;
+    if items.len() != 7 {
+        return Err(ReplyError("product: wrong field count".into()));
+    }
+    let mut f = items.into_iter();
+    let mut next = || f.next().ok_or_else(|| ReplyError("short product".into()));
+    let stock = as_int(&next()?)?;
+    let name = as_string(next()?)?;
+    let price_cents = as_int(&next()?)?;
+    let max_per_order = as_int(&next()?)?;
+    let limit = as_string(next()?)?;
+    Ok(Some(ProductView {
+        id: pid,
+        stock,
+        name,
+        price_cents,
+        max_per_order,
+        per_user_limit: if limit.is_empty() {
+            None
+        } else {
+            Some(
+                limit
+                    .parse()
+                    .map_err(|_| ReplyError(format!("limit {limit:?}")))?,
+            )
+        },
+        created_at: as_string(next()?)?,
+        updated_at: as_string(next()?)?,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// load and adopt
+
+/// What the writer read from PostgreSQL to install a product into Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductSnapshot {
+    pub id: ProductId,
+    pub name: String,
+    pub price_cents: i64,
+    /// `products.stock`: units not yet sold.
+    pub pg_stock: i64,
+    pub max_per_order: i32,
+    pub per_user_limit: Option<i32>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Orders still pending: their units are not reservable, and Redis needs their records.
+    pub pending: Vec<OrderRecord>,
+    /// Units pending or paid per user (limited products only).
+    pub user_units: Vec<(String, i64)>,
+}
+
+impl ProductSnapshot {
+    /// Reservable stock: PostgreSQL stock minus the units of pending orders, never below zero.
+    pub fn reservable(&self) -> i64 {
+        let held: i64 = self.pending.iter().map(|o| i64::from(o.qty)).sum();
+        (self.pg_stock - held).max(0)
+    }
+}
+
+pub fn load_call(keys: &Keys, s: &ProductSnapshot) -> ScriptCall {
+    let pk = keys.product_keys(s.id);
+    let mut c = ScriptCall::new(ScriptId::Load);
+    c.key(&pk.stock)
+        .key(&pk.product)
+        .key(&pk.pending)
+        .key(&pk.users);
+    for o in &s.pending {
+        c.key(&keys.order(s.id, &o.reference));
+    }
+    c.arg(&s.name)
+        .int(s.price_cents)
+        .int(i64::from(s.max_per_order))
+        .arg(s.per_user_limit.map(|l| l.to_string()).unwrap_or_default())
+        .arg(&s.created_at)
+        .arg(&s.updated_at)
+        .int(s.reservable())
+        .int(s.pending.len() as i64);
+    for o in &s.pending {
+        c.arg(&o.reference)
+            .arg(o.user_id.as_deref().unwrap_or(""))
+            .int(i64::from(o.qty))
+            .int(o.amount_cents)
+            .int(o.expires_at_ms)
+            .int(o.created_at_ms);
+    }
+    c.int(s.user_units.len() as i64);
+    for (u, n) in &s.user_units {
+        c.arg(u).int(*n);
+    }
+    c
+}
+
+/// `true` when `load.lua` installed the product, `false` when it was live already.
+pub fn decode_load(v: RespValue) -> Result<bool, ReplyError> {
+    Ok(as_int(&v)? == 1)
+}
+
+pub fn adopt_call(keys: &Keys, o: &OrderRecord) -> ScriptCall {
+    let pk = keys.product_keys(o.product_id);
+    let mut c = ScriptCall::new(ScriptId::Adopt);
+    c.key(&pk.stock)
+        .key(&pk.product)
+        .key(&keys.order(o.product_id, &o.reference))
+        .key(&pk.pending)
+        .key(&pk.users)
+        .arg(&o.reference)
+        .arg(o.user_id.as_deref().unwrap_or(""))
+        .int(i64::from(o.qty))
+        .int(o.amount_cents)
+        .int(o.expires_at_ms)
+        .int(o.created_at_ms);
+    c
+}
+
+/// What `adopt.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdoptReply {
+    NotLoaded,
+    AlreadyThere,
+    /// Adopted; `shortfall` units could not be taken from an exhausted stock.
+    Adopted {
+        shortfall: i64,
+    },
+}
+
+pub fn decode_adopt(v: RespValue) -> Result<AdoptReply, ReplyError> {
+    let items = array(v, "adopt reply")?;
+    let code = as_int(
+        items
+            .first()
+            .ok_or_else(|| ReplyError("empty adopt reply".into()))?,
+    )?;
+    match code {
+        NOT_LOADED => Ok(AdoptReply::NotLoaded),
+        1 => Ok(AdoptReply::AlreadyThere),
+        0 => Ok(AdoptReply::Adopted {
+            shortfall: as_int(
+                items
+                    .get(1)
+                    .ok_or_else(|| ReplyError("adopt without shortfall".into()))?,
+            )?,
+        }),
+        other => Err(ReplyError(format!("adopt code {other}"))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ack
+
+/// Builds an `ack.lua` call for orders of one product, each with the state just committed.
+pub fn ack_call<'a>(
+    keys: &Keys,
+    pid: ProductId,
+    committed: impl Iterator<Item = (&'a str, OrderState)> + Clone,
+    ttl_secs: u64,
+) -> ScriptCall {
+    let pk = keys.product_keys(pid);
+    let mut c = ScriptCall::new(ScriptId::Ack);
+    c.key(&pk.journal);
+    for (r, _) in committed.clone() {
+        c.key(&keys.order(pid, r));
+    }
+    c.int(ttl_secs as i64);
+    for (r, s) in committed {
+        c.arg(r).arg(s.code());
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::CancelReason;
+
+    fn bulk(s: &str) -> RespValue {
+        RespValue::BulkString(s.as_bytes().to_vec())
+    }
+    fn int(i: i64) -> RespValue {
+        RespValue::Integer(i)
+    }
+    fn pid() -> ProductId {
+        ProductId::new(3).unwrap()
+    }
+
+    #[test]
+    fn scripts_have_stable_shas_and_include_the_library() {
+        for s in ScriptId::ALL {
+            assert_eq!(s.sha().len(), 40, "{}", s.name());
+        }
+        assert!(ScriptId::Pay.body().contains("local function cancel"));
+        assert!(!ScriptId::Load.body().contains("local function cancel"));
+    }
+
+    #[test]
+    fn evalsha_and_eval_carry_the_same_keys_and_arguments() {
+        let mut c = ScriptCall::new(ScriptId::Ack);
+        c.key("k").arg("a").int(5);
+        let sha = String::from_utf8(c.encode(false)).unwrap();
+        assert!(sha.starts_with("*6\r\n$7\r\nEVALSHA\r\n$40\r\n"));
+        assert!(sha.ends_with("$1\r\n1\r\n$1\r\nk\r\n$1\r\na\r\n$1\r\n5\r\n"));
+        let eval = String::from_utf8(c.encode(true)).unwrap();
+        assert!(eval.starts_with("*6\r\n$4\r\nEVAL\r\n"));
+        assert!(eval.ends_with("$1\r\n1\r\n$1\r\nk\r\n$1\r\na\r\n$1\r\n5\r\n"));
+        assert!(is_noscript("NOSCRIPT No matching script. Please use EVAL."));
+    }
+
+    #[test]
+    fn reserve_replies_decode_every_code() {
+        let v = RespValue::Array(vec![
+            RespValue::Array(vec![
+                int(0),
+                bulk("3-A"),
+                bulk("4000"),
+                bulk("1700000000000"),
+                bulk("1690000000000"),
+            ]),
+            RespValue::Array(vec![
+                int(1),
+                bulk("3-B"),
+                bulk("2"),
+                bulk("4000"),
+                bulk("5"),
+                bulk("6"),
+            ]),
+            RespValue::Array(vec![int(2)]),
+            RespValue::Array(vec![int(3)]),
+            RespValue::Array(vec![int(4)]),
+            RespValue::Array(vec![int(5), int(10)]),
+            RespValue::Array(vec![int(6)]),
+        ]);
+        let r = decode_reserve(v, 7).unwrap().unwrap();
+        assert_eq!(
+            r[0],
+            ReserveReply::Reserved {
+                reference: "3-A".into(),
+                amount_cents: 4000,
+                expires_at_ms: 1_700_000_000_000,
+                created_at_ms: 1_690_000_000_000
+            }
+        );
+        assert_eq!(
+            r[1],
+            ReserveReply::Replayed {
+                reference: "3-B".into(),
+                qty: 2,
+                amount_cents: 4000,
+                expires_at_ms: 5,
+                created_at_ms: 6
+            }
+        );
+        assert_eq!(
+            r[2..],
+            [
+                ReserveReply::InsufficientStock,
+                ReserveReply::LimitReached,
+                ReserveReply::UserRequired,
+                ReserveReply::QtyTooLarge { max: 10 },
+                ReserveReply::IdempotencyKeyReused
+            ]
+        );
+        assert_eq!(decode_reserve(int(7), 1).unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_reserve_replies_are_errors_not_panics() {
+        assert!(decode_reserve(int(3), 1).is_err());
+        assert!(decode_reserve(RespValue::Array(vec![]), 1).is_err());
+        assert!(decode_reserve(RespValue::Array(vec![RespValue::Array(vec![int(0)])]), 1).is_err());
+        assert!(
+            decode_reserve(RespValue::Array(vec![RespValue::Array(vec![int(42)])]), 1).is_err()
+        );
+        assert!(decode_reserve(RespValue::Array(vec![RespValue::Array(vec![])]), 1).is_err());
+    }
+
+    #[test]
+    fn transition_replies_decode() {
+        let v = RespValue::Array(vec![
+            int(0),
+            int(1),
+            bulk("payment_failed"),
+            bulk("alice"),
+            bulk("2"),
+            bulk("400"),
+            bulk("99"),
+            bulk("11"),
+        ]);
+        match decode_transition(v, pid(), "3-X").unwrap() {
+            TransitionReply::Done {
+                code,
+                changed,
+                record,
+            } => {
+                assert_eq!((code, changed), (0, true));
+                assert_eq!(
+                    record.state,
+                    OrderState::Cancelled(CancelReason::PaymentFailed)
+                );
+                assert_eq!(record.user_id.as_deref(), Some("alice"));
+                assert_eq!(
+                    (
+                        record.qty,
+                        record.amount_cents,
+                        record.expires_at_ms,
+                        record.created_at_ms
+                    ),
+                    (2, 400, 99, 11)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            decode_transition(RespValue::Array(vec![int(7)]), pid(), "r").unwrap(),
+            TransitionReply::NotLoaded
+        );
+        assert_eq!(
+            decode_transition(RespValue::Array(vec![int(8)]), pid(), "r").unwrap(),
+            TransitionReply::NotFound
+        );
+        assert_eq!(
+            decode_transition(RespValue::Array(vec![int(9), bulk("5")]), pid(), "r").unwrap(),
+            TransitionReply::NotDue { expires_at_ms: 5 }
+        );
+        let bad_state = RespValue::Array(vec![
+            int(0),
+            int(1),
+            bulk("weird"),
+            bulk(""),
+            bulk("1"),
+            bulk("1"),
+            bulk("1"),
+            bulk("1"),
+        ]);
+        assert!(decode_transition(bad_state, pid(), "r").is_err());
+    }
+
+    #[test]
+    fn records_and_products_decode() {
+        let v = RespValue::Array(vec![
+            bulk(""),
+            bulk("1"),
+            bulk("100"),
+            bulk("paid"),
+            bulk("7"),
+            bulk("3"),
+        ]);
+        let r = decode_record(v, pid(), "3-R").unwrap().unwrap();
+        assert_eq!(r.user_id, None);
+        assert_eq!(r.state, OrderState::Paid);
+        let missing = RespValue::Array(vec![RespValue::Nil; 6]);
+        assert_eq!(decode_record(missing, pid(), "3-R").unwrap(), None);
+
+        let p = RespValue::Array(vec![
+            bulk("5"),
+            bulk("Item"),
+            bulk("100"),
+            bulk("10"),
+            bulk(""),
+            bulk("2026-01-01T00:00:00Z"),
+            bulk("2026-01-01T00:00:00Z"),
+        ]);
+        let p = decode_product(p, pid()).unwrap().unwrap();
+        assert_eq!(
+            (p.stock, p.price_cents, p.max_per_order, p.per_user_limit),
+            (5, 100, 10, None)
+        );
+        assert_eq!(decode_product(int(7), pid()).unwrap(), None);
+    }
+
+    #[test]
+    fn reservable_stock_subtracts_pending_units() {
+        let o = |qty| OrderRecord {
+            reference: "r".into(),
+            product_id: pid(),
+            user_id: None,
+            qty,
+            amount_cents: 0,
+            state: OrderState::Pending,
+            expires_at_ms: 0,
+            created_at_ms: 0,
+        };
+        let mut s = ProductSnapshot {
+            id: pid(),
+            name: "x".into(),
+            price_cents: 1,
+            pg_stock: 10,
+            max_per_order: 10,
+            per_user_limit: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            pending: vec![o(3), o(4)],
+            user_units: vec![],
+        };
+        assert_eq!(s.reservable(), 3);
+        s.pending.push(o(9));
+        assert_eq!(s.reservable(), 0);
+    }
+}

@@ -1,0 +1,149 @@
+//! `flashsale serve`: starts the threads and runs the shutdown sequence.
+//!
+//! Threads: `fs-worker-0 … N-1` (one monoio runtime and one SO_REUSEPORT listener each) and
+//! `pg-writer`. The main thread binds the listeners (so port 0 resolves once and a bind error
+//! stops start-up), then waits for SIGTERM/SIGINT.
+//!
+//! Shutdown, in order: workers stop accepting and finish in-flight requests (idle keep-alive
+//! connections close at once) within `FLASHSALE_SHUTDOWN_GRACE_SECS`; then the handoff is
+//! closed, the last sender drops with the last worker, and the writer drains the queue,
+//! commits it and stops. Exit code 0 when everything accepted was committed. A second signal
+//! exits at once (the Redis journal still holds whatever was not committed).
+
+use crate::commands;
+use crate::config::Config;
+use crate::handoff::handoff;
+use crate::metrics::Metrics;
+use crate::sync::{Arc, AtomicBool, Ordering};
+use crate::worker::{self, Shared};
+use crate::writer::{self, msg::WriterMsg};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Binds one listener with SO_REUSEPORT (each worker gets its own; the kernel spreads
+/// connections across them).
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_tcp_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Applies migrations, retrying while PostgreSQL is starting (a fresh machine).
+fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    let rt = commands::runtime()?;
+    rt.block_on(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match commands::connect(&cfg.database_url).await {
+                Ok(mut client) => {
+                    let applied = commands::migrate::run(&mut client).await?;
+                    if !applied.is_empty() {
+                        tracing::info!(?applied, "migrations applied");
+                    }
+                    return Ok(());
+                }
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "waiting for PostgreSQL");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    })
+}
+
+pub fn serve(cfg: Config) -> anyhow::Result<i32> {
+    cfg.require_secret()?;
+    migrate(&cfg)?;
+
+    let workers = cfg.workers;
+    let (tx, rx) = handoff::<WriterMsg>(cfg.queue_capacity);
+    let closer = tx.closer();
+    let depth = closer.clone();
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(workers, move || depth.depth(), cfg.queue_capacity),
+        postgres_up: AtomicBool::new(false),
+        shutting_down: AtomicBool::new(false),
+        closer: closer.clone(),
+        cfg,
+    });
+
+    let first = bind(shared.cfg.listen).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on FLASHSALE_LISTEN={}: {e}",
+            shared.cfg.listen
+        )
+    })?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind(addr)?);
+    }
+
+    let (inbox_tx, inbox_rx): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| crossbeam_channel::bounded(1024))
+        .unzip();
+    let writer = writer::spawn(shared.clone(), rx, inbox_tx)?;
+
+    let mut stops = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    for (id, (listener, inbox)) in listeners.into_iter().zip(inbox_rx).enumerate() {
+        let (stop_tx, stop_rx) = futures_channel::oneshot::channel();
+        stops.push(stop_tx);
+        let shared = shared.clone();
+        let tx = tx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("fs-worker-{id}"))
+                .spawn(move || {
+                    if let Err(e) = worker::run(id, shared, listener, tx, inbox, stop_rx) {
+                        tracing::error!(worker = id, error = %e, "worker failed");
+                    }
+                })?,
+        );
+    }
+    drop(tx);
+
+    tracing::info!(%addr, workers, hold_secs = shared.cfg.hold.as_secs(), "flashsale serving");
+    println!("flashsale listening on http://{addr}");
+
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    let sig = signals.forever().next();
+    tracing::info!(signal = ?sig, "shutting down: finishing in-flight requests, then flushing to PostgreSQL");
+    shared.shutting_down.store(true, Ordering::SeqCst);
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            tracing::warn!(
+                "second signal: exiting now; the Redis journal keeps what was not written"
+            );
+            std::process::exit(130);
+        }
+    });
+    for s in stops {
+        let _ = s.send(());
+    }
+    for t in threads {
+        if t.join().is_err() {
+            tracing::error!("a worker thread panicked");
+        }
+    }
+    closer.close();
+    let clean = writer.join().unwrap_or(false);
+    if clean {
+        tracing::info!("shutdown complete: everything accepted is in PostgreSQL");
+        Ok(0)
+    } else {
+        tracing::error!(
+            "shutdown incomplete: some changes stay in the Redis journal for the next start"
+        );
+        Ok(1)
+    }
+}

@@ -1,0 +1,585 @@
+//! The `pg-writer` thread: the one consumer of the handoff. It writes order changes to
+//! PostgreSQL in batches, acknowledges them in the Redis journal after the commit, answers
+//! barriers and lookups, and replays the journal at start-up and whenever entries get stuck.
+//!
+//! Shape: a blocking loop over `batch::collect` (crossbeam's blocking receive outside the
+//! runtime) that enters a tokio current-thread runtime only to do the async work of each batch
+//! (`block_on`). Nothing else runs on that runtime besides the PostgreSQL connection task, so
+//! blocking between batches costs nothing.
+//!
+//! Failure model: a batch is retried until it commits. While PostgreSQL is unreachable the
+//! writer holds that one batch (bounded by `FLASHSALE_BATCH_ROWS`), the queue behind it fills,
+//! and new orders get 503: memory stays flat. Callers waiting on a commit (webhooks, lookups)
+//! are answered 503 at once instead of hanging; their rows stay in the batch and are written
+//! when PostgreSQL returns. Rows PostgreSQL refuses (a constraint) are isolated, logged, and
+//! left in the Redis journal; they never block the others.
+
+pub mod batch;
+pub mod msg;
+pub mod pg;
+pub mod redis;
+
+use crate::config::FINAL_RECORD_TTL_SECS;
+use crate::domain::{OrderRecord, OrderState, ProductId};
+use crate::handoff::HandoffRx;
+use crate::redis::Keys;
+use crate::redis::cmd::command;
+use crate::redis::scripts::{ack_call, as_string, decode_record, record_fields_cmd};
+use crate::sync::{Arc, Ordering};
+use crate::worker::Shared;
+use batch::{BatchPolicy, Collected, collect};
+use msg::{DeferredWebhook, WriteError, WriterMsg};
+use pg::{EarlyWrite, OrderWrite, Pg, PgError};
+use redis_async::resp::RespValue;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// How old an unacknowledged journal entry must be before the periodic replay takes it:
+/// far longer than the writer's normal lag, so live entries are not written twice.
+const STUCK_AFTER_MS: i64 = 30_000;
+const REPLAY_EVERY: Duration = Duration::from_secs(10);
+const DEFERRED_EVERY: Duration = Duration::from_secs(1);
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// A deferred webhook handed to a worker is offered again after this long if still pending.
+const DEFERRED_RETRY: Duration = Duration::from_secs(10);
+
+/// Starts the writer thread. It returns `true` when everything it received was committed.
+pub fn spawn(
+    shared: Arc<Shared>,
+    rx: HandoffRx<WriterMsg>,
+    inboxes: Vec<crossbeam_channel::Sender<DeferredWebhook>>,
+) -> std::io::Result<std::thread::JoinHandle<bool>> {
+    std::thread::Builder::new()
+        .name("pg-writer".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the writer's runtime");
+                    return false;
+                }
+            };
+            let policy = BatchPolicy {
+                max_rows: shared.cfg.batch_rows,
+                linger: shared.cfg.batch_linger,
+                idle: Duration::from_millis(250),
+            };
+            let mut w = Writer::new(shared, inboxes);
+            rt.block_on(w.startup());
+            let mut batch = Vec::with_capacity(policy.max_rows);
+            loop {
+                match collect(&rx, &policy, &mut batch, Instant::now) {
+                    Collected::Batch => rt.block_on(w.process(&mut batch)),
+                    Collected::Idle => {}
+                    Collected::Closed => break,
+                }
+                batch.clear();
+                rt.block_on(w.periodic());
+            }
+            tracing::info!(
+                unwritten = w.abandoned,
+                "writer drained the queue and stops"
+            );
+            w.abandoned == 0
+        })
+}
+
+pub struct Writer {
+    shared: Arc<Shared>,
+    keys: Keys,
+    pg: Option<Pg>,
+    redis: redis::WriterRedis,
+    inboxes: Vec<crossbeam_channel::Sender<DeferredWebhook>>,
+    next_inbox: usize,
+    /// Deferred webhooks handed to a worker, and when.
+    offered: HashMap<String, Instant>,
+    /// When PostgreSQL was last seen working; `None` while it is down.
+    pg_ok_at: Option<Instant>,
+    /// Set while PostgreSQL is down, to log the outage once.
+    pg_down_since: Option<Instant>,
+    last_replay: Instant,
+    last_deferred: Instant,
+    /// The start-up replay has not run yet (PostgreSQL was down).
+    replay_owed: bool,
+    /// Rows given up at shutdown because PostgreSQL stayed down (they stay in the journal).
+    abandoned: usize,
+}
+
+/// One order change taken out of the batch, with whoever waits on it.
+struct Pending {
+    record: OrderRecord,
+    webhook: Option<msg::WebhookNote>,
+    done: Option<msg::Done>,
+}
+
+impl Writer {
+    fn new(
+        shared: Arc<Shared>,
+        inboxes: Vec<crossbeam_channel::Sender<DeferredWebhook>>,
+    ) -> Writer {
+        let now = Instant::now();
+        Writer {
+            keys: Keys::new(&shared.cfg.redis_prefix),
+            redis: redis::WriterRedis::new(shared.cfg.redis.clone()),
+            shared,
+            pg: None,
+            inboxes,
+            next_inbox: 0,
+            offered: HashMap::new(),
+            pg_ok_at: None,
+            pg_down_since: None,
+            last_replay: now,
+            last_deferred: now,
+            replay_owed: true,
+            abandoned: 0,
+        }
+    }
+
+    fn set_pg_up(&mut self, up: bool, error: Option<&str>) {
+        let m = &self.shared.metrics.writer;
+        if up {
+            self.pg_ok_at = Some(Instant::now());
+            if let Some(since) = self.pg_down_since.take() {
+                tracing::info!(
+                    after_ms = since.elapsed().as_millis() as u64,
+                    "PostgreSQL reachable again"
+                );
+            }
+        } else {
+            self.pg_ok_at = None;
+            if self.pg_down_since.is_none() {
+                self.pg_down_since = Some(Instant::now());
+                tracing::warn!(
+                    error = error.unwrap_or("?"),
+                    queue_capacity = self.shared.cfg.queue_capacity,
+                    "PostgreSQL unreachable; orders queue up to the capacity, then get 503"
+                );
+            }
+        }
+        m.postgres_up.set(up as i64);
+        self.shared.postgres_up.store(up, Ordering::Relaxed);
+    }
+
+    /// A connection, (re)connecting if needed.
+    async fn pg(&mut self) -> Result<&mut Pg, PgError> {
+        if self.pg.as_ref().is_some_and(Pg::is_closed) {
+            self.pg = None;
+        }
+        if self.pg.is_none() {
+            match Pg::connect(&self.shared.cfg.database_url).await {
+                Ok(pg) => self.pg = Some(pg),
+                Err(e) => {
+                    self.set_pg_up(false, Some(&e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.pg.as_mut().expect("connected just above"))
+    }
+
+    async fn startup(&mut self) {
+        if self.pg().await.is_ok() {
+            self.set_pg_up(true, None);
+            self.replay(None).await;
+        }
+    }
+
+    /// Writes one batch, then answers its barriers and lookups in arrival order.
+    async fn process(&mut self, batch: &mut Vec<WriterMsg>) {
+        let mut orders: Vec<Pending> = Vec::new();
+        let mut early: Vec<(String, String, Option<msg::Done>)> = Vec::new();
+        let mut control: Vec<WriterMsg> = Vec::new();
+        for m in batch.drain(..) {
+            match m {
+                WriterMsg::Order {
+                    record,
+                    webhook,
+                    done,
+                } => orders.push(Pending {
+                    record,
+                    webhook,
+                    done,
+                }),
+                WriterMsg::EarlyWebhook {
+                    reference,
+                    payload,
+                    done,
+                } => early.push((reference, payload, Some(done))),
+                other => control.push(other),
+            }
+        }
+        if !orders.is_empty() || !early.is_empty() {
+            self.write(&mut orders, &mut early).await;
+        }
+        for m in control {
+            self.answer(m).await;
+        }
+    }
+
+    /// Commits `orders` and `early`, retrying while PostgreSQL is unreachable.
+    async fn write(
+        &mut self,
+        orders: &mut [Pending],
+        early: &mut [(String, String, Option<msg::Done>)],
+    ) {
+        let mut backoff = Duration::from_millis(50);
+        let mut retries_since_shutdown = None::<Instant>;
+        loop {
+            let started = Instant::now();
+            let result = match self.pg().await {
+                Ok(pg) => pg.write(&order_writes(orders), &early_writes(early)).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    self.set_pg_up(true, None);
+                    let m = &self.shared.metrics.writer;
+                    m.commit_seconds.observe(started.elapsed().as_secs_f64());
+                    m.batch_rows.observe((orders.len() + early.len()) as f64);
+                    m.rows.inc_by((orders.len() + early.len()) as u64);
+                    let late = orders
+                        .iter()
+                        .filter(|p| p.webhook.as_ref().is_some_and(|w| w.refund_required))
+                        .count();
+                    m.late_payments.inc_by(late as u64);
+                    self.acknowledge(orders).await;
+                    for p in orders.iter_mut() {
+                        if let Some(d) = p.done.take() {
+                            let _ = d.send(Ok(()));
+                        }
+                    }
+                    for e in early.iter_mut() {
+                        if let Some(d) = e.2.take() {
+                            let _ = d.send(Ok(()));
+                        }
+                    }
+                    return;
+                }
+                Err(PgError::Rejected(why)) => {
+                    if orders.len() + early.len() > 1 {
+                        // Find the offending rows: write each on its own.
+                        for i in 0..orders.len() {
+                            Box::pin(self.write(&mut orders[i..=i], &mut [])).await;
+                        }
+                        for i in 0..early.len() {
+                            Box::pin(self.write(&mut [], &mut early[i..=i])).await;
+                        }
+                        return;
+                    }
+                    let what = orders
+                        .first()
+                        .map(|p| p.record.reference.clone())
+                        .or_else(|| early.first().map(|e| e.0.clone()))
+                        .unwrap_or_default();
+                    tracing::error!(reference = %what, error = %why,
+                        "PostgreSQL refused an order change; it stays in the Redis journal (see `flashsale reconcile`)");
+                    fail_all(orders, early, WriteError::Rejected(why));
+                    return;
+                }
+                Err(PgError::Transient(why)) => {
+                    self.pg = None;
+                    self.set_pg_up(false, Some(&why));
+                    self.shared.metrics.writer.retries.inc();
+                    // Nobody should wait on an outage: callers get 503 now, rows stay here.
+                    fail_all(orders, early, WriteError::Unavailable);
+                    if self.shared.shutting_down() {
+                        let since = *retries_since_shutdown.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.shared.cfg.shutdown_grace {
+                            self.abandoned += orders.len() + early.len();
+                            tracing::error!(
+                                rows = orders.len() + early.len(),
+                                "shutting down while PostgreSQL is unreachable: these changes stay in the Redis journal for the next start"
+                            );
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Drops committed references from the journal (only where Redis still holds the state
+    /// that was committed), product by product.
+    async fn acknowledge(&mut self, orders: &[Pending]) {
+        let mut by_product: HashMap<ProductId, Vec<(&str, OrderState)>> = HashMap::new();
+        for p in orders {
+            by_product
+                .entry(p.record.product_id)
+                .or_default()
+                .push((p.record.reference.as_str(), p.record.state));
+        }
+        for (pid, refs) in by_product {
+            let call = ack_call(&self.keys, pid, refs.iter().copied(), FINAL_RECORD_TTL_SECS);
+            if let Err(e) = self.redis.eval(&call).await {
+                // Harmless: the entries stay journaled and a later replay acknowledges them.
+                tracing::debug!(error = %e, "journal acknowledgement failed");
+            }
+        }
+    }
+
+    async fn answer(&mut self, m: WriterMsg) {
+        match m {
+            WriterMsg::Barrier(done) => {
+                let _ = done.send(Ok(()));
+            }
+            WriterMsg::LoadProduct { product_id, reply } => {
+                let r = match self.pg().await {
+                    Ok(pg) => pg.load_product(product_id).await,
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(self.lookup_result(r));
+            }
+            WriterMsg::FindOrder { reference, reply } => {
+                let r = match self.pg().await {
+                    Ok(pg) => pg.find_order(&reference).await,
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(self.lookup_result(r));
+            }
+            WriterMsg::Order { .. } | WriterMsg::EarlyWebhook { .. } => {
+                unreachable!("rows are written, not answered")
+            }
+        }
+    }
+
+    fn lookup_result<T>(&mut self, r: Result<T, PgError>) -> Result<T, WriteError> {
+        match r {
+            Ok(v) => {
+                self.set_pg_up(true, None);
+                Ok(v)
+            }
+            Err(PgError::Transient(e)) => {
+                self.pg = None;
+                self.set_pg_up(false, Some(&e));
+                Err(WriteError::Unavailable)
+            }
+            Err(PgError::Rejected(e)) => Err(WriteError::Rejected(e)),
+        }
+    }
+
+    /// Health check, stuck-journal replay and deferred webhooks, each when due.
+    async fn periodic(&mut self) {
+        let now = Instant::now();
+        if self
+            .pg_ok_at
+            .is_none_or(|t| now.duration_since(t) >= PING_EVERY)
+        {
+            let r = match self.pg().await {
+                Ok(pg) => pg.ping().await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => self.set_pg_up(true, None),
+                Err(e) => {
+                    self.pg = None;
+                    self.set_pg_up(false, Some(&e.to_string()));
+                }
+            }
+        }
+        if self.pg_ok_at.is_none() {
+            return;
+        }
+        if self.replay_owed {
+            self.replay(None).await;
+        } else if now.duration_since(self.last_replay) >= REPLAY_EVERY
+            && self.shared.handoff_depth() < self.shared.cfg.queue_capacity / 4
+        {
+            self.last_replay = now;
+            self.replay(Some(crate::time::now_ms() - STUCK_AFTER_MS))
+                .await;
+        }
+        if now.duration_since(self.last_deferred) >= DEFERRED_EVERY {
+            self.last_deferred = now;
+            self.offer_deferred().await;
+        }
+    }
+
+    /// Writes journal entries older than `before` (all of them when `None`) to PostgreSQL.
+    async fn replay(&mut self, before: Option<i64>) {
+        let keys = match self.scan(&self.keys.scan_pattern("journal")).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::debug!(error = %e, "journal replay waits for Redis");
+                return;
+            }
+        };
+        self.replay_owed = false;
+        let max = before.map_or("+inf".to_string(), |b| b.to_string());
+        let limit = self.shared.cfg.batch_rows.to_string();
+        let mut replayed = 0usize;
+        for key in keys {
+            let Some(pid) = self.keys.product_of_key(key.as_bytes()) else {
+                continue;
+            };
+            let Ok(RespValue::Array(refs)) = self
+                .redis
+                .request(&command(&[
+                    "ZRANGEBYSCORE",
+                    &key,
+                    "-inf",
+                    &max,
+                    "LIMIT",
+                    "0",
+                    &limit,
+                ]))
+                .await
+            else {
+                continue;
+            };
+            let mut orders = Vec::new();
+            for r in refs {
+                let Ok(reference) = as_string(r) else {
+                    continue;
+                };
+                let Ok(v) = self
+                    .redis
+                    .request(&record_fields_cmd(&self.keys.order(pid, &reference)))
+                    .await
+                else {
+                    continue;
+                };
+                match decode_record(v, pid, &reference) {
+                    Ok(Some(record)) => orders.push(Pending {
+                        record,
+                        webhook: None,
+                        done: None,
+                    }),
+                    // No record: nothing to write; drop the dangling entry.
+                    Ok(None) => {
+                        let _ = self
+                            .redis
+                            .request(&command(&["ZREM", &key, &reference]))
+                            .await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, reference, "journal entry with an unreadable record")
+                    }
+                }
+            }
+            if !orders.is_empty() {
+                replayed += orders.len();
+                self.write(&mut orders, &mut []).await;
+            }
+        }
+        if replayed > 0 {
+            self.shared
+                .metrics
+                .writer
+                .journal_replayed
+                .inc_by(replayed as u64);
+            tracing::info!(
+                orders = replayed,
+                stuck_only = before.is_some(),
+                "replayed the Redis journal into PostgreSQL"
+            );
+        }
+    }
+
+    async fn scan(&mut self, pattern: &str) -> Result<Vec<String>, String> {
+        let mut cursor = "0".to_string();
+        let mut out = Vec::new();
+        loop {
+            let v = self
+                .redis
+                .request(&command(&[
+                    "SCAN", &cursor, "MATCH", pattern, "COUNT", "1000",
+                ]))
+                .await
+                .map_err(|e| e.to_string())?;
+            let RespValue::Array(mut parts) = v else {
+                return Err("bad SCAN reply".into());
+            };
+            if parts.len() != 2 {
+                return Err("bad SCAN reply".into());
+            }
+            if let Some(RespValue::Array(keys)) = parts.pop() {
+                out.extend(keys.into_iter().filter_map(|k| as_string(k).ok()));
+            }
+            cursor = parts
+                .pop()
+                .map(as_string)
+                .transpose()
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            if cursor == "0" || cursor.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Hands pending webhooks whose order now exists to the workers, which apply them.
+    async fn offer_deferred(&mut self) {
+        if self.inboxes.is_empty() {
+            return;
+        }
+        let Some(pg) = self.pg.as_ref() else { return };
+        let Ok(found) = pg.applicable_webhooks(100).await else {
+            return;
+        };
+        let now = Instant::now();
+        self.offered
+            .retain(|_, t| now.duration_since(*t) < DEFERRED_RETRY);
+        for (reference, success, payload) in found {
+            if self.offered.contains_key(&reference) {
+                continue;
+            }
+            let inbox = &self.inboxes[self.next_inbox % self.inboxes.len()];
+            self.next_inbox += 1;
+            if inbox
+                .try_send(DeferredWebhook {
+                    reference: reference.clone(),
+                    success,
+                    payload,
+                })
+                .is_ok()
+            {
+                self.offered.insert(reference, now);
+            }
+        }
+    }
+}
+
+fn order_writes(orders: &[Pending]) -> Vec<OrderWrite<'_>> {
+    orders
+        .iter()
+        .map(|p| OrderWrite {
+            record: &p.record,
+            webhook: p
+                .webhook
+                .as_ref()
+                .map(|w| (w.payload.as_str(), w.refund_required)),
+        })
+        .collect()
+}
+
+fn early_writes(early: &[(String, String, Option<msg::Done>)]) -> Vec<EarlyWrite<'_>> {
+    early
+        .iter()
+        .map(|(r, p, _)| EarlyWrite {
+            reference: r,
+            payload: p,
+        })
+        .collect()
+}
+
+fn fail_all(
+    orders: &mut [Pending],
+    early: &mut [(String, String, Option<msg::Done>)],
+    e: WriteError,
+) {
+    for p in orders.iter_mut() {
+        if let Some(d) = p.done.take() {
+            let _ = d.send(Err(e.clone()));
+        }
+    }
+    for x in early.iter_mut() {
+        if let Some(d) = x.2.take() {
+            let _ = d.send(Err(e.clone()));
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The messages that cross from the workers to the writer thread.
+
+use crate::domain::{OrderRecord, ProductId};
+use crate::redis::scripts::ProductSnapshot;
+use crate::writer::batch::Batched;
+use futures_channel::oneshot;
+
+/// Why the writer could not do what a message asked. The caller answers 503.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// PostgreSQL refused this message's rows (a constraint); it stays in the Redis journal.
+    Rejected(String),
+    /// PostgreSQL is unreachable or the writer is shutting down without it.
+    Unavailable,
+}
+
+/// Completes when the message's effect is committed (or cannot be).
+pub type Done = oneshot::Sender<Result<(), WriteError>>;
+/// Answers a question the writer asks PostgreSQL after a barrier.
+pub type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
+
+/// What a webhook adds to an order change.
+#[derive(Debug)]
+pub struct WebhookNote {
+    /// The raw request body, stored in `webhooks.payload`.
+    pub payload: String,
+    /// A success that came after the order was cancelled: record it for an operator to refund.
+    pub refund_required: bool,
+}
+
+#[derive(Debug)]
+pub enum WriterMsg {
+    /// Make PostgreSQL's copy of the order match `record`: insert it if absent (as pending),
+    /// then move it to `record.state` if that is final and the row is still pending.
+    Order {
+        record: OrderRecord,
+        webhook: Option<WebhookNote>,
+        done: Option<Done>,
+    },
+    /// A webhook for a reference nobody knows yet: store it as pending in `webhooks`.
+    EarlyWebhook {
+        reference: String,
+        payload: String,
+        done: Done,
+    },
+    /// Commit everything queued before, then complete.
+    Barrier(Done),
+    /// After a barrier, read a product and its pending orders to install it into Redis.
+    LoadProduct {
+        product_id: ProductId,
+        reply: Reply<Option<ProductSnapshot>>,
+    },
+    /// After a barrier, read an order from PostgreSQL.
+    FindOrder {
+        reference: String,
+        reply: Reply<Option<OrderRecord>>,
+    },
+}
+
+impl Batched for WriterMsg {
+    fn rows(&self) -> usize {
+        match self {
+            WriterMsg::Order { .. } | WriterMsg::EarlyWebhook { .. } => 1,
+            _ => 0,
+        }
+    }
+
+    fn urgent(&self) -> bool {
+        match self {
+            WriterMsg::Order { done, .. } => done.is_some(),
+            _ => true,
+        }
+    }
+}
+
+/// A pending webhook whose order has appeared: the writer hands it to a worker, which applies
+/// it exactly like a live one.
+#[derive(Debug, Clone)]
+pub struct DeferredWebhook {
+    pub reference: String,
+    /// `status` was `success` (else `failure`).
+    pub success: bool,
+    pub payload: String,
+}

@@ -1,0 +1,99 @@
+//! The writer thread's Redis connection: journal acknowledgements and replays.
+//!
+//! A sequential request/response client over tokio's `TcpStream`, using redis-async's
+//! `RespCodec` for replies. redis-async's own `PairedConnection` would fit a tokio thread, but
+//! it cannot select a database and reconnects silently to database 0, which would make the
+//! writer acknowledge journal entries of another deployment's keyspace; this client `SELECT`s
+//! on every connection. The writer's Redis traffic is one call per product per batch, so a
+//! pipeline would buy nothing here.
+
+use crate::config::RedisTarget;
+use crate::redis::cmd::command;
+use crate::redis::pipeline::RedisError;
+use crate::redis::scripts::{ScriptCall, is_noscript};
+use bytes::BytesMut;
+use redis_async::resp::{RespCodec, RespValue};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct WriterRedis {
+    target: RedisTarget,
+    conn: Option<TcpStream>,
+    buf: BytesMut,
+}
+
+impl WriterRedis {
+    pub fn new(target: RedisTarget) -> Self {
+        WriterRedis {
+            target,
+            conn: None,
+            buf: BytesMut::with_capacity(16 * 1024),
+        }
+    }
+
+    async fn connect(&mut self) -> Result<(), RedisError> {
+        let t = &self.target;
+        let s = tokio::time::timeout(TIMEOUT, TcpStream::connect((t.host.as_str(), t.port)))
+            .await
+            .map_err(|_| RedisError::Unavailable)?
+            .map_err(|_| RedisError::Unavailable)?;
+        let _ = s.set_nodelay(true);
+        self.conn = Some(s);
+        self.buf.clear();
+        if let Some(pw) = self.target.password.clone() {
+            let cmd = match self.target.username.clone() {
+                Some(u) => command(&["AUTH", &u, pw.expose()]),
+                None => command(&["AUTH", pw.expose()]),
+            };
+            self.roundtrip(&cmd).await?;
+        }
+        let db = self.target.db.to_string();
+        self.roundtrip(&command(&["SELECT", &db])).await?;
+        Ok(())
+    }
+
+    async fn roundtrip(&mut self, cmd: &[u8]) -> Result<RespValue, RedisError> {
+        let conn = self.conn.as_mut().ok_or(RedisError::Unavailable)?;
+        let io = async {
+            conn.write_all(cmd).await?;
+            loop {
+                if let Some(v) = RespCodec
+                    .decode(&mut self.buf)
+                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?
+                {
+                    return Ok::<_, std::io::Error>(v);
+                }
+                if conn.read_buf(&mut self.buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        };
+        match tokio::time::timeout(TIMEOUT, io).await {
+            Ok(Ok(RespValue::Error(e))) => Err(RedisError::Reply(e)),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) | Err(_) => {
+                self.conn = None;
+                Err(RedisError::Unavailable)
+            }
+        }
+    }
+
+    /// One command; connects first if needed.
+    pub async fn request(&mut self, cmd: &[u8]) -> Result<RespValue, RedisError> {
+        if self.conn.is_none() {
+            self.connect().await?;
+        }
+        self.roundtrip(cmd).await
+    }
+
+    pub async fn eval(&mut self, call: &ScriptCall) -> Result<RespValue, RedisError> {
+        match self.request(&call.encode(false)).await {
+            Err(RedisError::Reply(e)) if is_noscript(&e) => self.request(&call.encode(true)).await,
+            r => r,
+        }
+    }
+}

@@ -11,7 +11,10 @@
 //!   503 and has changed nothing.
 //! - **Nothing after close.** Once [`Closer::close`] has run, every `try_reserve` is refused;
 //!   permits taken before it may still send, and the receiver sees every one of those messages
-//!   exactly once, because it only stops when every sender is dropped and the queue is empty.
+//!   exactly once, because it only stops when no message can come any more: every sender is
+//!   dropped and the queue is empty, or the queue is closed and no permit is outstanding. (The
+//!   second way matters because monoio does not drop tasks still parked on io_uring operations
+//!   when a runtime is dropped, so a worker's sender clone may never be dropped.)
 //! - `in_flight` counts permits handed out plus messages still queued, so it never exceeds
 //!   `capacity` for long and the channel (of the same capacity) can never be full for a holder
 //!   of a permit.
@@ -191,24 +194,36 @@ impl<M> HandoffRx<M> {
         m
     }
 
-    /// Blocks until a message arrives; `None` once every sender is gone and the queue is empty.
+    /// Closed and nothing outstanding: no permit exists and none can be granted, so no message
+    /// can arrive any more.
+    fn finished(&self) -> bool {
+        self.gate.closed.load(Ordering::SeqCst) && self.gate.in_flight.load(Ordering::SeqCst) == 0
+    }
+
+    /// Blocks until a message arrives; `None` once every sender is gone and the queue is
+    /// empty. (Only the disconnection ends it: use `recv_deadline` to also notice a close.)
     pub fn recv(&self) -> Option<M> {
         self.rx.recv().ok().map(|m| self.received(m))
     }
 
-    /// Waits until `deadline` at most.
+    /// Waits until `deadline` at most. `Closed` once no message can arrive any more.
     pub fn recv_deadline(&self, deadline: std::time::Instant) -> Recv<M> {
+        if self.finished() {
+            return self.try_recv();
+        }
         match self.rx.recv_deadline(deadline) {
             Ok(m) => Recv::Msg(self.received(m)),
+            Err(RecvTimeoutError::Timeout) if self.finished() => self.try_recv(),
             Err(RecvTimeoutError::Timeout) => Recv::Timeout,
             Err(RecvTimeoutError::Disconnected) => Recv::Closed,
         }
     }
 
-    /// Takes a message if one is queued.
+    /// Takes a message if one is queued. `Closed` once no message can arrive any more.
     pub fn try_recv(&self) -> Recv<M> {
         match self.rx.try_recv() {
             Ok(m) => Recv::Msg(self.received(m)),
+            Err(TryRecvError::Empty) if self.finished() => Recv::Closed,
             Err(TryRecvError::Empty) => Recv::Timeout,
             Err(TryRecvError::Disconnected) => Recv::Closed,
         }
@@ -240,6 +255,24 @@ mod tests {
         assert_eq!(rx.recv(), Some(2));
         assert_eq!(rx.recv(), Some(3));
         assert_eq!(rx.depth(), 0);
+    }
+
+    #[test]
+    fn a_closed_queue_ends_without_its_senders_being_dropped() {
+        let (tx, rx) = handoff::<u32>(4);
+        let early = tx.try_reserve().unwrap();
+        tx.closer().close();
+        let deadline = std::time::Instant::now();
+        assert_eq!(
+            rx.recv_deadline(deadline),
+            Recv::Timeout,
+            "a permit is outstanding"
+        );
+        early.send(1).unwrap();
+        assert_eq!(rx.recv_deadline(deadline), Recv::Msg(1));
+        assert_eq!(rx.recv_deadline(deadline), Recv::Closed);
+        assert_eq!(rx.try_recv(), Recv::Closed);
+        drop(tx);
     }
 
     #[test]

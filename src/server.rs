@@ -93,6 +93,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         .unzip();
     let writer = writer::spawn(shared.clone(), rx, inbox_tx)?;
 
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut stops = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
     for (id, (listener, inbox)) in listeners.into_iter().zip(inbox_rx).enumerate() {
@@ -100,17 +101,24 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         stops.push(stop_tx);
         let shared = shared.clone();
         let tx = tx.clone();
+        let ready = ready_tx.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("fs-worker-{id}"))
                 .spawn(move || {
-                    if let Err(e) = worker::run(id, shared, listener, tx, inbox, stop_rx) {
+                    if let Err(e) = worker::run(id, shared, listener, tx, inbox, stop_rx, ready) {
                         tracing::error!(worker = id, error = %e, "worker failed");
                     }
                 })?,
         );
     }
     drop(tx);
+    drop(ready_tx);
+    for _ in 0..workers {
+        if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            break;
+        }
+    }
 
     tracing::info!(%addr, workers, hold_secs = shared.cfg.hold.as_secs(), "flashsale serving");
     println!("flashsale listening on http://{addr}");

@@ -220,7 +220,7 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
             }
         }
         if !due.is_empty() {
-            tracing::info!(worker = w.id, product = %pid, overdue = due.len(), "sweep found reservations no reaper held");
+            tracing::debug!(worker = w.id, product = %pid, overdue = due.len(), "sweep found overdue reservations");
             expire_all(w, due, now).await;
         }
     }

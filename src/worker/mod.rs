@@ -176,6 +176,7 @@ pub fn run(
     handoff: HandoffTx<WriterMsg>,
     inbox: crossbeam_channel::Receiver<DeferredWebhook>,
     stop: futures_channel::oneshot::Receiver<()>,
+    ready: std::sync::mpsc::Sender<usize>,
 ) -> std::io::Result<()> {
     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
@@ -195,7 +196,15 @@ pub fn run(
         ));
         monoio::spawn(crate::reaper::run(w.clone()));
 
+        // Serve once Redis answers, so the first requests do not get 503 for a connection
+        // still being set up. A Redis that stays down does not keep the server from starting
+        // (`/ready` says why requests fail).
+        let started = std::time::Instant::now();
+        while !w.redis.is_connected() && started.elapsed() < Duration::from_secs(3) {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
         let listener = monoio::net::TcpListener::from_std(listener)?;
+        let _ = ready.send(id);
         let mut stop = stop;
         let mut accept_errors_logged = false;
         loop {

@@ -1,0 +1,5 @@
+//! Integration tests: the real binary against real PostgreSQL and Redis. One test binary,
+//! one module per area of API.md.
+
+mod common;
+mod purchase;

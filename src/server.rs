@@ -60,8 +60,24 @@ fn migrate(cfg: &Config) -> anyhow::Result<()> {
     })
 }
 
+/// Raises the open-file limit to its hard maximum: every connection is a descriptor, and the
+/// usual soft limit of 1024 would refuse connections long before memory runs out.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open-file limit");
+            }
+        }
+    }
+}
+
 pub fn serve(cfg: Config) -> anyhow::Result<i32> {
     cfg.require_secret()?;
+    raise_fd_limit();
     migrate(&cfg)?;
 
     let workers = cfg.workers;

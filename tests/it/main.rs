@@ -3,3 +3,6 @@
 
 mod common;
 mod purchase;
+mod chaos;
+mod hostile;
+mod lifecycle;

@@ -1,8 +1,8 @@
 //! Integration tests: the real binary against real PostgreSQL and Redis. One test binary,
 //! one module per area of API.md.
 
-mod common;
-mod purchase;
 mod chaos;
+mod common;
 mod hostile;
 mod lifecycle;
+mod purchase;

@@ -3,27 +3,38 @@
 -- KEYS[1] stock  KEYS[2] product  KEYS[3] pending  KEYS[4] users
 -- then KEYS[4 + i] the record of the i-th pending order
 -- ARGV[1] name  ARGV[2] price_cents  ARGV[3] max_per_order  ARGV[4] per_user_limit ('' none)
--- ARGV[5] created_at  ARGV[6] updated_at (RFC 3339)  ARGV[7] reservable stock
--- ARGV[8] number of pending orders p, then 6 values each:
+-- ARGV[5] created_at  ARGV[6] updated_at (RFC 3339)  ARGV[7] reservable stock per PostgreSQL
+-- ARGV[8] the order-record key prefix of this product (`<pfx>:{p:P}:order:`)
+-- ARGV[9] number of pending orders p, then 6 values each:
 --   reference, user ('' none), qty, amount, expires (ms), created (ms)
 -- then the number of buyers u, then 2 values each: user id, units pending or paid.
 --
--- The caller computed the stock after a writer barrier, as PostgreSQL stock minus the units
--- of pending orders, so reservations still in flight were already in PostgreSQL.
+-- The caller computed ARGV[7] after a writer barrier, as PostgreSQL stock minus the units of
+-- PostgreSQL's pending orders. Orders pending in Redis that PostgreSQL does not have yet (a
+-- reservation whose message was still on its way, or one that only the journal holds after
+-- a crash) hold units too: they are subtracted here, atomically with the install, so no unit
+-- is counted as free twice.
 --
--- Returns 1 when installed, 0 when the stock key already existed: a live counter is never
--- overwritten, and two workers racing to load the same product are harmless.
+-- Returns {1, stock} when installed, {0} when the stock key already existed: a live counter is
+-- never overwritten, and two workers racing to load the same product are harmless.
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
+  return {0}
 end
 local limited = ARGV[4] ~= ''
+local stock = tonumber(ARGV[7])
 redis.call('HSET', KEYS[2], 'name', ARGV[1], 'price', ARGV[2], 'max', ARGV[3], 'limit', ARGV[4],
            'created', ARGV[5], 'updated', ARGV[6])
-local p = tonumber(ARGV[8])
+
+-- Pending orders Redis already holds, before PostgreSQL's are added.
+local redis_pending = redis.call('ZRANGE', KEYS[3], 0, -1)
+
+local p = tonumber(ARGV[9])
+local in_pg = {}
 for i = 1, p do
-  local b = 8 + (i - 1) * 6
+  local b = 9 + (i - 1) * 6
   local ref = ARGV[b + 1]
+  in_pg[ref] = true
   local order_key = KEYS[4 + i]
   -- A record that survived (only some keys were lost) is the more recent truth.
   if redis.call('EXISTS', order_key) == 0 then
@@ -34,13 +45,32 @@ for i = 1, p do
     redis.call('ZADD', KEYS[3], ARGV[b + 5], ref)
   end
 end
+
 redis.call('DEL', KEYS[4])
 if limited then
-  local u_at = 8 + p * 6 + 1
+  local u_at = 9 + p * 6 + 1
   local u = tonumber(ARGV[u_at])
   for j = 1, u do
     redis.call('HSET', KEYS[4], ARGV[u_at + 2 * j - 1], ARGV[u_at + 2 * j])
   end
 end
-redis.call('SET', KEYS[1], ARGV[7])
-return 1
+
+for _, ref in ipairs(redis_pending) do
+  if not in_pg[ref] then
+    local r = redis.call('HMGET', ARGV[8] .. ref, 'st', 'qty', 'user')
+    if r[1] == 'pending' then
+      stock = stock - tonumber(r[2])
+      if limited and r[3] and r[3] ~= '' then
+        redis.call('HINCRBY', KEYS[4], r[3], tonumber(r[2]))
+        redis.call('HSET', ARGV[8] .. ref, 'uc', '1')
+      end
+    else
+      redis.call('ZREM', KEYS[3], ref)
+    end
+  end
+end
+if stock < 0 then
+  stock = 0
+end
+redis.call('SET', KEYS[1], string.format('%d', stock))
+return {1, stock}

@@ -137,8 +137,8 @@ async fn load(w: &Worker, pid: ProductId) -> Result<bool, ApiError> {
             .map_err(redis_error)?,
     )
     .map_err(reply_error)?;
-    if installed {
-        tracing::info!(worker = w.id, product = %pid, stock = snapshot.reservable(), pending = snapshot.pending.len(),
+    if let Some(stock) = installed {
+        tracing::info!(worker = w.id, product = %pid, stock, pending = snapshot.pending.len(),
             "product loaded into Redis from PostgreSQL");
         let mut wheel = w.wheel.borrow_mut();
         for o in &snapshot.pending {

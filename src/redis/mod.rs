@@ -17,6 +17,7 @@
 
 pub mod cmd;
 pub mod pipeline;
+pub mod restart;
 pub mod scripts;
 
 use crate::domain::ProductId;
@@ -60,6 +61,16 @@ impl Keys {
             journal: self.tagged(pid, "journal"),
             users: self.tagged(pid, "users"),
         }
+    }
+
+    /// The start of every order-record key of a product (scripts append the reference).
+    pub fn order_prefix(&self, pid: ProductId) -> String {
+        format!("{}:{{p:{}}}:order:", self.prefix, pid)
+    }
+
+    /// Holds the `run_id` of the Redis process whose data was last checked (see `restart`).
+    pub fn run_id_marker(&self) -> String {
+        format!("{}:redis_run_id", self.prefix)
     }
 
     pub fn order(&self, pid: ProductId, reference: &str) -> String {

@@ -17,6 +17,7 @@
 //! logged once when they start and once when they end.
 
 use crate::config::RedisTarget;
+use crate::redis::Keys;
 use crate::redis::cmd::command;
 use crate::redis::scripts::{ScriptCall, is_noscript};
 use bytes::BytesMut;
@@ -67,6 +68,8 @@ struct Inner {
     /// Present while connected; taking it away makes new calls fail fast.
     tx: RefCell<Option<unbounded::Tx<Request>>>,
     target: RedisTarget,
+    /// Key names, for the restart check every new connection runs before it is used.
+    keys: Keys,
     /// For logs: which worker this connection serves.
     name: String,
     /// Commands sent since start (metrics).
@@ -83,10 +86,11 @@ pub struct RedisClient {
 
 impl RedisClient {
     /// Starts the connection task on the current monoio runtime.
-    pub fn start(target: RedisTarget, name: String) -> Self {
+    pub fn start(target: RedisTarget, keys: Keys, name: String) -> Self {
         let inner = Rc::new(Inner {
             tx: RefCell::new(None),
             target,
+            keys,
             name,
             sent: Cell::new(0),
             writes: Cell::new(0),
@@ -141,7 +145,16 @@ async fn supervise(inner: Rc<Inner>) {
     let mut backoff = Duration::from_millis(50);
     let mut down_since: Option<Instant> = None;
     loop {
-        match connect(&inner.target).await {
+        let connected = match connect(&inner.target).await {
+            Ok(mut stream) => {
+                match crate::redis::restart::verify(&mut stream, &inner.keys, &inner.name).await {
+                    Ok(()) => Ok(stream),
+                    Err(e) => Err(format!("checking for a Redis restart: {e}")),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(stream) => {
                 if let Some(t) = down_since.take() {
                     tracing::info!(worker = %inner.name, after_ms = t.elapsed().as_millis() as u64, "Redis reachable again");
@@ -182,31 +195,35 @@ async fn connect(t: &RedisTarget) -> Result<TcpStream, String> {
             Some(u) => command(&["AUTH", u.as_str(), pw.expose()]),
             None => command(&["AUTH", pw.expose()]),
         };
-        handshake(&mut stream, cmd).await?;
+        roundtrip(&mut stream, cmd).await?;
     }
     // Always SELECT, also db 0: a Redis whose default database was changed still gives us ours.
-    handshake(&mut stream, command(&["SELECT", &t.db.to_string()])).await?;
+    roundtrip(&mut stream, command(&["SELECT", &t.db.to_string()])).await?;
     Ok(stream)
 }
 
-/// One command and its reply on a fresh connection, before pipelining starts.
-async fn handshake(stream: &mut TcpStream, cmd: Vec<u8>) -> Result<(), String> {
+/// One command and its reply on a fresh connection, before pipelining starts. An error reply
+/// is an `Err`.
+pub(crate) async fn roundtrip(stream: &mut TcpStream, cmd: Vec<u8>) -> Result<RespValue, String> {
     let (res, _) = stream.write_all(cmd).await;
     res.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(512);
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let deadline = Instant::now() + REPLY_TIMEOUT;
     loop {
         if let Some(v) = RespCodec.decode(&mut buf).map_err(|e| format!("{e:?}"))? {
             return match v {
                 RespValue::Error(e) => Err(e),
-                _ => Ok(()),
+                v => Ok(v),
             };
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8 * 1024);
         }
         let (len, cap) = (buf.len(), buf.capacity());
         let slice = buf.slice_mut(len..cap);
         let (res, slice) = monoio::time::timeout_at(deadline.into(), stream.read(slice))
             .await
-            .map_err(|_| "handshake timed out".to_string())?;
+            .map_err(|_| "no reply in time".to_string())?;
         buf = slice.into_inner();
         if res.map_err(|e| e.to_string())? == 0 {
             return Err("connection closed during handshake".into());

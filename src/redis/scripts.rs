@@ -24,12 +24,13 @@ pub enum ScriptId {
     Adopt,
     Ack,
     Product,
+    Invalidate,
 }
 
 const LIB: &str = include_str!("../../lua/lib.lua");
 
 impl ScriptId {
-    pub const ALL: [ScriptId; 8] = [
+    pub const ALL: [ScriptId; 9] = [
         ScriptId::Reserve,
         ScriptId::Pay,
         ScriptId::Fail,
@@ -38,6 +39,7 @@ impl ScriptId {
         ScriptId::Adopt,
         ScriptId::Ack,
         ScriptId::Product,
+        ScriptId::Invalidate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl ScriptId {
             ScriptId::Adopt => "adopt",
             ScriptId::Ack => "ack",
             ScriptId::Product => "product",
+            ScriptId::Invalidate => "invalidate",
         }
     }
 
@@ -63,6 +66,7 @@ impl ScriptId {
             ScriptId::Adopt => (include_str!("../../lua/adopt.lua"), false),
             ScriptId::Ack => (include_str!("../../lua/ack.lua"), false),
             ScriptId::Product => (include_str!("../../lua/product.lua"), false),
+            ScriptId::Invalidate => (include_str!("../../lua/invalidate.lua"), false),
         }
     }
 
@@ -592,6 +596,7 @@ pub fn load_call(keys: &Keys, s: &ProductSnapshot) -> ScriptCall {
         .arg(&s.created_at)
         .arg(&s.updated_at)
         .int(s.reservable())
+        .arg(keys.order_prefix(s.id))
         .int(s.pending.len() as i64);
     for o in &s.pending {
         c.arg(&o.reference)
@@ -608,9 +613,26 @@ pub fn load_call(keys: &Keys, s: &ProductSnapshot) -> ScriptCall {
     c
 }
 
-/// `true` when `load.lua` installed the product, `false` when it was live already.
-pub fn decode_load(v: RespValue) -> Result<bool, ReplyError> {
-    Ok(as_int(&v)? == 1)
+/// The stock `load.lua` installed, or `None` when the product was live already.
+pub fn decode_load(v: RespValue) -> Result<Option<i64>, ReplyError> {
+    let items = array(v, "load reply")?;
+    match items.as_slice() {
+        [code] if as_int(code)? == 0 => Ok(None),
+        [code, stock] if as_int(code)? == 1 => Ok(Some(as_int(stock)?)),
+        _ => Err(ReplyError("load reply of the wrong shape".into())),
+    }
+}
+
+/// Builds an `invalidate.lua` call (after a Redis restart).
+pub fn invalidate_call(keys: &Keys, pid: ProductId) -> ScriptCall {
+    let pk = keys.product_keys(pid);
+    let mut c = ScriptCall::new(ScriptId::Invalidate);
+    c.key(&pk.stock)
+        .key(&pk.pending)
+        .key(&pk.journal)
+        .key(&pk.users)
+        .arg(keys.order_prefix(pid));
+    c
 }
 
 pub fn adopt_call(keys: &Keys, o: &OrderRecord) -> ScriptCall {

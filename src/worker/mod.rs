@@ -184,7 +184,11 @@ pub fn run(
         .build()?;
     tracing::info!(worker = id, driver = driver_name(), "worker started");
     rt.block_on(async move {
-        let redis = RedisClient::start(shared.cfg.redis.clone(), format!("worker-{id}"));
+        let redis = RedisClient::start(
+            shared.cfg.redis.clone(),
+            Keys::new(&shared.cfg.redis_prefix),
+            format!("worker-{id}"),
+        );
         let grace = shared.cfg.shutdown_grace;
         let w = Rc::new(Worker::new(
             id,

@@ -1,0 +1,109 @@
+//! Noticing that Redis restarted, and forgetting what it may hold stale.
+//!
+//! A Redis restarted from its AOF (`appendfsync everysec`) or an RDB snapshot can be behind
+//! what was acknowledged: a stock decrement, an order record or a payment may be missing while
+//! PostgreSQL, which the writer fed from the handoff, has them. Trusting such a counter could
+//! oversell. So every new connection of a worker, before it carries any request, compares the
+//! server's `run_id` with the one recorded in `<prefix>:redis_run_id` when the data was last
+//! checked. If they differ (or nothing is recorded), `invalidate.lua` runs for every product
+//! Redis holds: the counters go, and each product is rebuilt from PostgreSQL on its next use
+//! (after a writer barrier, counting the pending orders of both stores; see `load.lua`).
+//! Only then is the new `run_id` recorded. Several workers or instances may do this at once:
+//! invalidating twice only costs one more reload.
+
+use crate::redis::Keys;
+use crate::redis::cmd::command;
+use crate::redis::pipeline::roundtrip;
+use crate::redis::scripts::{as_string, invalidate_call, is_noscript};
+use monoio::net::TcpStream;
+use redis_async::resp::RespValue;
+use std::collections::BTreeSet;
+
+/// The `run_id` line of `INFO server`.
+pub fn parse_run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(str::trim)
+}
+
+pub async fn verify(stream: &mut TcpStream, keys: &Keys, who: &str) -> Result<(), String> {
+    let info = as_string(roundtrip(stream, command(&["INFO", "server"])).await?)
+        .map_err(|e| e.to_string())?;
+    let run_id = parse_run_id(&info)
+        .ok_or("INFO server has no run_id")?
+        .to_string();
+    let marker = keys.run_id_marker();
+    let recorded = match roundtrip(stream, command(&["GET", &marker])).await? {
+        RespValue::Nil => None,
+        v => Some(as_string(v).map_err(|e| e.to_string())?),
+    };
+    if recorded.as_deref() == Some(run_id.as_str()) {
+        return Ok(());
+    }
+    let mut products = BTreeSet::new();
+    for suffix in ["stock", "pending"] {
+        let pattern = keys.scan_pattern(suffix);
+        let mut cursor = "0".to_string();
+        loop {
+            let v = roundtrip(
+                stream,
+                command(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"]),
+            )
+            .await?;
+            let RespValue::Array(mut parts) = v else {
+                return Err("bad SCAN reply".into());
+            };
+            if let Some(RespValue::Array(found)) = parts.pop() {
+                for k in found {
+                    if let RespValue::BulkString(k) = k
+                        && let Some(pid) = keys.product_of_key(&k)
+                    {
+                        products.insert(pid);
+                    }
+                }
+            }
+            cursor = parts
+                .pop()
+                .map(as_string)
+                .transpose()
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            if cursor == "0" || cursor.is_empty() {
+                break;
+            }
+        }
+    }
+    let mut removed = 0i64;
+    for pid in &products {
+        let call = invalidate_call(keys, *pid);
+        let v = match roundtrip(stream, call.encode(false)).await {
+            Err(e) if is_noscript(&e) => roundtrip(stream, call.encode(true)).await?,
+            other => other?,
+        };
+        if let RespValue::Integer(n) = v {
+            removed += n;
+        }
+    }
+    roundtrip(stream, command(&["SET", &marker, &run_id])).await?;
+    if recorded.is_some() || !products.is_empty() {
+        tracing::warn!(
+            worker = who,
+            products = products.len(),
+            stale_records = removed,
+            "Redis restarted (new run_id): its counters may be behind PostgreSQL, so products are reloaded from PostgreSQL on next use"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_run_id() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f3c2b1a\r\ntcp_port:6379\r\n";
+        assert_eq!(parse_run_id(info), Some("4f3c2b1a"));
+        assert_eq!(parse_run_id("# Server\r\n"), None);
+    }
+}

@@ -1,1 +1,271 @@
-//! (being written)
+//! Chaos: the promises hold while things break under load. The server is SIGKILLed several
+//! times in a row, a Redis with AOF (`appendfsync everysec`) is killed and restarted,
+//! PostgreSQL becomes unreachable and comes back, and webhooks race each other. After each:
+//! every 202 is in PostgreSQL, no unit is sold twice, the conservation law holds and
+//! `flashsale reconcile` exits 0. Bounded in time, loopback only.
+
+use crate::common::*;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// What a load run saw.
+#[derive(Default)]
+struct Seen {
+    accepted: Mutex<Vec<String>>,
+    ok: AtomicUsize,
+    unavailable: AtomicUsize,
+}
+
+/// `clients` threads ordering one unit at a time from `addr()` until `stop`; connection errors
+/// (a killed server) and 503s are retried, anything else fails the test.
+fn load(clients: usize, pid: i64, addr: &Mutex<SocketAddr>, stop: &AtomicBool, seen: &Seen) {
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| {
+                let mut c = Client::connect(*addr.lock().unwrap());
+                let mut current = *addr.lock().unwrap();
+                while !stop.load(Ordering::SeqCst) {
+                    let a = *addr.lock().unwrap();
+                    if a != current {
+                        c = Client::connect(a);
+                        current = a;
+                    }
+                    match c.try_order(pid, 1) {
+                        Some(r) if r.status == 202 => {
+                            let reference =
+                                r.json()["order_reference"].as_str().unwrap().to_string();
+                            seen.accepted.lock().unwrap().push(reference);
+                            seen.ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Some(r) if r.status == 503 => {
+                            assert_eq!(r.code(), "unavailable");
+                            assert!(r.header("retry-after").is_some());
+                            seen.unavailable.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
+                        Some(r) => panic!(
+                            "unexpected {}: {}",
+                            r.status,
+                            String::from_utf8_lossy(&r.body)
+                        ),
+                        None => std::thread::sleep(std::time::Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn all_rows(env: &Env, refs: &[String]) {
+    let want: Vec<&str> = refs.iter().map(String::as_str).collect();
+    let mut pg = env.pg();
+    wait_until("every 202 is a row", || {
+        let n: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM orders WHERE order_reference = ANY($1)",
+                &[&want],
+            )
+            .unwrap()
+            .get(0);
+        (n as usize == want.len()).then_some(())
+    });
+    assert_eq!(
+        refs.iter().collect::<HashSet<_>>().len(),
+        refs.len(),
+        "references are unique"
+    );
+}
+
+#[test]
+fn repeated_sigkills_under_load_lose_nothing() {
+    let env = Env::new();
+    let initial = 1_000_000;
+    let pid = env.product(initial, 100);
+    let mut srv = Server::start(&env);
+    let addr = Mutex::new(srv.addr);
+    let stop = AtomicBool::new(false);
+    let seen = Seen::default();
+    std::thread::scope(|s| {
+        s.spawn(|| load(8, pid, &addr, &stop, &seen));
+        for round in 1..=3 {
+            let target = round * 1_500;
+            wait_until("orders accepted", || {
+                (seen.ok.load(Ordering::SeqCst) >= target).then_some(())
+            });
+            srv.kill9();
+            srv = Server::start(&env);
+            *addr.lock().unwrap() = srv.addr;
+        }
+        let target = seen.ok.load(Ordering::SeqCst) + 500;
+        wait_until("orders accepted after the last restart", || {
+            (seen.ok.load(Ordering::SeqCst) >= target).then_some(())
+        });
+        stop.store(true, Ordering::SeqCst);
+    });
+    let accepted = seen.accepted.into_inner().unwrap();
+    all_rows(&env, &accepted);
+    let rows: i64 = env
+        .pg()
+        .query_one("SELECT count(*) FROM orders", &[])
+        .unwrap()
+        .get(0);
+    assert!(rows as usize >= accepted.len());
+    env.assert_conserved(pid, initial);
+}
+
+#[test]
+fn a_redis_with_aof_killed_and_restarted_under_load() {
+    let mut redis = OwnRedis::start(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    let env = Env::with_redis(redis.url());
+    let initial = 1_000_000;
+    let pid = env.product(initial, 100);
+    let srv = Server::start(&env);
+    let addr = Mutex::new(srv.addr);
+    let stop = AtomicBool::new(false);
+    let seen = Seen::default();
+    std::thread::scope(|s| {
+        s.spawn(|| load(8, pid, &addr, &stop, &seen));
+        wait_until("orders accepted", || {
+            (seen.ok.load(Ordering::SeqCst) >= 3_000).then_some(())
+        });
+        redis.kill9();
+        let before = seen.unavailable.load(Ordering::SeqCst);
+        wait_until("503 while Redis is down", || {
+            (seen.unavailable.load(Ordering::SeqCst) > before + 10).then_some(())
+        });
+        let mut c = srv.client();
+        let r = c.get("/ready");
+        assert_eq!(
+            (r.status, r.json()["redis"].as_str()),
+            (503, Some("unavailable"))
+        );
+        redis.restart();
+        let target = seen.ok.load(Ordering::SeqCst) + 3_000;
+        wait_until("orders accepted after the restart", || {
+            (seen.ok.load(Ordering::SeqCst) >= target).then_some(())
+        });
+        stop.store(true, Ordering::SeqCst);
+    });
+    let accepted = seen.accepted.into_inner().unwrap();
+    all_rows(&env, &accepted);
+    assert_eq!(srv.client().get("/ready").status, 200);
+    env.assert_conserved(pid, initial);
+}
+
+#[test]
+fn postgresql_unreachable_under_load_queues_to_the_bound_then_drains() {
+    let env = Env::new();
+    let initial = 1_000_000;
+    let pid = env.product(initial, 100);
+    let proxy = Proxy::start(pg_addr());
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, env.db);
+    let srv = Server::start_with(
+        &env,
+        &[
+            ("DATABASE_URL", &via_proxy),
+            ("FLASHSALE_QUEUE_CAPACITY", "2000"),
+        ],
+    );
+    let mut c = srv.client();
+    assert_eq!(c.get(&format!("/api/products/{pid}")).status, 200);
+    let addr = Mutex::new(srv.addr);
+    let stop = AtomicBool::new(false);
+    let seen = Seen::default();
+    std::thread::scope(|s| {
+        s.spawn(|| load(8, pid, &addr, &stop, &seen));
+        wait_until("orders accepted", || {
+            (seen.ok.load(Ordering::SeqCst) >= 1_000).then_some(())
+        });
+        proxy.cut();
+        // The server keeps answering: orders queue up to the bound, then 503.
+        wait_until("503 once the queue is full", || {
+            (seen.unavailable.load(Ordering::SeqCst) >= 50).then_some(())
+        });
+        let r = c.get("/ready");
+        assert_eq!(
+            (r.status, r.json()["postgres"].as_str()),
+            (503, Some("unavailable"))
+        );
+        let m = String::from_utf8_lossy(&c.get("/metrics").body).into_owned();
+        assert!(
+            m.contains("flashsale_unavailable_responses_total{reason=\"queue_full\"}"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("flashsale_writer_retries_total 0\n"),
+            "retries are counted"
+        );
+        assert_eq!(c.get("/health").status, 200);
+        stop.store(true, Ordering::SeqCst);
+    });
+    // Refused orders touched nothing: Redis lost exactly the accepted units.
+    let accepted = seen.accepted.into_inner().unwrap();
+    let live = c.get(&format!("/api/products/{pid}")).json()["stock"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(live, initial - accepted.len() as i64);
+    proxy.restore();
+    wait_until("ready again", || {
+        (c.get("/ready").status == 200).then_some(())
+    });
+    all_rows(&env, &accepted);
+    env.assert_conserved(pid, initial);
+}
+
+#[test]
+fn success_and_failure_racing_for_the_same_order_count_once() {
+    let env = Env::new();
+    let pid = env.product(100, 100);
+    let srv = Server::start(&env);
+    let mut c = srv.client();
+    let refs: Vec<String> = (0..20)
+        .map(|_| {
+            c.order(pid, 2).json()["order_reference"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut paid = 0;
+    for reference in &refs {
+        let (a, b) = std::thread::scope(|s| {
+            let ha = s.spawn(|| Client::connect(srv.addr).webhook(reference, "success"));
+            let hb = s.spawn(|| Client::connect(srv.addr).webhook(reference, "failure"));
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        assert_eq!((a.status, b.status), (200, 200));
+        let (ma, mb) = (
+            a.json()["message"].as_str().unwrap().to_string(),
+            b.json()["message"].as_str().unwrap().to_string(),
+        );
+        let success_won = ma == "Payment successful, order marked as paid";
+        let failure_won = mb == "Payment failed, order cancelled and stock released";
+        assert!(
+            success_won ^ failure_won,
+            "exactly one wins: {ma:?} / {mb:?}"
+        );
+        assert_eq!(
+            if success_won { &mb } else { &ma },
+            "Order already in final state"
+        );
+        let row = env.order_row(reference).unwrap();
+        if success_won {
+            paid += 2;
+            assert_eq!(row.0, "paid");
+        } else {
+            assert_eq!(
+                (row.0.as_str(), row.1.as_deref()),
+                ("cancelled", Some("payment_failed"))
+            );
+            assert_eq!(
+                a.json()["refund_required"],
+                true,
+                "the money of the losing success is refunded"
+            );
+        }
+    }
+    assert_eq!(env.paid_units(pid), paid);
+    env.assert_conserved(pid, 100);
+}

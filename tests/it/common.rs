@@ -620,3 +620,85 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A TCP proxy in front of a service, which a test can cut (every connection dropped, new ones
+/// refused) and restore: "PostgreSQL unreachable" without touching the real server.
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+struct ProxyState {
+    up: bool,
+    open: Vec<TcpStream>,
+}
+
+impl Proxy {
+    pub fn start(upstream: SocketAddr) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState {
+            up: true,
+            open: Vec::new(),
+        }));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let mut s = st.lock().unwrap();
+                if !s.up {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                for sock in [&client, &server] {
+                    if let Ok(c) = sock.try_clone() {
+                        s.open.push(c);
+                    }
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, state }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.up = false;
+        for c in s.open.drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.state.lock().unwrap().up = true;
+    }
+}
+
+/// The test PostgreSQL server's address.
+pub fn pg_addr() -> SocketAddr {
+    let base = pg_base();
+    let cfg: postgres::Config = base.parse().unwrap();
+    let host = match cfg.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let host = if host == "localhost" {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
+    format!("{host}:{port}").parse().unwrap()
+}

@@ -141,7 +141,8 @@ fn bad_signatures_are_401_and_change_nothing() {
         String::from_utf8(s).unwrap()
     };
     let over_other_body = sign(br#"{"order_reference":"x","status":"success"}"#);
-    let cases: Vec<(Vec<(&str, &str)>, &[u8])> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a [u8]);
+    let cases: Vec<Case<'_>> = vec![
         (vec![], body.as_bytes()),
         (vec![("X-Payment-Signature", "")], body.as_bytes()),
         (

@@ -14,7 +14,7 @@
 
 local removed = 0
 for _, ref in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  if not redis.call('ZSCORE', KEYS[3], ref) then
+  if not redis.call('ZSCORE', KEYS[3], ref .. '|pending') then
     redis.call('DEL', ARGV[1] .. ref)
     redis.call('ZREM', KEYS[2], ref)
     removed = removed + 1

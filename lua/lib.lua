@@ -35,6 +35,13 @@ local function record_reply(code, changed, rec)
   return {code, changed and 1 or 0, rec.st, rec.user, int(rec.qty), rec.amt, int(rec.exp), rec.ct}
 end
 
+-- Journals a change the writer owes PostgreSQL. One member per (order, state), so the writer
+-- acknowledges exactly the state it committed with a plain ZREM, and a newer state of the
+-- same order stays journaled until its own commit.
+local function journal(journal_key, now, ref, state)
+  redis.call('ZADD', journal_key, now, ref .. '|' .. state)
+end
+
 -- pending -> payment_failed | expired: the units go back to the reservable stock and to the
 -- buyer's allowance, and the reference is journaled for the writer. The caller has checked
 -- that the order is pending, which is what makes this happen at most once.
@@ -42,7 +49,7 @@ local function cancel(stock_key, order_key, pending_key, journal_key, users_key,
   redis.call('HSET', order_key, 'st', reason)
   redis.call('INCRBY', stock_key, rec.qty)
   redis.call('ZREM', pending_key, ref)
-  redis.call('ZADD', journal_key, now, ref)
+  journal(journal_key, now, ref, reason)
   if rec.uc == '1' then
     redis.call('HINCRBY', users_key, rec.user, -rec.qty)
   end

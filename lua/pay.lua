@@ -28,7 +28,7 @@ end
 if rec.st == 'pending' then
   redis.call('HSET', KEYS[2], 'st', 'paid')
   redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('ZADD', KEYS[4], now, ARGV[1])
+  journal(KEYS[4], now, ARGV[1], 'paid')
   rec.st = 'paid'
   return record_reply(0, true, rec)
 end

@@ -3,7 +3,7 @@
 -- KEYS[1] stock     reservable units (absent: product not loaded into Redis)
 -- KEYS[2] product   hash: name, price, max, limit (per-user limit, '' for none), created, updated
 -- KEYS[3] pending   zset: reference -> expiry (Unix ms)
--- KEYS[4] journal   zset: reference -> time of the last change not yet committed to PostgreSQL
+-- KEYS[4] journal   zset: '<reference>|<state>' -> time of a change not yet in PostgreSQL
 -- KEYS[5] users     hash: user id -> units pending or paid (kept only for limited products)
 -- then per request i (1-based): KEYS[4 + 2i] order record, KEYS[5 + 2i] idempotency hash
 -- ARGV[1] hold time in ms; ARGV[2] number of requests n;
@@ -65,7 +65,7 @@ for i = 1, n do
       redis.call('HSET', order_key, 'user', user, 'qty', qty, 'amt', amount, 'st', 'pending',
                  'exp', int(exp), 'ct', int(now), 'uc', counted)
       redis.call('ZADD', KEYS[3], exp, ref)
-      redis.call('ZADD', KEYS[4], now, ref)
+      journal(KEYS[4], now, ref, 'pending')
       if limit then
         redis.call('HINCRBY', KEYS[5], user, qty)
       end

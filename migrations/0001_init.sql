@@ -37,7 +37,9 @@ CREATE INDEX orders_product_status ON orders (product_id, status);
 CREATE TABLE webhooks (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     order_reference text        NOT NULL UNIQUE,
-    payload         jsonb       NOT NULL,
+    -- The body exactly as received (json, not jsonb: it keeps the text, and accepts the
+    -- \u0000 escapes jsonb refuses).
+    payload         json        NOT NULL,
     status          text        NOT NULL CHECK (status IN ('pending', 'processed')),
     -- Deliveries of a webhook for this reference, repeats included.
     attempts        integer     NOT NULL DEFAULT 1 CHECK (attempts >= 1),
@@ -53,7 +55,7 @@ CREATE INDEX webhooks_pending ON webhooks (order_reference) WHERE status = 'pend
 CREATE TABLE late_payments (
     order_reference text        PRIMARY KEY,
     amount_cents    bigint      NOT NULL,
-    payload         jsonb       NOT NULL,
+    payload         json        NOT NULL,
     refunded_at     timestamptz NULL,
     created_at      timestamptz NOT NULL DEFAULT now()
 );

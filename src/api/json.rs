@@ -87,7 +87,8 @@ pub fn positive_int(
     }
 }
 
-/// A string field of `min..=max` characters. `Ok(None)` when absent or null.
+/// A string field of `min..=max` characters without control characters (PostgreSQL text
+/// cannot hold NUL, and an id with line breaks is a mistake). `None` when absent or null.
 pub fn string(
     errors: &mut FieldErrors,
     field: &'static str,
@@ -104,6 +105,12 @@ pub fn string(
                 errors.entry(field).or_default().push(format!(
                     "The {name} must be between {min} and {max} characters."
                 ));
+                None
+            } else if s.chars().any(char::is_control) {
+                errors
+                    .entry(field)
+                    .or_default()
+                    .push(format!("The {name} must not contain control characters."));
                 None
             } else {
                 Some(s)
@@ -186,6 +193,10 @@ mod tests {
         let b: Body<'_> = object(long.as_bytes()).unwrap();
         let mut e = FieldErrors::new();
         assert_eq!(string(&mut e, "s", b.s, 1, 64), None);
+        let b: Body<'_> = object(br#"{"s": "a\u0000b"}"#).unwrap();
+        let mut e = FieldErrors::new();
+        assert_eq!(string(&mut e, "s", b.s, 1, 64), None);
+        assert_eq!(e["s"][0], "The s must not contain control characters.");
         let ok = format!(r#"{{"s": "{}"}}"#, "é".repeat(64));
         let b: Body<'_> = object(ok.as_bytes()).unwrap();
         assert!(string(&mut FieldErrors::new(), "s", b.s, 1, 64).is_some());

@@ -19,9 +19,10 @@ use crate::http::request::Request;
 use crate::http::response::{ApiError, Response};
 use crate::metrics::Route;
 use crate::worker::Worker;
+use std::rc::Rc;
 
 /// Handles one request; every outcome, error or not, becomes a response here.
-pub async fn handle(w: &Worker, req: &Request<'_>) -> Response {
+pub async fn handle(w: &Rc<Worker>, req: &Request<'_>) -> Response {
     let (route, result) = dispatch(w, req).await;
     let resp = match result {
         Ok(r) => r,
@@ -36,7 +37,7 @@ pub async fn handle(w: &Worker, req: &Request<'_>) -> Response {
     resp
 }
 
-async fn dispatch(w: &Worker, req: &Request<'_>) -> (Route, Result<Response, ApiError>) {
+async fn dispatch(w: &Rc<Worker>, req: &Request<'_>) -> (Route, Result<Response, ApiError>) {
     let path = req.path.strip_prefix('/').unwrap_or(req.path);
     let mut parts = path.split('/');
     let segs = (parts.next(), parts.next(), parts.next(), parts.next());

@@ -9,15 +9,16 @@ use crate::api::json;
 use crate::domain::{OrderRecord, OrderState, ProductId, new_reference};
 use crate::http::request::Request;
 use crate::http::response::{ApiError, FieldErrors, Response, Unavailable};
-use crate::lifecycle::{ensure_loaded, hand_over, permit, redis_error, reply_error};
+use crate::lifecycle::{ensure_loaded, hand_over, permit};
 use crate::metrics::Reservation;
 use crate::reaper::Expiring;
-use crate::redis::scripts::{ReserveReply, ReserveRequest, decode_reserve, reserve_call};
+use crate::redis::scripts::ReserveReply;
 use crate::time::rfc3339_ms;
-use crate::worker::Worker;
+use crate::worker::{Worker, batcher};
 use crate::writer::msg::WriterMsg;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::rc::Rc;
 
 #[derive(Deserialize)]
 struct Body<'a> {
@@ -113,7 +114,7 @@ fn accepted(
     )
 }
 
-pub async fn create(w: &Worker, req: &Request<'_>) -> Result<Response, ApiError> {
+pub async fn create(w: &Rc<Worker>, req: &Request<'_>) -> Result<Response, ApiError> {
     let result = reserve(w, req).await;
     let outcome = match &result {
         Ok(r) if r.replayed => Reservation::Replayed,
@@ -127,33 +128,23 @@ pub async fn create(w: &Worker, req: &Request<'_>) -> Result<Response, ApiError>
     result
 }
 
-async fn reserve(w: &Worker, req: &Request<'_>) -> Result<Response, ApiError> {
+async fn reserve(w: &Rc<Worker>, req: &Request<'_>) -> Result<Response, ApiError> {
     let order = parse(&req.body, req.idempotency_key)?;
     let pid = order.product_id;
-    let user = order.user_id.as_deref().unwrap_or("");
     let reference = new_reference(pid, ulid::Ulid::generate().0);
-    let keys = w.keys.product_keys(pid);
-    let request = ReserveRequest {
-        reference: &reference,
-        qty: order.qty,
-        user,
-        idempotency_key: order.idempotency_key.as_deref(),
-    };
     // The place in the queue comes first: a full queue must refuse before stock is touched.
     let p = permit(w)?;
-    let call = reserve_call(
-        &w.keys,
-        &keys,
-        pid,
-        w.hold_ms,
-        std::slice::from_ref(&request),
-    );
+    let request = batcher::Reservation {
+        reference,
+        qty: order.qty,
+        user: order.user_id.clone().unwrap_or_default(),
+        idempotency_key: order.idempotency_key.clone(),
+    };
     let mut reply = None;
     for _ in 0..2 {
-        let v = w.redis.eval(&call).await.map_err(redis_error)?;
-        match decode_reserve(v, 1).map_err(reply_error)? {
-            Some(mut r) => {
-                reply = r.pop();
+        match batcher::reserve(w, pid, request.clone()).await? {
+            Some(r) => {
+                reply = Some(r);
                 break;
             }
             None => {

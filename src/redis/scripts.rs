@@ -22,7 +22,6 @@ pub enum ScriptId {
     Expire,
     Load,
     Adopt,
-    Ack,
     Product,
     Invalidate,
 }
@@ -30,14 +29,13 @@ pub enum ScriptId {
 const LIB: &str = include_str!("../../lua/lib.lua");
 
 impl ScriptId {
-    pub const ALL: [ScriptId; 9] = [
+    pub const ALL: [ScriptId; 8] = [
         ScriptId::Reserve,
         ScriptId::Pay,
         ScriptId::Fail,
         ScriptId::Expire,
         ScriptId::Load,
         ScriptId::Adopt,
-        ScriptId::Ack,
         ScriptId::Product,
         ScriptId::Invalidate,
     ];
@@ -50,7 +48,6 @@ impl ScriptId {
             ScriptId::Expire => "expire",
             ScriptId::Load => "load",
             ScriptId::Adopt => "adopt",
-            ScriptId::Ack => "ack",
             ScriptId::Product => "product",
             ScriptId::Invalidate => "invalidate",
         }
@@ -64,7 +61,6 @@ impl ScriptId {
             ScriptId::Expire => (include_str!("../../lua/expire.lua"), true),
             ScriptId::Load => (include_str!("../../lua/load.lua"), false),
             ScriptId::Adopt => (include_str!("../../lua/adopt.lua"), false),
-            ScriptId::Ack => (include_str!("../../lua/ack.lua"), false),
             ScriptId::Product => (include_str!("../../lua/product.lua"), false),
             ScriptId::Invalidate => (include_str!("../../lua/invalidate.lua"), false),
         }
@@ -685,26 +681,51 @@ pub fn decode_adopt(v: RespValue) -> Result<AdoptReply, ReplyError> {
 }
 
 // ---------------------------------------------------------------------------------------
-// ack
+// journal
 
-/// Builds an `ack.lua` call for orders of one product, each with the state just committed.
-pub fn ack_call<'a>(
+/// The journal member of one change: `<reference>|<state code>` (see `journal` in lib.lua).
+pub fn journal_member(reference: &str, state: OrderState) -> String {
+    format!("{reference}|{}", state.code())
+}
+
+/// Splits a journal member; the reference may itself contain `|` (references made by other
+/// tools), the state code never does.
+pub fn parse_journal_member(member: &str) -> Option<(&str, OrderState)> {
+    let (reference, code) = member.rsplit_once('|')?;
+    Some((reference, OrderState::from_code(code)?))
+}
+
+/// The commands that acknowledge orders of one product whose state is committed: the
+/// journal members that state covers (a final state also covers the reservation itself), and
+/// an expiry on final records so Redis does not grow with the order history.
+pub fn ack_commands(
     keys: &Keys,
     pid: ProductId,
-    committed: impl Iterator<Item = (&'a str, OrderState)> + Clone,
+    committed: &[(&str, OrderState)],
     ttl_secs: u64,
-) -> ScriptCall {
+) -> Vec<Vec<u8>> {
     let pk = keys.product_keys(pid);
-    let mut c = ScriptCall::new(ScriptId::Ack);
-    c.key(&pk.journal);
-    for (r, _) in committed.clone() {
-        c.key(&keys.order(pid, r));
-    }
-    c.int(ttl_secs as i64);
+    let mut members: Vec<String> = Vec::with_capacity(committed.len() * 2);
+    let mut cmds = Vec::new();
+    let ttl = ttl_secs.to_string();
     for (r, s) in committed {
-        c.arg(r).arg(s.code());
+        members.push(journal_member(r, OrderState::Pending));
+        if s.is_final() {
+            members.push(journal_member(r, *s));
+            cmds.push(crate::redis::cmd::command(&[
+                "EXPIRE",
+                &keys.order(pid, r),
+                &ttl,
+            ]));
+        }
     }
-    c
+    let mut zrem = crate::redis::cmd::Cmd::new(2 + members.len());
+    zrem.arg("ZREM").arg(&pk.journal);
+    for m in &members {
+        zrem.arg(m);
+    }
+    cmds.insert(0, zrem.finish());
+    cmds
 }
 
 #[cfg(test)]
@@ -733,7 +754,7 @@ mod tests {
 
     #[test]
     fn evalsha_and_eval_carry_the_same_keys_and_arguments() {
-        let mut c = ScriptCall::new(ScriptId::Ack);
+        let mut c = ScriptCall::new(ScriptId::Product);
         c.key("k").arg("a").int(5);
         let sha = String::from_utf8(c.encode(false)).unwrap();
         assert!(sha.starts_with("*6\r\n$7\r\nEVALSHA\r\n$40\r\n"));
@@ -904,6 +925,38 @@ mod tests {
             (5, 100, 10, None)
         );
         assert_eq!(decode_product(int(7), pid()).unwrap(), None);
+    }
+
+    #[test]
+    fn journal_members_name_the_state() {
+        assert_eq!(journal_member("3-A", OrderState::Paid), "3-A|paid");
+        assert_eq!(
+            parse_journal_member("x|y|expired"),
+            Some(("x|y", OrderState::Cancelled(CancelReason::Expired)))
+        );
+        assert_eq!(parse_journal_member("nobar"), None);
+        let cmds = ack_commands(
+            &Keys::new("fs"),
+            pid(),
+            &[("3-A", OrderState::Pending), ("3-B", OrderState::Paid)],
+            60,
+        );
+        assert_eq!(cmds.len(), 2);
+        let zrem = String::from_utf8(cmds[0].clone()).unwrap();
+        assert!(
+            zrem.starts_with("*5\r\n$4\r\nZREM\r\n$16\r\nfs:{p:3}:journal\r\n"),
+            "{zrem}"
+        );
+        assert!(
+            zrem.contains("3-A|pending")
+                && zrem.contains("3-B|pending")
+                && zrem.contains("3-B|paid")
+        );
+        assert!(
+            String::from_utf8(cmds[1].clone())
+                .unwrap()
+                .contains("EXPIRE")
+        );
     }
 
     #[test]

@@ -86,11 +86,14 @@ pub async fn serve(w: Rc<Worker>, mut stream: TcpStream) {
             }
         }
         if !wbuf.is_empty() {
-            let (res, b) = stream.write_all(wbuf).await;
-            wbuf = b;
-            wbuf.clear();
-            if res.is_err() {
-                return;
+            // A client that stops reading must not pin the connection and its buffers: the
+            // responses must be taken within the header timeout too.
+            match monoio::time::timeout(header_timeout, stream.write_all(wbuf)).await {
+                Ok((Ok(_), b)) => {
+                    wbuf = b;
+                    wbuf.clear();
+                }
+                _ => return,
             }
         }
         if close {

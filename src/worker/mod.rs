@@ -5,6 +5,7 @@
 //! Per-core state lives in `Rc`/`RefCell`; no borrow is held across an `.await` (clippy's
 //! `await_holding_refcell_ref` is denied crate-wide).
 
+pub mod batcher;
 pub mod conn;
 
 use crate::config::Config;
@@ -12,8 +13,8 @@ use crate::domain::ProductId;
 use crate::handoff::{Closer, HandoffTx};
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::reaper::{Expiring, wheel::TimerWheel};
-use crate::redis::Keys;
 use crate::redis::pipeline::RedisClient;
+use crate::redis::{Keys, ProductKeys};
 use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::writer::msg::{DeferredWebhook, WriterMsg};
 use hmac::{Hmac, KeyInit};
@@ -76,6 +77,10 @@ pub struct Worker {
     pub hold_ms: i64,
     /// Webhooks whose order appeared after they were recorded, sent by the writer.
     pub inbox: crossbeam_channel::Receiver<DeferredWebhook>,
+    /// Reservations waiting for their product's next `reserve.lua` call (see `batcher`).
+    pub reserve_queues: RefCell<HashMap<ProductId, Vec<batcher::Queued>>>,
+    /// Key names per product, built once instead of per request.
+    key_cache: RefCell<HashMap<ProductId, Rc<ProductKeys>>>,
     /// Open connections, for the shutdown drain.
     pub connections: Cell<usize>,
     /// Set on shutdown: idle connections close, busy ones close after their response.
@@ -111,6 +116,8 @@ impl Worker {
                 .expect("HMAC takes keys of any length"),
             hold_ms: cfg.hold.as_millis() as i64,
             inbox,
+            reserve_queues: RefCell::new(HashMap::new()),
+            key_cache: RefCell::new(HashMap::new()),
             connections: Cell::new(0),
             drain: Drain::default(),
             shared,
@@ -123,6 +130,21 @@ impl Worker {
 
     pub fn cfg(&self) -> &Config {
         &self.shared.cfg
+    }
+
+    /// The fixed key names of a product, cached (bounded, so requests naming random products
+    /// cannot grow it without limit).
+    pub fn product_keys(&self, pid: ProductId) -> Rc<ProductKeys> {
+        if let Some(k) = self.key_cache.borrow().get(&pid) {
+            return k.clone();
+        }
+        let k = Rc::new(self.keys.product_keys(pid));
+        let mut cache = self.key_cache.borrow_mut();
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(pid, k.clone());
+        k
     }
 }
 

@@ -24,7 +24,9 @@ use crate::domain::{OrderRecord, OrderState, ProductId};
 use crate::handoff::HandoffRx;
 use crate::redis::Keys;
 use crate::redis::cmd::command;
-use crate::redis::scripts::{ack_call, as_string, decode_record, record_fields_cmd};
+use crate::redis::scripts::{
+    ack_commands, as_string, decode_record, parse_journal_member, record_fields_cmd,
+};
 use crate::sync::{Arc, Ordering};
 use crate::worker::Shared;
 use batch::{BatchPolicy, Collected, collect};
@@ -303,8 +305,9 @@ impl Writer {
         }
     }
 
-    /// Drops committed references from the journal (only where Redis still holds the state
-    /// that was committed), product by product.
+    /// Drops the journal entries of what was committed, product by product. A newer state of
+    /// an order (paid while its reservation was being written) has an entry of its own, which
+    /// stays until that state is committed too.
     async fn acknowledge(&mut self, orders: &[Pending]) {
         let mut by_product: HashMap<ProductId, Vec<(&str, OrderState)>> = HashMap::new();
         for p in orders {
@@ -314,8 +317,8 @@ impl Writer {
                 .push((p.record.reference.as_str(), p.record.state));
         }
         for (pid, refs) in by_product {
-            let call = ack_call(&self.keys, pid, refs.iter().copied(), FINAL_RECORD_TTL_SECS);
-            if let Err(e) = self.redis.eval(&call).await {
+            let cmds = ack_commands(&self.keys, pid, &refs, FINAL_RECORD_TTL_SECS);
+            if let Err(e) = self.redis.pipeline(&cmds).await {
                 // Harmless: the entries stay journaled and a later replay acknowledges them.
                 tracing::debug!(error = %e, "journal acknowledgement failed");
             }
@@ -432,10 +435,20 @@ impl Writer {
                 continue;
             };
             let mut orders = Vec::new();
-            for r in refs {
-                let Ok(reference) = as_string(r) else {
+            let mut seen = std::collections::HashSet::new();
+            for member in refs {
+                let Ok(member) = as_string(member) else {
                     continue;
                 };
+                let Some(reference) = parse_journal_member(&member).map(|(r, _)| r.to_string())
+                else {
+                    // Not ours: drop it rather than trip over it at every replay.
+                    let _ = self.redis.request(&command(&["ZREM", &key, &member])).await;
+                    continue;
+                };
+                if !seen.insert(reference.clone()) {
+                    continue;
+                }
                 let Ok(v) = self
                     .redis
                     .request(&record_fields_cmd(&self.keys.order(pid, &reference)))
@@ -451,10 +464,7 @@ impl Writer {
                     }),
                     // No record: nothing to write; drop the dangling entry.
                     Ok(None) => {
-                        let _ = self
-                            .redis
-                            .request(&command(&["ZREM", &key, &reference]))
-                            .await;
+                        let _ = self.redis.request(&command(&["ZREM", &key, &member])).await;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, reference, "journal entry with an unreadable record")

@@ -104,21 +104,21 @@ FROM sold WHERE p.id = sold.product_id";
 
 const WEBHOOKS_PROCESSED: &str = "
 INSERT INTO webhooks (order_reference, payload, status, attempts)
-SELECT r, p::jsonb, 'processed', n FROM UNNEST($1::text[], $2::text[], $3::int4[]) AS t(r, p, n)
+SELECT r, p::json, 'processed', n FROM UNNEST($1::text[], $2::text[], $3::int4[]) AS t(r, p, n)
 ON CONFLICT (order_reference) DO UPDATE
 SET payload = EXCLUDED.payload, status = 'processed', attempts = webhooks.attempts + EXCLUDED.attempts,
     updated_at = now()";
 
 const WEBHOOKS_EARLY: &str = "
 INSERT INTO webhooks (order_reference, payload, status, attempts)
-SELECT r, p::jsonb, 'pending', n FROM UNNEST($1::text[], $2::text[], $3::int4[]) AS t(r, p, n)
+SELECT r, p::json, 'pending', n FROM UNNEST($1::text[], $2::text[], $3::int4[]) AS t(r, p, n)
 ON CONFLICT (order_reference) DO UPDATE
 SET payload = CASE WHEN webhooks.status = 'pending' THEN EXCLUDED.payload ELSE webhooks.payload END,
     attempts = webhooks.attempts + EXCLUDED.attempts, updated_at = now()";
 
 const LATE_PAYMENTS: &str = "
 INSERT INTO late_payments (order_reference, amount_cents, payload)
-SELECT r, a, p::jsonb FROM UNNEST($1::text[], $2::int8[], $3::text[]) AS t(r, a, p)
+SELECT r, a, p::json FROM UNNEST($1::text[], $2::int8[], $3::text[]) AS t(r, a, p)
 ON CONFLICT (order_reference) DO NOTHING";
 
 impl Pg {

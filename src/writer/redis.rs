@@ -56,30 +56,48 @@ impl WriterRedis {
         Ok(())
     }
 
-    async fn roundtrip(&mut self, cmd: &[u8]) -> Result<RespValue, RedisError> {
+    /// Writes `bytes` (holding `n` commands) and reads `n` replies. An error reply of any of
+    /// them is an `Err`; a broken or silent connection is dropped (the next call reconnects).
+    async fn exchange(&mut self, bytes: &[u8], n: usize) -> Result<Vec<RespValue>, RedisError> {
         let conn = self.conn.as_mut().ok_or(RedisError::Unavailable)?;
+        let buf = &mut self.buf;
         let io = async {
-            conn.write_all(cmd).await?;
-            loop {
-                if let Some(v) = RespCodec
-                    .decode(&mut self.buf)
+            conn.write_all(bytes).await?;
+            let mut out = Vec::with_capacity(n);
+            while out.len() < n {
+                match RespCodec
+                    .decode(buf)
                     .map_err(|e| std::io::Error::other(format!("{e:?}")))?
                 {
-                    return Ok::<_, std::io::Error>(v);
-                }
-                if conn.read_buf(&mut self.buf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    Some(v) => out.push(v),
+                    None => {
+                        if conn.read_buf(buf).await? == 0 {
+                            return Err(std::io::ErrorKind::UnexpectedEof.into());
+                        }
+                    }
                 }
             }
+            Ok::<_, std::io::Error>(out)
         };
         match tokio::time::timeout(TIMEOUT, io).await {
-            Ok(Ok(RespValue::Error(e))) => Err(RedisError::Reply(e)),
-            Ok(Ok(v)) => Ok(v),
+            Ok(Ok(replies)) => {
+                for r in &replies {
+                    if let RespValue::Error(e) = r {
+                        return Err(RedisError::Reply(e.clone()));
+                    }
+                }
+                Ok(replies)
+            }
             Ok(Err(_)) | Err(_) => {
                 self.conn = None;
                 Err(RedisError::Unavailable)
             }
         }
+    }
+
+    async fn roundtrip(&mut self, cmd: &[u8]) -> Result<RespValue, RedisError> {
+        let mut r = self.exchange(cmd, 1).await?;
+        r.pop().ok_or(RedisError::Unavailable)
     }
 
     /// One command; connects first if needed.
@@ -88,6 +106,14 @@ impl WriterRedis {
             self.connect().await?;
         }
         self.roundtrip(cmd).await
+    }
+
+    /// Several commands in one write; their replies in order.
+    pub async fn pipeline(&mut self, cmds: &[Vec<u8>]) -> Result<Vec<RespValue>, RedisError> {
+        if self.conn.is_none() {
+            self.connect().await?;
+        }
+        self.exchange(&cmds.concat(), cmds.len()).await
     }
 
     pub async fn eval(&mut self, call: &ScriptCall) -> Result<RespValue, RedisError> {

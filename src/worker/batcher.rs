@@ -57,7 +57,7 @@ pub async fn reserve(w: &Rc<Worker>, pid: ProductId, req: Reservation) -> Outcom
     if first {
         monoio::spawn(flush(w.clone(), pid));
     }
-    rx.await.unwrap_or_else(|_| Err(ApiError::Internal))
+    rx.await.unwrap_or(Err(ApiError::Internal))
 }
 
 async fn flush(w: Rc<Worker>, pid: ProductId) {

@@ -271,6 +271,14 @@ impl Writer {
                         }
                         return;
                     }
+                    // The order's state matters more than the audit row of its webhook: if the
+                    // payload is what PostgreSQL refuses, write the state without it.
+                    if let Some(p) = orders.first_mut().filter(|p| p.webhook.is_some()) {
+                        tracing::error!(reference = %p.record.reference, error = %why,
+                            "PostgreSQL refused a webhook row; writing the order's state without it");
+                        p.webhook = None;
+                        continue;
+                    }
                     let what = orders
                         .first()
                         .map(|p| p.record.reference.clone())

@@ -115,6 +115,8 @@ struct Pending {
     record: OrderRecord,
     webhook: Option<msg::WebhookNote>,
     done: Option<msg::Done>,
+    /// A new reservation straight from a worker (not a replay): PostgreSQL cannot have it.
+    fresh: bool,
 }
 
 impl Writer {
@@ -200,11 +202,16 @@ impl Writer {
                     record,
                     webhook,
                     done,
-                } => orders.push(Pending {
-                    record,
-                    webhook,
-                    done,
-                }),
+                } => {
+                    let fresh =
+                        record.state == OrderState::Pending && webhook.is_none() && done.is_none();
+                    orders.push(Pending {
+                        record,
+                        webhook,
+                        done,
+                        fresh,
+                    })
+                }
                 WriterMsg::EarlyWebhook {
                     reference,
                     payload,
@@ -228,11 +235,16 @@ impl Writer {
         early: &mut [(String, String, Option<msg::Done>)],
     ) {
         let mut backoff = Duration::from_millis(50);
+        // Fresh reservations only (not replays): the COPY fast path may be tried.
+        let mut copy = orders.iter().all(|p| p.fresh);
         let mut retries_since_shutdown = None::<Instant>;
         loop {
             let started = Instant::now();
             let result = match self.pg().await {
-                Ok(pg) => pg.write(&order_writes(orders), &early_writes(early)).await,
+                Ok(pg) => {
+                    pg.write(&order_writes(orders), &early_writes(early), copy)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match result {
@@ -259,6 +271,9 @@ impl Writer {
                         }
                     }
                     return;
+                }
+                Err(PgError::Duplicate) => {
+                    copy = false;
                 }
                 Err(PgError::Rejected(why)) => {
                     if orders.len() + early.len() > 1 {
@@ -370,6 +385,7 @@ impl Writer {
                 Err(WriteError::Unavailable)
             }
             Err(PgError::Rejected(e)) => Err(WriteError::Rejected(e)),
+            Err(PgError::Duplicate) => Err(WriteError::Rejected("unique violation".into())),
         }
     }
 
@@ -469,6 +485,7 @@ impl Writer {
                         record,
                         webhook: None,
                         done: None,
+                        fresh: false,
                     }),
                     // No record: nothing to write; drop the dangling entry.
                     Ok(None) => {

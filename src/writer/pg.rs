@@ -10,12 +10,20 @@
 //!    that became `paid` (`stock = stock - qty`, never read-modify-write). A row already
 //!    final is not matched, so a repeat changes nothing.
 //! 3. Webhook rows (`processed`, or `pending` for unknown references) and late payments.
+//!
+//! Fast path: a batch made only of new reservations (the common case under load) is written
+//! with binary `COPY` instead of step 1, which PostgreSQL ingests faster than any INSERT. COPY
+//! has no `ON CONFLICT`, so if one of the rows exists already (a replay raced a live message)
+//! the whole transaction fails with a unique violation, and the caller writes the batch again
+//! the idempotent way.
 
 use crate::domain::{OrderRecord, OrderState, ProductId};
 use crate::redis::scripts::ProductSnapshot;
 use crate::time::{from_system_time, rfc3339, to_system_time};
 use std::collections::HashMap;
 use std::time::SystemTime;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
 
 /// How a PostgreSQL failure should be handled.
@@ -25,6 +33,8 @@ pub enum PgError {
     Transient(String),
     /// The data was refused (a constraint): retrying the same rows cannot help.
     Rejected(String),
+    /// The COPY fast path met a row that exists already: write the batch with INSERT instead.
+    Duplicate,
 }
 
 impl std::fmt::Display for PgError {
@@ -32,12 +42,14 @@ impl std::fmt::Display for PgError {
         match self {
             PgError::Transient(e) => write!(f, "{e}"),
             PgError::Rejected(e) => write!(f, "rejected: {e}"),
+            PgError::Duplicate => f.write_str("duplicate order reference in COPY"),
         }
     }
 }
 
 fn classify(e: tokio_postgres::Error) -> PgError {
     match e.as_db_error() {
+        Some(db) if db.code().code() == "23505" => PgError::Duplicate,
         Some(db) => {
             let code = db.code().code();
             // 08 connection, 40 transaction rollback (deadlock, serialization), 53 resources,
@@ -87,6 +99,12 @@ SELECT r, p, u, q, a, 'pending', e, c, now()
 FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int4[], $5::int8[], $6::timestamptz[], $7::timestamptz[])
      AS t(r, p, u, q, a, e, c)
 ON CONFLICT (order_reference) DO NOTHING";
+
+/// Below this many rows the INSERT is as fast and needs no fallback.
+const COPY_MIN_ROWS: usize = 32;
+
+const COPY_ORDERS: &str = "COPY orders (order_reference, product_id, user_id, qty, amount_cents, status, \
+     expires_at, created_at, updated_at) FROM STDIN BINARY";
 
 const TRANSITION: &str = "
 WITH t AS (
@@ -152,11 +170,13 @@ impl Pg {
             .map_err(classify)
     }
 
-    /// Writes one batch in one transaction.
+    /// Writes one batch in one transaction. `copy` allows the COPY fast path, which is taken
+    /// when the batch holds only new reservations and enough of them to be worth it.
     pub async fn write(
         &mut self,
         orders: &[OrderWrite<'_>],
         early: &[EarlyWrite<'_>],
+        copy: bool,
     ) -> Result<(), PgError> {
         // The latest record per reference (a batch may hold a reservation and its payment).
         let mut latest: HashMap<&str, &OrderRecord> = HashMap::with_capacity(orders.len());
@@ -222,8 +242,49 @@ impl Pg {
             v.1 += 1;
         }
 
+        let copy = copy
+            && refs.len() >= COPY_MIN_ROWS
+            && t_refs.is_empty()
+            && early.is_empty()
+            && orders.iter().all(|o| o.webhook.is_none());
         let tx = self.client.transaction().await.map_err(classify)?;
-        if !refs.is_empty() {
+        if copy {
+            let sink = tx.copy_in(COPY_ORDERS).await.map_err(classify)?;
+            let writer = BinaryCopyInWriter::new(
+                sink,
+                &[
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::INT4,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                ],
+            );
+            let mut writer = std::pin::pin!(writer);
+            let now = SystemTime::now();
+            for i in 0..refs.len() {
+                writer
+                    .as_mut()
+                    .write(&[
+                        &refs[i],
+                        &pids[i],
+                        &users[i],
+                        &qtys[i],
+                        &amounts[i],
+                        &"pending",
+                        &exps[i],
+                        &cts[i],
+                        &now,
+                    ])
+                    .await
+                    .map_err(classify)?;
+            }
+            writer.as_mut().finish().await.map_err(classify)?;
+        } else if !refs.is_empty() {
             tx.execute(
                 &self.st.insert_orders,
                 &[&refs, &pids, &users, &qtys, &amounts, &exps, &cts],

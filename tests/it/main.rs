@@ -6,3 +6,4 @@ mod common;
 mod hostile;
 mod lifecycle;
 mod purchase;
+mod writer;

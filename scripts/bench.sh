@@ -1,0 +1,732 @@
+#!/usr/bin/env bash
+# Measure the flashsale server end to end and print one Markdown table.
+#
+# Usage:
+#   scripts/bench.sh                 the benchmark (about 3-4 minutes with the defaults)
+#   scripts/bench.sh --soak MINUTES  only the memory-flatness soak: overload POST /api/orders
+#                                    for MINUTES minutes, sampling the server's RSS every 10 s
+#   scripts/bench.sh --help
+#
+# What it does: installs wrk, ab (apache2-utils), curl and python3 (+ python3-matplotlib for
+# the chart) with apt-get when missing; starts PostgreSQL and Redis with scripts/services.sh;
+# builds `cargo build --release`; drops and recreates its own database; runs
+# `flashsale migrate`; starts `flashsale serve` on a free loopback port with its own Redis key
+# prefix (bench<random>-<driver>) and runs these scenarios against it:
+#   1. GET /health                          wrk -t1 -c64 --latency (the no-op ceiling)
+#   2. POST /api/orders qty 1 (large stock) wrk -t1 -c64 --latency, ratio to (1), non-2xx
+#   3. PostgreSQL lag after (2): wrk end -> Redis journal empty and the order row count stable
+#   4. (1)-(3) again with the server on monoio's legacy epoll driver (MONOIO_FORCE_LEGACY_DRIVER=1)
+#   5. sell-out of a fresh 10000-unit product, wrk -t1 -c256: PASS when PostgreSQL holds
+#      exactly 10000 units in orders and Redis stock is 0 (FAIL exits non-zero)
+#   6. the reference service's command: ab -n 1000 -c 100 -k -p body.json -T application/json
+#   7. server RSS idle, after the load, and with 10000 idle keep-alive connections open
+#      (and whether GET /health still answers then)
+# Scenarios 1 and 2 (with 3) run BENCH_RUNS times per driver; the table shows the medians.
+# At the end it stops the servers it started, deletes its Redis keys and drops its database.
+#
+# Output: the table on stdout, progress on stderr, and in bench-results/<UTC timestamp>/:
+# results.md (machine + table), chart.png, measurements.tsv, the raw wrk/ab outputs, the
+# server logs and /metrics snapshots.
+#
+# Environment:
+#   BENCH_DURATION     seconds per wrk run (default 10)
+#   BENCH_RUNS         repetitions of scenarios 1-3 per driver (default 3; median reported)
+#   BENCH_IDLE_CONNS   idle keep-alive connections for scenario 7 (default 10000)
+#   BENCH_DB           database name (default flashsale_bench; dropped and recreated)
+#   BENCH_KEEP_DB=1    keep the database at the end (Redis keys are always deleted)
+#   BENCH_BUILD=0      skip `cargo build --release` and use the existing target/release/flashsale
+#   DATABASE_URL       server and credentials to use (default postgres://postgres@127.0.0.1:5432/…);
+#                      its database name is replaced by BENCH_DB
+#   REDIS_URL          default redis://127.0.0.1:6379/0
+#   SOAK_QUEUE_CAPACITY, SOAK_BATCH_ROWS, SOAK_HOLD_SECS, SOAK_CONNECTIONS
+#                      --soak settings (defaults 4096, 1, 60, 256): one-row writer batches
+#                      with fsync keep the writer saturated, so the bounded queue fills and
+#                      the overflow is answered 503
+#   Other FLASHSALE_* variables (e.g. FLASHSALE_WORKERS) are passed to the server.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
+HELPERS=$SCRIPT_DIR/bench
+BUILT_BIN=$REPO_ROOT/target/release/flashsale
+BIN= # a private copy of BUILT_BIN, so a rebuild during the run cannot swap it
+TMPDIR_BENCH=
+T_START=$(date +%s)
+
+DURATION=${BENCH_DURATION:-10}
+RUNS=${BENCH_RUNS:-3}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+BENCH_DB=${BENCH_DB:-flashsale_bench}
+BASE_DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/flashsale}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+SOAK_MINUTES=
+LARGE_STOCK=1000000000
+SELLOUT_STOCK=10000
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+warn() { printf '[bench %s] warning: %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+    printf '[bench %s] error: %s\n' "$(date +%T)" "$*" >&2
+    exit 1
+}
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+
+while (($#)); do
+    case $1 in
+    --soak)
+        [[ $# -ge 2 ]] || die "--soak needs a number of minutes"
+        SOAK_MINUTES=$2
+        shift 2
+        ;;
+    --soak=*)
+        SOAK_MINUTES=${1#--soak=}
+        shift
+        ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        usage >&2
+        die "unknown argument '$1'"
+        ;;
+    esac
+done
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]] && ((10#$1 >= ${2:-1})); }
+is_uint "$DURATION" || die "BENCH_DURATION='$DURATION': expected whole seconds >= 1"
+is_uint "$RUNS" || die "BENCH_RUNS='$RUNS': expected a whole number >= 1"
+is_uint "$IDLE_CONNS" 0 || die "BENCH_IDLE_CONNS='$IDLE_CONNS': expected a whole number"
+[[ $BENCH_DB =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "BENCH_DB='$BENCH_DB': use lowercase letters, digits and _"
+if [[ -n $SOAK_MINUTES ]]; then
+    is_uint "$SOAK_MINUTES" || die "--soak '$SOAK_MINUTES': expected whole minutes >= 1"
+fi
+DURATION=$((10#$DURATION))
+RUNS=$((10#$RUNS))
+IDLE_CONNS=$((10#$IDLE_CONNS))
+
+# Database URLs: same server and credentials as DATABASE_URL, other database names.
+db_url_for() {
+    local url=$BASE_DATABASE_URL base query root
+    base=${url%%\?*}
+    query=${url:${#base}}
+    if [[ ${base#*://} == */* ]]; then root=${base%/*}; else root=$base; fi
+    printf '%s/%s%s' "$root" "$1" "$query"
+}
+BENCH_DATABASE_URL=$(db_url_for "$BENCH_DB")
+ADMIN_DATABASE_URL=$(db_url_for postgres)
+PREFIX=bench$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
+
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$REPO_ROOT/bench-results/$TS
+if [[ -n $SOAK_MINUTES ]]; then OUT=$OUT-soak; fi
+mkdir -p "$OUT"
+MEAS=$OUT/measurements.tsv
+PROBLEMS=$OUT/problems.txt
+: >"$MEAS"
+: >"$PROBLEMS"
+
+put() { printf '%s\t%s\n' "$1" "$2" >>"$MEAS"; }
+problem() {
+    warn "$*"
+    printf -- '- %s\n' "$*" >>"$PROBLEMS"
+}
+
+# ------------------------------------------------------------------ cleanup
+
+SERVER_PID=
+SERVER_LABEL=
+SERVER_PREFIX=
+BUILD_SECS='?'
+BUILD_INFO='?'
+BG_PIDS=()
+SERVICES_UP=0
+DB_CREATED=0
+FAILED=0
+
+kill_bg() {
+    local p
+    for p in "${BG_PIDS[@]}"; do
+        if kill -0 "$p" 2>/dev/null; then
+            kill -TERM "$p" 2>/dev/null || true
+            wait "$p" 2>/dev/null || true
+        fi
+    done
+    BG_PIDS=()
+}
+
+redis() { redis-cli -u "$REDIS_URL" "$@"; }
+psql_db() { psql "$BENCH_DATABASE_URL" -v ON_ERROR_STOP=1 -qtAX "$@"; }
+
+# Deletes every key of this run (all servers' prefixes start with $PREFIX-).
+clean_redis_keys() {
+    local keys=$OUT/.redis-keys before after
+    if ! redis --scan --pattern "$PREFIX-*" >"$keys"; then
+        warn "could not list the Redis keys under $PREFIX-* (left in place)"
+        return 0
+    fi
+    before=$(wc -l <"$keys")
+    # UNLINK in batches of 1000 keys, streamed through one connection.
+    awk -v n=1000 '{ b = b " " $0; if (++c == n) { print "UNLINK" b; b = ""; c = 0 } }
+                   END { if (c) print "UNLINK" b }' "$keys" | redis --pipe >/dev/null ||
+        warn "redis-cli --pipe failed while deleting keys"
+    rm -f "$keys"
+    if ! after=$(redis --scan --pattern "$PREFIX-*" | wc -l) || ((after != 0)); then
+        warn "${after:-some} Redis keys under $PREFIX-* are left (of $before)"
+    else
+        log "deleted the $before Redis keys under $PREFIX-*"
+    fi
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    kill_bg
+    if [[ -n $SERVER_PID ]]; then stop_server; fi
+    if ((SERVICES_UP)); then
+        clean_redis_keys
+        if ((DB_CREATED)) && [[ ${BENCH_KEEP_DB:-0} != 1 ]]; then
+            psql "$ADMIN_DATABASE_URL" -qX -c "DROP DATABASE IF EXISTS \"$BENCH_DB\" WITH (FORCE)" >/dev/null 2>&1 &&
+                log "dropped database $BENCH_DB"
+        fi
+    fi
+    [[ -z $TMPDIR_BENCH ]] || rm -rf "$TMPDIR_BENCH"
+    ((rc != 0)) || ((FAILED == 0)) || rc=1
+    log "finished in $(($(date +%s) - T_START)) s (exit $rc); results in ${OUT#"$REPO_ROOT"/}/"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------------ installs
+
+APT_UPDATED=0
+apt_install() {
+    local sudo=()
+    if [[ $EUID -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || {
+            warn "need root or sudo to install: $*"
+            return 1
+        }
+        sudo=(sudo -n)
+    fi
+    log "installing with apt-get: $* (log: ${OUT#"$REPO_ROOT"/}/install.log)"
+    if ((APT_UPDATED == 0)); then
+        "${sudo[@]}" apt-get update >>"$OUT/install.log" 2>&1 || true
+        APT_UPDATED=1
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+        >>"$OUT/install.log" 2>&1
+}
+
+ensure_tools() {
+    local missing=()
+    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+    command -v ab >/dev/null 2>&1 || missing+=(apache2-utils)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    if ((${#missing[@]})); then
+        apt_install "${missing[@]}" || die "could not install ${missing[*]} (see $OUT/install.log)"
+    fi
+    local t
+    for t in wrk ab curl python3; do
+        command -v "$t" >/dev/null 2>&1 || die "$t is still missing"
+    done
+    PY=python3
+    command -v cargo >/dev/null 2>&1 || die "cargo is not installed (install Rust with rustup)"
+}
+
+# A python3 that has matplotlib, installing python3-matplotlib if none has; empty if none.
+find_mpl_python() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import matplotlib' >/dev/null 2>&1; then
+            MPL_PY=$py
+            return 0
+        fi
+    done
+    if apt_install python3-matplotlib; then
+        for py in /usr/bin/python3 python3; do
+            if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import matplotlib' >/dev/null 2>&1; then
+                MPL_PY=$py
+                return 0
+            fi
+        done
+    fi
+    MPL_PY=
+    warn "matplotlib is not available (python3-matplotlib did not install): no chart.png"
+}
+
+raise_nofile() {
+    local hard want
+    hard=$(ulimit -Hn)
+    if [[ $hard == unlimited ]]; then want=1048576; else want=$hard; fi
+    ulimit -n "$want" 2>/dev/null || warn "could not raise the open-file limit to $want"
+    if ((IDLE_CONNS + 64 > $(ulimit -n))); then
+        warn "open-file limit $(ulimit -n) is below BENCH_IDLE_CONNS=$IDLE_CONNS; opening $(($(ulimit -n) - 64))"
+        IDLE_CONNS=$(($(ulimit -n) - 64))
+    fi
+}
+
+machine_info() {
+    local cpu
+    cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+    [[ -n $cpu ]] || cpu=$(awk -F': *' '/^(Hardware|cpu model|Processor)/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+    [[ -n $cpu ]] || cpu=unknown
+    MACHINE="nproc $(nproc), kernel $(uname -r), CPU: $cpu, load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
+    put machine "$MACHINE"
+}
+
+# ------------------------------------------------------------------ server
+
+free_port() {
+    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start_server LABEL [VAR=VALUE...]: starts `flashsale serve`, sets SERVER_PID, ADDR, PORT.
+start_server() {
+    local label=$1 line='' i
+    shift
+    PORT=$(free_port)
+    SERVER_LABEL=$label
+    SERVER_LOG=$OUT/server-$label.log
+    # Each server gets its own key prefix, so the second one does not start on the first
+    # one's pending orders (it would re-arm its expiry timers from them).
+    SERVER_PREFIX=$PREFIX-$label
+    : >"$SERVER_LOG"
+    env -u MONOIO_FORCE_LEGACY_DRIVER \
+        PAYMENT_WEBHOOK_SECRET=bench \
+        FLASHSALE_LISTEN="127.0.0.1:$PORT" \
+        DATABASE_URL="$BENCH_DATABASE_URL" \
+        REDIS_URL="$REDIS_URL" \
+        FLASHSALE_REDIS_PREFIX="$SERVER_PREFIX" \
+        RUST_LOG=flashsale=warn \
+        "$@" "$BIN" serve >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+    for ((i = 0; i < 600; i++)); do
+        line=$(grep -s -m1 -o 'flashsale listening on http://[^[:space:]]*' "$SERVER_LOG" || true)
+        [[ -z $line ]] || break
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            tail -n 20 "$SERVER_LOG" >&2 || true
+            wait "$SERVER_PID" 2>/dev/null || true
+            SERVER_PID=
+            die "flashsale serve ($label) exited during start-up (log: $SERVER_LOG)"
+        fi
+        sleep 0.1
+    done
+    [[ -n $line ]] || die "flashsale serve ($label) printed no 'listening' line within 60 s (log: $SERVER_LOG)"
+    ADDR=${line#flashsale listening on http://}
+    log "server ($label) pid $SERVER_PID listening on $ADDR"
+}
+
+assert_alive() {
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        local rc=0
+        wait "$SERVER_PID" 2>/dev/null || rc=$?
+        SERVER_PID=
+        problem "the server ($SERVER_LABEL) died (exit $rc) during: $1; log tail: $(tail -n 5 "$SERVER_LOG" | tr '\n' ' ')"
+        die "the server died during $1 (log: $SERVER_LOG)"
+    fi
+}
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status"; }
+
+driver_check() {
+    local n
+    n=$(find "/proc/$SERVER_PID/fd" -lname 'anon_inode:\[io_uring\]' 2>/dev/null | wc -l)
+    if ((n > 0)); then printf 'io_uring (%d rings)' "$n"; else printf 'epoll (no io_uring ring)'; fi
+}
+
+stop_server() {
+    local pid=$SERVER_PID rc=0 i
+    SERVER_PID=
+    [[ -n $pid ]] || return 0
+    if curl -s --max-time 5 "http://$ADDR/metrics" >"$OUT/metrics-$SERVER_LABEL.txt" 2>/dev/null; then
+        "$PY" "$HELPERS/report.py" metrics "$OUT/metrics-$SERVER_LABEL.txt" "$SERVER_LABEL.m" >>"$MEAS" || true
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        problem "the server ($SERVER_LABEL) did not exit within 30 s of SIGTERM; killed"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || rc=$?
+    if ((rc != 0)); then
+        problem "the server ($SERVER_LABEL) exited with status $rc after SIGTERM (log: ${SERVER_LOG#"$REPO_ROOT"/})"
+    else
+        log "server ($SERVER_LABEL) stopped (exit 0)"
+    fi
+    if [[ -s $SERVER_LOG ]] && grep -qE ' (WARN|ERROR) ' "$SERVER_LOG"; then
+        problem "server ($SERVER_LABEL) log has $(grep -cE ' (WARN|ERROR) ' "$SERVER_LOG") WARN/ERROR lines, first: $(grep -m1 -E ' (WARN|ERROR) ' "$SERVER_LOG" | cut -c1-300)"
+    fi
+}
+
+# The server's totals so far from /metrics: POST /api/orders statuses (and why 503), writer.
+order_statuses() {
+    curl -s --max-time 5 "http://$ADDR/metrics" 2>/dev/null | "$PY" "$HELPERS/report.py" metrics-brief - ||
+        true
+}
+
+# ------------------------------------------------------------------ data
+
+new_product() { # NAME STOCK -> id
+    psql_db -c "INSERT INTO products (name, price_cents, stock, max_per_order) VALUES ('$1', 100, $2, 10) RETURNING id"
+}
+
+journal_key() { printf '%s:{p:%s}:journal' "$SERVER_PREFIX" "$1"; }
+
+# ------------------------------------------------------------------ scenarios
+
+wrk_parse() { # FILE -> sets W_RPS W_P50 W_P99 W_REQ W_NON2XX W_SOCKERR
+    read -r W_RPS W_P50 W_P99 W_REQ W_NON2XX W_SOCKERR < <("$PY" "$HELPERS/report.py" wrk "$1")
+}
+
+run_health() { # DRIVER RUN
+    local f=$OUT/wrk-$1-health-$2.txt
+    log "[$1] run $2/$RUNS: GET /health, wrk -t1 -c64 -d${DURATION}s"
+    wrk -t1 -c64 -d"${DURATION}s" --latency "http://$ADDR/health" >"$f" 2>&1 ||
+        die "wrk failed (see $f)"
+    assert_alive "GET /health ($1)"
+    wrk_parse "$f"
+    put "$1.health.rps" "$W_RPS"
+    put "$1.health.p50" "$W_P50"
+    put "$1.health.p99" "$W_P99"
+    put "$1.health.non2xx" "$W_NON2XX"
+    put "$1.health.sockerr" "$W_SOCKERR"
+    log "[$1] GET /health: $W_RPS req/s, p50 $W_P50 ms, p99 $W_P99 ms, non-2xx $W_NON2XX"
+    ((W_NON2XX == 0)) || problem "[$1] GET /health run $2: $W_NON2XX non-2xx responses"
+    ((W_SOCKERR == 0)) || problem "[$1] GET /health run $2: $W_SOCKERR socket errors (see ${f#"$REPO_ROOT"/})"
+}
+
+# drain_run FILE PRODUCT -- COMMAND...: runs COMMAND via drain.py; sets D_* from its output.
+drain_run() {
+    local f=$1 pid=$2 out kv
+    shift 3
+    out=$(BENCH_PRODUCT_ID=$pid "$PY" "$HELPERS/drain.py" --out "$f" --redis-url "$REDIS_URL" \
+        --db-url "$BENCH_DATABASE_URL" --journal-key "$(journal_key "$pid")" --product "$pid" \
+        --timeout 120 -- "$@") || die "drain.py failed for $f"
+    D_RC='' D_LAG='' D_ROWS_BEFORE='' D_ROWS='' D_JOURNAL='' D_DRAINED=''
+    for kv in $out; do
+        case ${kv%%=*} in
+        rc) D_RC=${kv#*=} ;;
+        lag_ms) D_LAG=${kv#*=} ;;
+        rows_before) D_ROWS_BEFORE=${kv#*=} ;;
+        rows) D_ROWS=${kv#*=} ;;
+        journal_at_end) D_JOURNAL=${kv#*=} ;;
+        drained) D_DRAINED=${kv#*=} ;;
+        esac
+    done
+    [[ $D_RC == 0 ]] || die "the load generator failed (exit $D_RC; see $f)"
+    ((D_DRAINED == 1)) || problem "PostgreSQL did not catch up within 120 s after ${f#"$REPO_ROOT"/} (rows $D_ROWS)"
+}
+
+run_orders() { # DRIVER RUN PRODUCT
+    local dv=$1 run=$2 pid=$3 f=$OUT/wrk-$1-orders-$2.txt accepted
+    log "[$dv] run $run/$RUNS: POST /api/orders (product $pid), wrk -t1 -c64 -d${DURATION}s"
+    drain_run "$f" "$pid" -- wrk -t1 -c64 -d"${DURATION}s" --latency -s "$HELPERS/orders.lua" \
+        "http://$ADDR/api/orders"
+    assert_alive "POST /api/orders ($dv)"
+    wrk_parse "$f"
+    accepted=$((W_REQ - W_NON2XX))
+    put "$dv.orders.rps" "$W_RPS"
+    put "$dv.orders.p50" "$W_P50"
+    put "$dv.orders.p99" "$W_P99"
+    put "$dv.orders.non2xx" "$W_NON2XX"
+    put "$dv.orders.sockerr" "$W_SOCKERR"
+    put "$dv.lag.ms" "$D_LAG"
+    put "$dv.lag.rows" "$D_ROWS"
+    put "$dv.lag.added" "$((D_ROWS - D_ROWS_BEFORE))"
+    put "$dv.lag.accepted" "$accepted"
+    put "$dv.lag.journal" "$D_JOURNAL"
+    log "[$dv] POST /api/orders: $W_RPS req/s, p50 $W_P50 ms, p99 $W_P99 ms, non-2xx $W_NON2XX;" \
+        "journal $D_JOURNAL at wrk end, every 202 a row after $D_LAG ms ($((D_ROWS - D_ROWS_BEFORE)) rows added, $accepted 202s seen by wrk)"
+    ((W_NON2XX == 0)) || problem "[$dv] POST /api/orders run $run: $W_NON2XX non-2xx responses (server totals so far: $(order_statuses))"
+    ((W_SOCKERR == 0)) || problem "[$dv] POST /api/orders run $run: $W_SOCKERR socket errors (see ${f#"$REPO_ROOT"/})"
+    ((D_ROWS - D_ROWS_BEFORE >= accepted)) ||
+        problem "[$dv] POST /api/orders run $run: only $((D_ROWS - D_ROWS_BEFORE)) new rows for $accepted 202 responses"
+}
+
+run_idle_conns() { # DRIVER
+    local dv=$1 f=$OUT/idle-$1.out ipid i line open failed still health rss
+    if ((IDLE_CONNS == 0)); then return 0; fi
+    log "[$dv] opening $IDLE_CONNS idle keep-alive connections"
+    : >"$f"
+    "$PY" "$HELPERS/idle_conns.py" 127.0.0.1 "$PORT" "$IDLE_CONNS" 120 >"$f" 2>"$OUT/idle-$dv.err" &
+    ipid=$!
+    BG_PIDS+=("$ipid")
+    for ((i = 0; i < 900; i++)); do
+        line=$(grep -s -m1 '^OPEN ' "$f" || true)
+        [[ -z $line ]] || break
+        kill -0 "$ipid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -z $line ]]; then
+        problem "[$dv] idle_conns.py did not report its connections (see ${f#"$REPO_ROOT"/} and idle-$dv.err)"
+        kill_bg
+        return 0
+    fi
+    read -r _ open failed <<<"$line"
+    sleep 1
+    assert_alive "$IDLE_CONNS idle connections ($dv)"
+    rss=$(rss_kb)
+    put "$dv.rss.conns_kb" "$rss"
+    put "$dv.conns.open" "$open"
+    put "$dv.conns.failed" "$failed"
+    health=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' --max-time 5 "http://$ADDR/health" || true)
+    health=$(awk '{ if ($1 == "000" || $1 == "") print "no answer"; else printf "%s in %.1f ms", $1, $2 * 1000 }' <<<"$health")
+    put "$dv.conns.health" "$health"
+    [[ $health == 200* ]] || problem "[$dv] GET /health with $open idle connections open: $health"
+    ((failed == 0)) || problem "[$dv] $failed of $IDLE_CONNS idle connections could not be opened and served (see ${OUT#"$REPO_ROOT"/}/idle-$dv.err)"
+    kill -TERM "$ipid" 2>/dev/null || true
+    wait "$ipid" 2>/dev/null || true
+    BG_PIDS=()
+    still=$(awk '/^STILL_OPEN/ { print $2 }' "$f")
+    put "$dv.conns.still_open" "${still:-0}"
+    log "[$dv] $open idle connections ($failed failed): RSS $rss kB, /health $health, ${still:-?} still open when closed"
+}
+
+run_sellout() {
+    local pid f=$OUT/wrk-io_uring-sellout.txt sum stock pending pgstock accepted verdict
+    pid=$(new_product "bench sell-out" "$SELLOUT_STOCK")
+    log "[io_uring] sell-out: product $pid with $SELLOUT_STOCK units, wrk -t1 -c256 -d${DURATION}s"
+    drain_run "$f" "$pid" -- wrk -t1 -c256 -d"${DURATION}s" --latency -s "$HELPERS/orders.lua" \
+        "http://$ADDR/api/orders"
+    assert_alive "sell-out"
+    wrk_parse "$f"
+    sum=$(psql_db -c "SELECT coalesce(sum(qty), 0) FROM orders WHERE product_id = $pid")
+    pending=$(psql_db -c "SELECT coalesce(sum(qty), 0) FROM orders WHERE product_id = $pid AND status = 'pending'")
+    pgstock=$(psql_db -c "SELECT stock FROM products WHERE id = $pid")
+    stock=$(redis GET "$SERVER_PREFIX:{p:$pid}:stock")
+    accepted=$((W_REQ - W_NON2XX))
+    if [[ $sum == "$SELLOUT_STOCK" && $stock == 0 ]]; then verdict=PASS; else verdict=FAIL; fi
+    put sellout.verdict "$verdict"
+    put sellout.sum_qty "$sum"
+    put sellout.redis_stock "${stock:-(missing)}"
+    put sellout.accepted "$accepted"
+    put sellout.lag_ms "$D_LAG"
+    put sellout.rps "$W_RPS"
+    put sellout.p50 "$W_P50"
+    put sellout.p99 "$W_P99"
+    put sellout.requests "$W_REQ"
+    put sellout.non2xx "$W_NON2XX"
+    put sellout.sockerr "$W_SOCKERR"
+    log "[io_uring] sell-out $verdict: $sum units in orders, Redis stock ${stock:-(missing)}, $accepted 202s seen by wrk; server totals so far: $(order_statuses)"
+    if [[ $verdict == FAIL ]]; then
+        FAILED=1
+        problem "sell-out FAIL: PostgreSQL has $sum units in orders (want $SELLOUT_STOCK), Redis stock '${stock:-(missing)}' (want 0)"
+    fi
+    ((W_SOCKERR == 0)) || problem "sell-out: $W_SOCKERR socket errors (see ${f#"$REPO_ROOT"/})"
+    ((accepted <= SELLOUT_STOCK)) || problem "sell-out: wrk saw $accepted non-error responses for $SELLOUT_STOCK units"
+    [[ -z $stock || -z $pgstock || $((stock + pending)) == "$pgstock" ]] ||
+        problem "sell-out: conservation broken: Redis $stock + pending $pending != PostgreSQL stock $pgstock"
+}
+
+run_ab() { # PRODUCT
+    local f=$OUT/ab-io_uring.txt rps p50 p99 complete failed non2xx ka
+    printf '{"product_id":%s,"qty":1}' "$1" >"$OUT/body.json"
+    log "[io_uring] ab -n 1000 -c 100 -k -p body.json -T application/json http://$ADDR/api/orders"
+    ab -n 1000 -c 100 -k -p "$OUT/body.json" -T application/json "http://$ADDR/api/orders" >"$f" 2>&1 ||
+        problem "ab exited non-zero (see ${f#"$REPO_ROOT"/}): $(tail -n 1 "$f")"
+    assert_alive "ab"
+    read -r rps p50 p99 complete failed non2xx ka < <("$PY" "$HELPERS/report.py" ab "$f")
+    put ab.rps "$rps"
+    put ab.p50 "$p50"
+    put ab.p99 "$p99"
+    put ab.failed "$failed"
+    put ab.non2xx "$non2xx"
+    put ab.keepalive "$ka"
+    log "[io_uring] ab: $rps req/s ($complete complete, $failed failed, $non2xx non-2xx, $ka keep-alive)"
+    ((failed == 0 && non2xx == 0)) || problem "ab: $failed failed and $non2xx non-2xx of $complete requests (see ${f#"$REPO_ROOT"/})"
+    ((ka == complete)) || problem "ab -k: only $ka of $complete requests reused a keep-alive connection (HTTP/1.0 keep-alive)"
+}
+
+# One driver's block: server start, idle RSS, RUNS x (health, orders+lag), [extra], RSS, conns.
+run_driver() { # DRIVER EXTRA_FN [VAR=VALUE...]
+    local dv=$1 extra=$2 large r
+    shift 2
+    start_server "$dv" "$@"
+    sleep 1
+    put "$dv.rss.idle_kb" "$(rss_kb)"
+    put "$dv.driver" "$(driver_check)"
+    log "[$dv] idle RSS $(rss_kb) kB; driver: $(driver_check)"
+    large=$(new_product "bench large ($dv)" "$LARGE_STOCK")
+    for ((r = 1; r <= RUNS; r++)); do
+        run_health "$dv" "$r"
+        run_orders "$dv" "$r" "$large"
+    done
+    if [[ -n $extra ]]; then "$extra" "$large"; fi
+    put "$dv.rss.after_kb" "$(rss_kb)"
+    curl -s --max-time 5 "http://$ADDR/metrics" 2>/dev/null |
+        "$PY" "$HELPERS/report.py" metrics - "$dv.after" | grep reaper_pending >>"$MEAS" || true
+    log "[$dv] RSS after the load $(rss_kb) kB"
+    run_idle_conns "$dv"
+    stop_server
+}
+
+io_uring_extras() { # LARGE_PRODUCT
+    run_sellout
+    run_ab "$1"
+}
+
+# ------------------------------------------------------------------ soak
+
+run_soak() {
+    local minutes=$SOAK_MINUTES qcap=${SOAK_QUEUE_CAPACITY:-4096} brows=${SOAK_BATCH_ROWS:-1}
+    local hold=${SOAK_HOLD_SECS:-60} conns=${SOAK_CONNECTIONS:-256} large f=$OUT/wrk-soak.txt
+    local wpid t0 now next rss r1='' rmax=0 last='' statuses
+    start_server soak FLASHSALE_QUEUE_CAPACITY="$qcap" FLASHSALE_BATCH_ROWS="$brows" FLASHSALE_HOLD_SECS="$hold"
+    sleep 1
+    put soak.rss_idle_kb "$(rss_kb)"
+    put soak.settings "FLASHSALE_QUEUE_CAPACITY=$qcap FLASHSALE_BATCH_ROWS=$brows FLASHSALE_HOLD_SECS=$hold; driver $(driver_check)"
+    put soak.load "wrk -t1 -c$conns -d${minutes}m POST /api/orders"
+    large=$(new_product "bench soak" "$LARGE_STOCK")
+    log "[soak] overloading POST /api/orders for $minutes min (wrk -t1 -c$conns; queue $qcap, batch rows $brows, hold ${hold}s); RSS every 10 s"
+    printf 'seconds\trss_kb\n' >"$OUT/soak-rss.tsv"
+    BENCH_PRODUCT_ID=$large wrk -t1 -c"$conns" -d"${minutes}m" --latency -s "$HELPERS/orders.lua" \
+        "http://$ADDR/api/orders" >"$f" 2>&1 &
+    wpid=$!
+    BG_PIDS+=("$wpid")
+    t0=$(date +%s)
+    next=0
+    while kill -0 "$wpid" 2>/dev/null; do
+        now=$(($(date +%s) - t0))
+        if ((now >= next)); then
+            assert_alive "soak"
+            rss=$(rss_kb)
+            printf '%s\t%s\n' "$now" "$rss" >>"$OUT/soak-rss.tsv"
+            ((rss > rmax)) && rmax=$rss
+            if [[ -z $r1 ]] && ((now >= 60)); then
+                r1=$rss
+                log "[soak] RSS after 1 minute: $r1 kB"
+            fi
+            last=$rss
+            ((now % 60 < 10)) && log "[soak] t=${now}s RSS $rss kB"
+            next=$((next + 10))
+        fi
+        sleep 0.5
+    done
+    wait "$wpid" || die "wrk failed during the soak (see $f)"
+    BG_PIDS=()
+    assert_alive "soak"
+    rss=$(rss_kb)
+    printf '%s\t%s\n' "$(($(date +%s) - t0))" "$rss" >>"$OUT/soak-rss.tsv"
+    ((rss > rmax)) && rmax=$rss
+    last=$rss
+    put soak.rss_1min_kb "${r1:-}"
+    if [[ -n $r1 ]] && ((last * 4 > r1 * 5)); then
+        problem "[soak] server RSS is not flat: $r1 kB after 1 minute, $last kB at the end (×$(awk -v a="$last" -v b="$r1" 'BEGIN { printf "%.2f", a / b }'))"
+    fi
+    put soak.rss_end_kb "$last"
+    put soak.rss_max_kb "$rmax"
+    statuses=$(order_statuses)
+    put soak.statuses "$statuses"
+    wrk_parse "$f"
+    put soak.rps "$W_RPS"
+    put soak.p50 "$W_P50"
+    put soak.p99 "$W_P99"
+    put soak.requests "$W_REQ"
+    put soak.non2xx "$W_NON2XX"
+    log "[soak] load done: $W_RPS req/s, statuses $statuses; waiting for PostgreSQL to catch up"
+    drain_run "$OUT/soak-drain.txt" "$large" -- true
+    put soak.rows "$D_ROWS"
+    stop_server
+}
+
+# ------------------------------------------------------------------ main
+
+main() {
+    ensure_tools
+    raise_nofile
+    machine_info
+    put duration "$DURATION"
+    put runs "$RUNS"
+    put idle_conns "$IDLE_CONNS"
+    log "results go to ${OUT#"$REPO_ROOT"/}/"
+    log "starting PostgreSQL and Redis (scripts/services.sh)"
+    DATABASE_URL=$BENCH_DATABASE_URL REDIS_URL=$REDIS_URL "$REPO_ROOT/scripts/services.sh" start >&2
+    SERVICES_UP=1
+    find_mpl_python
+
+    local t_build=$SECONDS
+    if [[ ${BENCH_BUILD:-1} == 0 ]]; then
+        log "BENCH_BUILD=0: using the existing ${BUILT_BIN#"$REPO_ROOT"/} without building"
+        BUILD_SECS=0
+    else
+        log "building: cargo build --release (log: ${OUT#"$REPO_ROOT"/}/build.log)"
+        if ! (cd "$REPO_ROOT" && cargo build --release) >"$OUT/build.log" 2>&1; then
+            tail -n 30 "$OUT/build.log" >&2
+            die "cargo build --release failed"
+        fi
+        BUILD_SECS=$((SECONDS - t_build))
+        log "build done in $BUILD_SECS s"
+    fi
+    [[ -x $BUILT_BIN ]] || die "$BUILT_BIN is missing"
+    TMPDIR_BENCH=$(mktemp -d "${TMPDIR:-/tmp}/flashsale-bench.XXXXXX")
+    BIN=$TMPDIR_BENCH/flashsale
+    cp "$BUILT_BIN" "$BIN"
+    BUILD_INFO="binary built $(date -u -r "$BUILT_BIN" +%Y-%m-%dT%H:%M:%SZ), checkout at commit $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') with $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted changes"
+    put build "$BUILD_INFO"
+
+    log "recreating database $BENCH_DB; Redis key prefixes $PREFIX-<driver>"
+    psql "$ADMIN_DATABASE_URL" -v ON_ERROR_STOP=1 -qX \
+        -c "DROP DATABASE IF EXISTS \"$BENCH_DB\" WITH (FORCE)" \
+        -c "CREATE DATABASE \"$BENCH_DB\"" >/dev/null
+    DB_CREATED=1
+    DATABASE_URL=$BENCH_DATABASE_URL REDIS_URL=$REDIS_URL \
+        RUST_LOG=flashsale=warn "$BIN" migrate >"$OUT/migrate.log" 2>&1 ||
+        die "flashsale migrate failed: $(tail -n 5 "$OUT/migrate.log")"
+
+    local header t_measure=$SECONDS
+    if [[ -n $SOAK_MINUTES ]]; then
+        run_soak
+        header="## flashsale soak ($TS)"
+    else
+        run_driver io_uring io_uring_extras
+        run_driver epoll "" MONOIO_FORCE_LEGACY_DRIVER=1
+        header="## flashsale benchmark ($TS)"
+    fi
+
+    # The report.
+    local table note
+    if [[ -n $SOAK_MINUTES ]]; then
+        table=$("$PY" "$HELPERS/report.py" soak-table "$MEAS")
+    else
+        table=$("$PY" "$HELPERS/report.py" table "$MEAS")
+    fi
+    note="The load generator (wrk/ab, one thread) shares these cores with the server, Redis and PostgreSQL, so every figure is for the whole box, not the server alone."
+    {
+        printf '%s\n\n' "$header"
+        printf 'Machine: %s.\n%s\n\nBuild: %s.\n\n' "$MACHINE" "$note" "$BUILD_INFO"
+        if [[ -z $SOAK_MINUTES ]]; then
+            printf 'Settings: wrk %s s per run, %s run(s) of scenarios 1-3 per driver (medians shown), server RUST_LOG=flashsale=warn, default FLASHSALE_* settings unless set in the environment.\n\n' "$DURATION" "$RUNS"
+        fi
+        printf '%s\n' "$table"
+        printf '\nTiming: build %s s, measurements %s s; whole script %s s up to this report.\n' \
+            "$BUILD_SECS" "$((SECONDS - t_measure))" "$(($(date +%s) - T_START))"
+        if [[ -s $PROBLEMS ]]; then
+            printf '\nObservations:\n'
+            cat "$PROBLEMS"
+        fi
+    } >"$OUT/results.md"
+    cat "$OUT/results.md"
+
+    if [[ -n $MPL_PY ]]; then
+        if [[ -n $SOAK_MINUTES ]]; then
+            "$MPL_PY" "$HELPERS/report.py" soak-chart "$MEAS" "$OUT/soak-rss.tsv" "$OUT/chart.png" 2>"$OUT/chart.log" ||
+                warn "chart failed (see $OUT/chart.log)"
+        else
+            "$MPL_PY" "$HELPERS/report.py" chart "$MEAS" "$OUT/chart.png" 2>"$OUT/chart.log" ||
+                warn "chart failed (see $OUT/chart.log)"
+        fi
+        [[ -s $OUT/chart.png ]] && log "chart: ${OUT#"$REPO_ROOT"/}/chart.png"
+    else
+        printf '\n(no chart.png: matplotlib is not available)\n' | tee -a "$OUT/results.md"
+    fi
+}
+
+main

@@ -19,7 +19,11 @@ CREATE TABLE products (
 CREATE TABLE orders (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     order_reference text        NOT NULL UNIQUE CHECK (length(order_reference) BETWEEN 1 AND 64),
-    product_id      bigint      NOT NULL REFERENCES products (id),
+    -- Not a foreign key on purpose: the per-row check of a foreign key made bulk inserts of
+    -- orders ~1.8x slower here (200k rows: 2.1-2.7 s with it, 1.2-1.4 s without), and the
+    -- writer inserts only orders of products it loaded from this table. Do not delete a
+    -- product that has orders.
+    product_id      bigint      NOT NULL CHECK (product_id > 0),
     user_id         text        NULL CHECK (user_id IS NULL OR length(user_id) BETWEEN 1 AND 64),
     qty             integer     NOT NULL CHECK (qty > 0),
     amount_cents    bigint      NOT NULL CHECK (amount_cents >= 0),
@@ -31,8 +35,9 @@ CREATE TABLE orders (
     CHECK (cancel_reason IS NULL OR status = 'cancelled')
 );
 
--- Lazy loading sums the pending units of one product; reconcile does it for all.
-CREATE INDEX orders_product_status ON orders (product_id, status);
+-- Lazy loading and reconcile sum the pending units of a product. Partial: paid and cancelled
+-- orders leave it, so it stays as small as the set of open reservations.
+CREATE INDEX orders_pending_by_product ON orders (product_id) WHERE status = 'pending';
 
 CREATE TABLE webhooks (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

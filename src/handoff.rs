@@ -15,15 +15,21 @@
 //!   dropped and the queue is empty, or the queue is closed and no permit is outstanding. (The
 //!   second way matters because monoio does not drop tasks still parked on io_uring operations
 //!   when a runtime is dropped, so a worker's sender clone may never be dropped.)
-//! - `in_flight` counts permits handed out plus messages still queued, so it never exceeds
-//!   `capacity` for long and the channel (of the same capacity) can never be full for a holder
-//!   of a permit.
+//! - The gate is one word: the count of permits handed out plus messages still queued, and a
+//!   `CLOSED` bit. A reservation is a compare-and-swap that never takes the count past
+//!   `capacity` and never succeeds once `CLOSED` is set, so the channel (of the same capacity)
+//!   can never be full for a holder of a permit, a refusal changes nothing (not even for a
+//!   moment), and a close wins over a full queue. Because the close, the reservations and the
+//!   receiver's "closed and nothing outstanding" check all act on this one location, their
+//!   order is that location's modification order: no reasoning across two atomics (which loom,
+//!   modelling `SeqCst` accesses as `AcqRel`, could not check).
 //!
-//! Performance: a permit is one `fetch_add` and one load on a shared cache line; the send is a
-//! crossbeam `try_send`. Workers never block here.
+//! Performance: a permit is one load and one compare-and-swap on a shared cache line (retried
+//! only when another worker changed the count in between); the send is a crossbeam
+//! `try_send`. Workers never block here.
 
 use crate::sync::channel::{self, RecvTimeoutError, TryRecvError, TrySendError};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicUsize, Ordering};
 
 /// Why a permit was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,22 +41,23 @@ pub enum Refused {
 }
 
 struct Gate {
-    /// Permits handed out plus messages not yet received; bounded by `capacity`.
-    in_flight: AtomicUsize,
+    /// Permits handed out plus messages not yet received (bounded by `capacity`), with the
+    /// `CLOSED` bit set once shutdown has begun.
+    state: AtomicUsize,
     /// The bound of the queue, from `FLASHSALE_QUEUE_CAPACITY`.
     capacity: usize,
-    /// Set once by shutdown; producers refuse from then on.
-    closed: AtomicBool,
 }
+
+/// The top bit of `Gate::state`: set once by shutdown; producers refuse from then on.
+const CLOSED: usize = 1 << (usize::BITS - 1);
 
 /// Creates a handoff of `capacity` messages.
 pub fn handoff<M>(capacity: usize) -> (HandoffTx<M>, HandoffRx<M>) {
-    let capacity = capacity.max(1);
+    let capacity = capacity.clamp(1, CLOSED - 1);
     let (tx, rx) = channel::bounded(capacity);
     let gate = Arc::new(Gate {
-        in_flight: AtomicUsize::new(0),
+        state: AtomicUsize::new(0),
         capacity,
-        closed: AtomicBool::new(false),
     });
     (
         HandoffTx {
@@ -82,14 +89,23 @@ impl<M> HandoffTx<M> {
     /// Takes a place in the queue, or says why there is none. Call it before changing
     /// anything that the message will describe.
     pub fn try_reserve(&self) -> Result<Permit<'_, M>, Refused> {
-        let before = self.gate.in_flight.fetch_add(1, Ordering::SeqCst);
-        if before >= self.gate.capacity {
-            self.gate.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(Refused::Full);
-        }
-        if self.gate.closed.load(Ordering::SeqCst) {
-            self.gate.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(Refused::Closed);
+        let mut s = self.gate.state.load(Ordering::SeqCst);
+        loop {
+            if s & CLOSED != 0 {
+                return Err(Refused::Closed);
+            }
+            if s >= self.gate.capacity {
+                return Err(Refused::Full);
+            }
+            match self.gate.state.compare_exchange_weak(
+                s,
+                s + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
         }
         Ok(Permit {
             owner: self,
@@ -106,7 +122,7 @@ impl<M> HandoffTx<M> {
 
     /// Messages queued or promised: the queue depth reported by `/metrics`.
     pub fn depth(&self) -> usize {
-        self.gate.in_flight.load(Ordering::Relaxed)
+        self.gate.state.load(Ordering::Relaxed) & !CLOSED
     }
 
     /// The configured bound.
@@ -146,7 +162,7 @@ impl<M> Permit<'_, M> {
 impl<M> Drop for Permit<'_, M> {
     fn drop(&mut self) {
         if self.armed {
-            self.owner.gate.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.owner.gate.state.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -159,16 +175,16 @@ pub struct Closer {
 
 impl Closer {
     pub fn close(&self) {
-        self.gate.closed.store(true, Ordering::SeqCst);
+        self.gate.state.fetch_or(CLOSED, Ordering::SeqCst);
     }
 
     pub fn is_closed(&self) -> bool {
-        self.gate.closed.load(Ordering::SeqCst)
+        self.gate.state.load(Ordering::SeqCst) & CLOSED != 0
     }
 
     /// Messages queued or promised.
     pub fn depth(&self) -> usize {
-        self.gate.in_flight.load(Ordering::Relaxed)
+        self.gate.state.load(Ordering::Relaxed) & !CLOSED
     }
 }
 
@@ -190,14 +206,14 @@ pub struct HandoffRx<M> {
 
 impl<M> HandoffRx<M> {
     fn received(&self, m: M) -> M {
-        self.gate.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.gate.state.fetch_sub(1, Ordering::SeqCst);
         m
     }
 
     /// Closed and nothing outstanding: no permit exists and none can be granted, so no message
     /// can arrive any more.
     fn finished(&self) -> bool {
-        self.gate.closed.load(Ordering::SeqCst) && self.gate.in_flight.load(Ordering::SeqCst) == 0
+        self.gate.state.load(Ordering::SeqCst) == CLOSED
     }
 
     /// Blocks until a message arrives; `None` once every sender is gone and the queue is
@@ -231,7 +247,7 @@ impl<M> HandoffRx<M> {
 
     /// Messages queued or promised.
     pub fn depth(&self) -> usize {
-        self.gate.in_flight.load(Ordering::Relaxed)
+        self.gate.state.load(Ordering::Relaxed) & !CLOSED
     }
 }
 
@@ -273,6 +289,20 @@ mod tests {
         assert_eq!(rx.recv_deadline(deadline), Recv::Closed);
         assert_eq!(rx.try_recv(), Recv::Closed);
         drop(tx);
+    }
+
+    #[test]
+    fn a_close_wins_over_a_full_queue() {
+        let (tx, rx) = handoff::<u32>(1);
+        let held = tx.try_reserve().unwrap();
+        assert_eq!(tx.try_reserve().err(), Some(Refused::Full));
+        tx.closer().close();
+        assert_eq!(tx.try_reserve().err(), Some(Refused::Closed));
+        held.send(1).unwrap();
+        assert_eq!(tx.try_reserve().err(), Some(Refused::Closed));
+        assert_eq!(rx.try_recv(), Recv::Msg(1));
+        assert_eq!(rx.try_recv(), Recv::Closed);
+        assert_eq!(rx.depth(), 0);
     }
 
     #[test]

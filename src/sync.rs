@@ -104,6 +104,9 @@ pub mod channel {
             pub fn len(&self) -> usize {
                 self.0.state.lock().unwrap().queue.len()
             }
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
         }
 
         impl<T> Clone for Sender<T> {
@@ -158,6 +161,9 @@ pub mod channel {
             }
             pub fn len(&self) -> usize {
                 self.0.state.lock().unwrap().queue.len()
+            }
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
             }
         }
 

@@ -22,8 +22,7 @@ end
 local limited = (redis.call('HGET', KEYS[2], 'limit') or '') ~= ''
 local user, qty = ARGV[2], tonumber(ARGV[3])
 local counted = (limited and user ~= '' and '1') or '0'
-redis.call('HSET', KEYS[3], 'user', user, 'qty', ARGV[3], 'amt', ARGV[4], 'st', 'pending',
-           'exp', ARGV[5], 'ct', ARGV[6], 'uc', counted)
+redis.call('SET', KEYS[3], pack_record('pending', ARGV[3], ARGV[4], ARGV[5], ARGV[6], counted, user))
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 if counted == '1' then
   redis.call('HINCRBY', KEYS[5], user, qty)

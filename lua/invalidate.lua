@@ -12,9 +12,20 @@
 --
 -- Returns the number of order records removed.
 
+-- References with a journaled reservation: members are `<ref>,<ref>,...|pending` for
+-- reservations and `<ref>|<state>` for later changes (see lib.lua and reserve.lua).
+local journaled = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  local list, state = string.match(member, '^(.*)|([^|]*)$')
+  if state == 'pending' then
+    for ref in string.gmatch(list, '[^,]+') do
+      journaled[ref] = true
+    end
+  end
+end
 local removed = 0
 for _, ref in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  if not redis.call('ZSCORE', KEYS[3], ref .. '|pending') then
+  if not journaled[ref] then
     redis.call('DEL', ARGV[1] .. ref)
     redis.call('ZREM', KEYS[2], ref)
     removed = removed + 1

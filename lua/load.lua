@@ -40,8 +40,8 @@ for i = 1, p do
   if redis.call('EXISTS', order_key) == 0 then
     local user = ARGV[b + 2]
     local counted = (limited and user ~= '' and '1') or '0'
-    redis.call('HSET', order_key, 'user', user, 'qty', ARGV[b + 3], 'amt', ARGV[b + 4],
-               'st', 'pending', 'exp', ARGV[b + 5], 'ct', ARGV[b + 6], 'uc', counted)
+    redis.call('SET', order_key,
+               pack_record('pending', ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], counted, user))
     redis.call('ZADD', KEYS[3], ARGV[b + 5], ref)
   end
 end
@@ -57,12 +57,15 @@ end
 
 for _, ref in ipairs(redis_pending) do
   if not in_pg[ref] then
-    local r = redis.call('HMGET', ARGV[8] .. ref, 'st', 'qty', 'user')
-    if r[1] == 'pending' then
-      stock = stock - tonumber(r[2])
-      if limited and r[3] and r[3] ~= '' then
-        redis.call('HINCRBY', KEYS[4], r[3], tonumber(r[2]))
-        redis.call('HSET', ARGV[8] .. ref, 'uc', '1')
+    local key = ARGV[8] .. ref
+    local rec = read_record(key)
+    if rec and rec.st == 'pending' then
+      stock = stock - rec.qty
+      if limited and rec.user ~= '' then
+        redis.call('HINCRBY', KEYS[4], rec.user, rec.qty)
+        if rec.uc ~= '1' then
+          redis.call('SET', key, pack_record(rec.st, int(rec.qty), rec.amt, int(rec.exp), rec.ct, '1', rec.user))
+        end
       end
     else
       redis.call('ZREM', KEYS[3], ref)

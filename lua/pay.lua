@@ -26,10 +26,9 @@ if rec.st == 'pending' and rec.exp <= now then
   return record_reply(2, true, rec)
 end
 if rec.st == 'pending' then
-  redis.call('HSET', KEYS[2], 'st', 'paid')
+  set_state(KEYS[2], rec, 'paid')
   redis.call('ZREM', KEYS[3], ARGV[1])
   journal(KEYS[4], now, ARGV[1], 'paid')
-  rec.st = 'paid'
   return record_reply(0, true, rec)
 end
 if rec.st == 'paid' then

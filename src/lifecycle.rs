@@ -336,6 +336,7 @@ async fn finish(
             refund_required,
         }),
         done: Some(done),
+        journal: None,
     })
     .await?;
     Ok(outcome)
@@ -391,6 +392,7 @@ pub async fn expire(w: &Worker, e: &Expiring, now_ms: i64) -> ExpireOutcome {
                     record,
                     webhook: None,
                     done: None,
+                    journal: None,
                 },
             );
             w.metrics().expired();

@@ -5,7 +5,7 @@
 use crate::domain::{MAX_REFERENCE_LEN, OrderRecord, product_of_reference};
 use crate::http::response::{ApiError, Response};
 use crate::lifecycle::{find_order, redis_error, reply_error};
-use crate::redis::scripts::{decode_record, record_fields_cmd};
+use crate::redis::scripts::{decode_record, record_cmd};
 use crate::time::rfc3339_ms;
 use crate::worker::Worker;
 use serde::Serialize;
@@ -47,7 +47,7 @@ pub async fn get(w: &Worker, reference: &str) -> Result<Response, ApiError> {
     if let Some(pid) = product_of_reference(reference) {
         let v = w
             .redis
-            .request(record_fields_cmd(&w.keys.order(pid, reference)))
+            .request(record_cmd(&w.keys.order(pid, reference)))
             .await
             .map_err(redis_error)?;
         if let Some(o) = decode_record(v, pid, reference).map_err(reply_error)? {

@@ -135,7 +135,7 @@ async fn reserve(w: &Rc<Worker>, req: &Request<'_>) -> Result<Response, ApiError
     // The place in the queue comes first: a full queue must refuse before stock is touched.
     let p = permit(w)?;
     let request = batcher::Reservation {
-        reference,
+        reference: reference.clone(),
         qty: order.qty,
         user: order.user_id.clone().unwrap_or_default(),
         idempotency_key: order.idempotency_key.clone(),
@@ -154,12 +154,11 @@ async fn reserve(w: &Rc<Worker>, req: &Request<'_>) -> Result<Response, ApiError
             }
         }
     }
-    let Some(reply) = reply else {
+    let Some((reply, journal)) = reply else {
         return Err(ApiError::Unavailable(Unavailable::Redis));
     };
     match reply {
         ReserveReply::Reserved {
-            reference,
             amount_cents,
             expires_at_ms,
             created_at_ms,
@@ -195,6 +194,7 @@ async fn reserve(w: &Rc<Worker>, req: &Request<'_>) -> Result<Response, ApiError
                     record,
                     webhook: None,
                     done: None,
+                    journal,
                 },
             );
             Ok(resp)

@@ -59,8 +59,8 @@ impl ScriptId {
             ScriptId::Pay => (include_str!("../../lua/pay.lua"), true),
             ScriptId::Fail => (include_str!("../../lua/fail.lua"), true),
             ScriptId::Expire => (include_str!("../../lua/expire.lua"), true),
-            ScriptId::Load => (include_str!("../../lua/load.lua"), false),
-            ScriptId::Adopt => (include_str!("../../lua/adopt.lua"), false),
+            ScriptId::Load => (include_str!("../../lua/load.lua"), true),
+            ScriptId::Adopt => (include_str!("../../lua/adopt.lua"), true),
             ScriptId::Product => (include_str!("../../lua/product.lua"), false),
             ScriptId::Invalidate => (include_str!("../../lua/invalidate.lua"), false),
         }
@@ -263,8 +263,8 @@ pub fn reserve_call(
 /// The outcome of one reservation request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReserveReply {
+    /// Reserved under the reference the request carried.
     Reserved {
-        reference: String,
         amount_cents: i64,
         expires_at_ms: i64,
         created_at_ms: i64,
@@ -286,56 +286,75 @@ pub enum ReserveReply {
     IdempotencyKeyReused,
 }
 
+/// What one `reserve.lua` call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveBatch {
+    /// The journal member covering every reservation of the call (`None` if none).
+    pub journal: Option<String>,
+    /// One reply per request, in order.
+    pub replies: Vec<ReserveReply>,
+}
+
 /// Decodes a `reserve.lua` reply for `n` requests; `None` means the product is not loaded.
-pub fn decode_reserve(v: RespValue, n: usize) -> Result<Option<Vec<ReserveReply>>, ReplyError> {
+pub fn decode_reserve(v: RespValue, n: usize) -> Result<Option<ReserveBatch>, ReplyError> {
     if let RespValue::Integer(NOT_LOADED) = v {
         return Ok(None);
     }
     let items = array(v, "reserve reply")?;
-    if items.len() != n {
+    if items.len() != n + 3 {
         return Err(ReplyError(format!(
-            "reserve: {} replies for {n} requests",
+            "reserve: {} items for {n} requests",
             items.len()
         )));
     }
-    items
-        .into_iter()
-        .map(|item| {
-            let mut f = array(item, "reserve item")?.into_iter();
-            let code = f
-                .next()
-                .ok_or_else(|| ReplyError("empty reserve item".into()))?;
-            let code = as_int(&code)?;
-            let mut next = || {
-                f.next()
-                    .ok_or_else(|| ReplyError(format!("short reserve item {code}")))
-            };
-            Ok(match code {
-                0 => ReserveReply::Reserved {
-                    reference: as_string(next()?)?,
-                    amount_cents: as_int(&next()?)?,
-                    expires_at_ms: as_int(&next()?)?,
-                    created_at_ms: as_int(&next()?)?,
-                },
-                1 => ReserveReply::Replayed {
-                    reference: as_string(next()?)?,
-                    qty: as_int(&next()?)?,
-                    amount_cents: as_int(&next()?)?,
-                    expires_at_ms: as_int(&next()?)?,
-                    created_at_ms: as_int(&next()?)?,
-                },
-                2 => ReserveReply::InsufficientStock,
-                3 => ReserveReply::LimitReached,
-                4 => ReserveReply::UserRequired,
-                5 => ReserveReply::QtyTooLarge {
-                    max: as_int(&next()?)?,
-                },
-                6 => ReserveReply::IdempotencyKeyReused,
-                other => return Err(ReplyError(format!("reserve code {other}"))),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    let mut it = items.into_iter();
+    let mut next = || {
+        it.next()
+            .ok_or_else(|| ReplyError("short reserve reply".into()))
+    };
+    let expires_at_ms = as_int(&next()?)?;
+    let created_at_ms = as_int(&next()?)?;
+    let journal = as_string(next()?)?;
+    let num = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| ReplyError(format!("number {s:?} in reserve reply")))
+    };
+    let mut replies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let text = as_string(next()?)?;
+        let mut f = text.split('|');
+        let code = f.next().unwrap_or_default();
+        let mut field = || {
+            f.next()
+                .ok_or_else(|| ReplyError(format!("short reserve item {text:?}")))
+        };
+        replies.push(match code {
+            "0" => ReserveReply::Reserved {
+                amount_cents: num(field()?)?,
+                expires_at_ms,
+                created_at_ms,
+            },
+            "1" => ReserveReply::Replayed {
+                reference: field()?.to_string(),
+                qty: num(field()?)?,
+                amount_cents: num(field()?)?,
+                expires_at_ms: num(field()?)?,
+                created_at_ms: num(field()?)?,
+            },
+            "2" => ReserveReply::InsufficientStock,
+            "3" => ReserveReply::LimitReached,
+            "4" => ReserveReply::UserRequired,
+            "5" => ReserveReply::QtyTooLarge {
+                max: num(field()?)?,
+            },
+            "6" => ReserveReply::IdempotencyKeyReused,
+            other => return Err(ReplyError(format!("reserve code {other:?}"))),
+        });
+    }
+    Ok(Some(ReserveBatch {
+        journal: (!journal.is_empty()).then_some(journal),
+        replies,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -440,45 +459,43 @@ pub fn decode_transition(
 // ---------------------------------------------------------------------------------------
 // order records read directly (GET /api/orders, journal replay)
 
-/// The fields `lua/lib.lua` keeps, in the order of [`record_fields_cmd`].
-pub const RECORD_FIELDS: [&str; 6] = ["user", "qty", "amt", "st", "exp", "ct"];
-
-/// `HMGET <order key> user qty amt st exp ct`.
-pub fn record_fields_cmd(order_key: &str) -> Vec<u8> {
-    let mut c = crate::redis::cmd::Cmd::new(2 + RECORD_FIELDS.len());
-    c.arg("HMGET").arg(order_key);
-    for f in RECORD_FIELDS {
-        c.arg(f);
-    }
-    c.finish()
+/// `GET <order key>`: the record as `lua/lib.lua` packs it.
+pub fn record_cmd(order_key: &str) -> Vec<u8> {
+    crate::redis::cmd::command(&["GET", order_key])
 }
 
-/// Decodes the HMGET of [`record_fields_cmd`]; `None` when the record does not exist.
+/// Decodes a record packed as `st|qty|amt|exp|ct|uc|user` (see `lua/lib.lua`); `None` when
+/// the record does not exist.
 pub fn decode_record(
     v: RespValue,
     pid: ProductId,
     reference: &str,
 ) -> Result<Option<OrderRecord>, ReplyError> {
-    let items = array(v, "record")?;
-    if items.len() != RECORD_FIELDS.len() {
-        return Err(ReplyError("record: wrong field count".into()));
-    }
-    if matches!(items[3], RespValue::Nil) {
-        return Ok(None);
-    }
-    let mut f = items.into_iter();
-    let mut next = || f.next().ok_or_else(|| ReplyError("short record".into()));
-    let user = as_string(next()?)?;
-    let qty = as_int(&next()?)?;
-    let amount_cents = as_int(&next()?)?;
-    let st = as_string(next()?)?;
-    let state = OrderState::from_code(&st).ok_or_else(|| ReplyError(format!("state {st:?}")))?;
-    let expires_at_ms = as_int(&next()?)?;
-    let created_at_ms = as_int(&next()?)?;
+    let text = match v {
+        RespValue::Nil => return Ok(None),
+        v => as_string(v)?,
+    };
+    let mut f = text.splitn(7, '|');
+    let mut next = || {
+        f.next()
+            .ok_or_else(|| ReplyError(format!("short record {text:?}")))
+    };
+    let st = next()?;
+    let state = OrderState::from_code(st).ok_or_else(|| ReplyError(format!("state {st:?}")))?;
+    let num = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| ReplyError(format!("number {s:?} in record")))
+    };
+    let qty = num(next()?)?;
+    let amount_cents = num(next()?)?;
+    let expires_at_ms = num(next()?)?;
+    let created_at_ms = num(next()?)?;
+    let _counted = next()?;
+    let user = next()?;
     Ok(Some(OrderRecord {
         reference: reference.to_string(),
         product_id: pid,
-        user_id: (!user.is_empty()).then_some(user),
+        user_id: (!user.is_empty()).then(|| user.to_string()),
         qty: i32::try_from(qty).map_err(|_| ReplyError(format!("qty {qty}")))?,
         amount_cents,
         state,
@@ -683,48 +700,54 @@ pub fn decode_adopt(v: RespValue) -> Result<AdoptReply, ReplyError> {
 // ---------------------------------------------------------------------------------------
 // journal
 
-/// The journal member of one change: `<reference>|<state code>` (see `journal` in lib.lua).
+/// The journal member of one change to a final state: `<reference>|<state code>` (see
+/// `journal` in lib.lua). Reservations are journaled per call of `reserve.lua` instead, as
+/// `<ref>,<ref>,...|pending`.
 pub fn journal_member(reference: &str, state: OrderState) -> String {
     format!("{reference}|{}", state.code())
 }
 
-/// Splits a journal member; the reference may itself contain `|` (references made by other
-/// tools), the state code never does.
-pub fn parse_journal_member(member: &str) -> Option<(&str, OrderState)> {
-    let (reference, code) = member.rsplit_once('|')?;
-    Some((reference, OrderState::from_code(code)?))
+/// The references a journal member covers and the state it records. A reference made by
+/// another tool may contain `|` or `,`, but those only ever appear in single-reference
+/// members of a final state; the state code never contains either.
+pub fn parse_journal_member(member: &str) -> Option<(Vec<&str>, OrderState)> {
+    let (refs, code) = member.rsplit_once('|')?;
+    let state = OrderState::from_code(code)?;
+    let refs = if state == OrderState::Pending {
+        refs.split(',').filter(|r| !r.is_empty()).collect()
+    } else {
+        vec![refs]
+    };
+    (!refs.is_empty()).then_some((refs, state))
 }
 
-/// The commands that acknowledge orders of one product whose state is committed: the
-/// journal members that state covers (a final state also covers the reservation itself), and
-/// an expiry on final records so Redis does not grow with the order history.
+/// The commands that acknowledge what was committed for one product: remove the journal
+/// `members` it covers, and put an expiry on the records of orders now `final` so Redis does
+/// not grow with the order history.
 pub fn ack_commands(
     keys: &Keys,
     pid: ProductId,
-    committed: &[(&str, OrderState)],
+    members: &[String],
+    finals: &[&str],
     ttl_secs: u64,
 ) -> Vec<Vec<u8>> {
-    let pk = keys.product_keys(pid);
-    let mut members: Vec<String> = Vec::with_capacity(committed.len() * 2);
-    let mut cmds = Vec::new();
-    let ttl = ttl_secs.to_string();
-    for (r, s) in committed {
-        members.push(journal_member(r, OrderState::Pending));
-        if s.is_final() {
-            members.push(journal_member(r, *s));
-            cmds.push(crate::redis::cmd::command(&[
-                "EXPIRE",
-                &keys.order(pid, r),
-                &ttl,
-            ]));
+    let mut cmds = Vec::with_capacity(1 + finals.len());
+    if !members.is_empty() {
+        let mut zrem = crate::redis::cmd::Cmd::new(2 + members.len());
+        zrem.arg("ZREM").arg(&keys.product_keys(pid).journal);
+        for m in members {
+            zrem.arg(m);
         }
+        cmds.push(zrem.finish());
     }
-    let mut zrem = crate::redis::cmd::Cmd::new(2 + members.len());
-    zrem.arg("ZREM").arg(&pk.journal);
-    for m in &members {
-        zrem.arg(m);
+    let ttl = ttl_secs.to_string();
+    for r in finals {
+        cmds.push(crate::redis::cmd::command(&[
+            "EXPIRE",
+            &keys.order(pid, r),
+            &ttl,
+        ]));
     }
-    cmds.insert(0, zrem.finish());
     cmds
 }
 
@@ -749,7 +772,7 @@ mod tests {
             assert_eq!(s.sha().len(), 40, "{}", s.name());
         }
         assert!(ScriptId::Pay.body().contains("local function cancel"));
-        assert!(!ScriptId::Load.body().contains("local function cancel"));
+        assert!(!ScriptId::Product.body().contains("local function cancel"));
     }
 
     #[test]
@@ -768,32 +791,23 @@ mod tests {
     #[test]
     fn reserve_replies_decode_every_code() {
         let v = RespValue::Array(vec![
-            RespValue::Array(vec![
-                int(0),
-                bulk("3-A"),
-                bulk("4000"),
-                bulk("1700000000000"),
-                bulk("1690000000000"),
-            ]),
-            RespValue::Array(vec![
-                int(1),
-                bulk("3-B"),
-                bulk("2"),
-                bulk("4000"),
-                bulk("5"),
-                bulk("6"),
-            ]),
-            RespValue::Array(vec![int(2)]),
-            RespValue::Array(vec![int(3)]),
-            RespValue::Array(vec![int(4)]),
-            RespValue::Array(vec![int(5), int(10)]),
-            RespValue::Array(vec![int(6)]),
+            bulk("1700000000000"),
+            bulk("1690000000000"),
+            bulk("3-A|pending"),
+            bulk("0|4000"),
+            bulk("1|3-B|2|4000|5|6"),
+            bulk("2"),
+            bulk("3"),
+            bulk("4"),
+            bulk("5|10"),
+            bulk("6"),
         ]);
-        let r = decode_reserve(v, 7).unwrap().unwrap();
+        let b = decode_reserve(v, 7).unwrap().unwrap();
+        assert_eq!(b.journal.as_deref(), Some("3-A|pending"));
+        let r = b.replies;
         assert_eq!(
             r[0],
             ReserveReply::Reserved {
-                reference: "3-A".into(),
                 amount_cents: 4000,
                 expires_at_ms: 1_700_000_000_000,
                 created_at_ms: 1_690_000_000_000
@@ -820,17 +834,23 @@ mod tests {
             ]
         );
         assert_eq!(decode_reserve(int(7), 1).unwrap(), None);
+        let none = RespValue::Array(vec![bulk("1"), bulk("2"), bulk(""), bulk("2")]);
+        assert_eq!(decode_reserve(none, 1).unwrap().unwrap().journal, None);
     }
 
     #[test]
     fn malformed_reserve_replies_are_errors_not_panics() {
+        let head = || vec![bulk("1"), bulk("2"), bulk("")];
         assert!(decode_reserve(int(3), 1).is_err());
         assert!(decode_reserve(RespValue::Array(vec![]), 1).is_err());
-        assert!(decode_reserve(RespValue::Array(vec![RespValue::Array(vec![int(0)])]), 1).is_err());
-        assert!(
-            decode_reserve(RespValue::Array(vec![RespValue::Array(vec![int(42)])]), 1).is_err()
-        );
-        assert!(decode_reserve(RespValue::Array(vec![RespValue::Array(vec![])]), 1).is_err());
+        for bad in ["0", "0|x", "42", "", "1|r|2", "5"] {
+            let mut v = head();
+            v.push(bulk(bad));
+            assert!(decode_reserve(RespValue::Array(v), 1).is_err(), "{bad:?}");
+        }
+        let mut v = head();
+        v.push(int(0));
+        assert!(decode_reserve(RespValue::Array(v), 1).is_err());
     }
 
     #[test]
@@ -896,19 +916,26 @@ mod tests {
 
     #[test]
     fn records_and_products_decode() {
-        let v = RespValue::Array(vec![
-            bulk(""),
-            bulk("1"),
-            bulk("100"),
-            bulk("paid"),
-            bulk("7"),
-            bulk("3"),
-        ]);
-        let r = decode_record(v, pid(), "3-R").unwrap().unwrap();
+        let r = decode_record(bulk("paid|1|100|7|3|0|"), pid(), "3-R")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.user_id, None);
         assert_eq!(r.state, OrderState::Paid);
-        let missing = RespValue::Array(vec![RespValue::Nil; 6]);
-        assert_eq!(decode_record(missing, pid(), "3-R").unwrap(), None);
+        assert_eq!(
+            (r.qty, r.amount_cents, r.expires_at_ms, r.created_at_ms),
+            (1, 100, 7, 3)
+        );
+        let r = decode_record(bulk("pending|2|5|7|3|1|a|b"), pid(), "3-R")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.user_id.as_deref(),
+            Some("a|b"),
+            "the user is the rest, '|' included"
+        );
+        assert_eq!(decode_record(RespValue::Nil, pid(), "3-R").unwrap(), None);
+        assert!(decode_record(bulk("pending|2|5"), pid(), "3-R").is_err());
+        assert!(decode_record(bulk("weird|1|1|1|1|0|"), pid(), "3-R").is_err());
 
         let p = RespValue::Array(vec![
             bulk("5"),
@@ -931,32 +958,29 @@ mod tests {
     fn journal_members_name_the_state() {
         assert_eq!(journal_member("3-A", OrderState::Paid), "3-A|paid");
         assert_eq!(
-            parse_journal_member("x|y|expired"),
-            Some(("x|y", OrderState::Cancelled(CancelReason::Expired)))
+            parse_journal_member("x|y,z|expired"),
+            Some((vec!["x|y,z"], OrderState::Cancelled(CancelReason::Expired)))
+        );
+        assert_eq!(
+            parse_journal_member("3-A,3-B|pending"),
+            Some((vec!["3-A", "3-B"], OrderState::Pending))
         );
         assert_eq!(parse_journal_member("nobar"), None);
-        let cmds = ack_commands(
-            &Keys::new("fs"),
-            pid(),
-            &[("3-A", OrderState::Pending), ("3-B", OrderState::Paid)],
-            60,
-        );
+        assert_eq!(parse_journal_member("|pending"), None);
+        let members = vec!["3-A,3-C|pending".to_string(), "3-B|paid".to_string()];
+        let cmds = ack_commands(&Keys::new("fs"), pid(), &members, &["3-B"], 60);
         assert_eq!(cmds.len(), 2);
         let zrem = String::from_utf8(cmds[0].clone()).unwrap();
         assert!(
-            zrem.starts_with("*5\r\n$4\r\nZREM\r\n$16\r\nfs:{p:3}:journal\r\n"),
+            zrem.starts_with("*4\r\n$4\r\nZREM\r\n$16\r\nfs:{p:3}:journal\r\n"),
             "{zrem}"
         );
-        assert!(
-            zrem.contains("3-A|pending")
-                && zrem.contains("3-B|pending")
-                && zrem.contains("3-B|paid")
+        assert!(zrem.contains("3-A,3-C|pending") && zrem.contains("3-B|paid"));
+        assert_eq!(
+            String::from_utf8(cmds[1].clone()).unwrap(),
+            "*3\r\n$6\r\nEXPIRE\r\n$18\r\nfs:{p:3}:order:3-B\r\n$2\r\n60\r\n"
         );
-        assert!(
-            String::from_utf8(cmds[1].clone())
-                .unwrap()
-                .contains("EXPIRE")
-        );
+        assert!(ack_commands(&Keys::new("fs"), pid(), &[], &[], 60).is_empty());
     }
 
     #[test]

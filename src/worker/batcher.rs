@@ -16,17 +16,23 @@ use crate::http::response::ApiError;
 use crate::lifecycle::{redis_error, reply_error};
 use crate::redis::scripts::{ReserveReply, ReserveRequest, decode_reserve, reserve_call};
 use crate::worker::Worker;
+use crate::writer::msg::JournalBatch;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll};
 
 /// Most reservations in one script call: Redis runs nothing else while a script runs, so
 /// this bounds the latency one batch adds to other clients (~64 × a few µs).
 pub const MAX_BATCH: usize = 64;
 
+/// A reservation's reply, with the journal entry of its batch when it reserved.
+pub type Reply = (ReserveReply, Option<Arc<JournalBatch>>);
+
 /// `Ok(None)`: the product is not loaded into Redis.
-pub type Outcome = Result<Option<ReserveReply>, ApiError>;
+pub type Outcome = Result<Option<Reply>, ApiError>;
 
 /// One reservation request.
 #[derive(Clone)]
@@ -93,9 +99,24 @@ async fn run(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
         Err(e) => Err(redis_error(e)),
     };
     match outcome {
-        Ok(Some(replies)) => {
-            for (q, r) in batch.into_iter().zip(replies) {
-                let _ = q.reply.send(Ok(Some(r)));
+        Ok(Some(done)) => {
+            let journal = done.journal.map(|member| {
+                let reserved = done
+                    .replies
+                    .iter()
+                    .filter(|r| matches!(r, ReserveReply::Reserved { .. }))
+                    .count();
+                Arc::new(JournalBatch {
+                    product: pid,
+                    member,
+                    remaining: AtomicUsize::new(reserved),
+                })
+            });
+            for (q, r) in batch.into_iter().zip(done.replies) {
+                let j = matches!(r, ReserveReply::Reserved { .. })
+                    .then(|| journal.clone())
+                    .flatten();
+                let _ = q.reply.send(Ok(Some((r, j))));
             }
         }
         Ok(None) => {

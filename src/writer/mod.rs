@@ -25,7 +25,7 @@ use crate::handoff::HandoffRx;
 use crate::redis::Keys;
 use crate::redis::cmd::command;
 use crate::redis::scripts::{
-    ack_commands, as_string, decode_record, parse_journal_member, record_fields_cmd,
+    ack_commands, as_string, decode_record, journal_member, parse_journal_member, record_cmd,
 };
 use crate::sync::{Arc, Ordering};
 use crate::worker::Shared;
@@ -117,6 +117,8 @@ struct Pending {
     done: Option<msg::Done>,
     /// A new reservation straight from a worker (not a replay): PostgreSQL cannot have it.
     fresh: bool,
+    /// The journal entry of the reservation's batch, removed with its last order.
+    journal: Option<std::sync::Arc<msg::JournalBatch>>,
 }
 
 impl Writer {
@@ -202,6 +204,7 @@ impl Writer {
                     record,
                     webhook,
                     done,
+                    journal,
                 } => {
                     let fresh =
                         record.state == OrderState::Pending && webhook.is_none() && done.is_none();
@@ -210,6 +213,7 @@ impl Writer {
                         webhook,
                         done,
                         fresh,
+                        journal,
                     })
                 }
                 WriterMsg::EarlyWebhook {
@@ -229,11 +233,12 @@ impl Writer {
     }
 
     /// Commits `orders` and `early`, retrying while PostgreSQL is unreachable.
+    /// Returns true when every row was committed.
     async fn write(
         &mut self,
         orders: &mut [Pending],
         early: &mut [(String, String, Option<msg::Done>)],
-    ) {
+    ) -> bool {
         let mut backoff = Duration::from_millis(50);
         // Fresh reservations only (not replays): the COPY fast path may be tried.
         let mut copy = orders.iter().all(|p| p.fresh);
@@ -270,7 +275,7 @@ impl Writer {
                             let _ = d.send(Ok(()));
                         }
                     }
-                    return;
+                    return true;
                 }
                 Err(PgError::Duplicate) => {
                     copy = false;
@@ -278,13 +283,14 @@ impl Writer {
                 Err(PgError::Rejected(why)) => {
                     if orders.len() + early.len() > 1 {
                         // Find the offending rows: write each on its own.
+                        let mut all = true;
                         for i in 0..orders.len() {
-                            Box::pin(self.write(&mut orders[i..=i], &mut [])).await;
+                            all &= Box::pin(self.write(&mut orders[i..=i], &mut [])).await;
                         }
                         for i in 0..early.len() {
-                            Box::pin(self.write(&mut [], &mut early[i..=i])).await;
+                            all &= Box::pin(self.write(&mut [], &mut early[i..=i])).await;
                         }
-                        return;
+                        return all;
                     }
                     // The order's state matters more than the audit row of its webhook: if the
                     // payload is what PostgreSQL refuses, write the state without it.
@@ -302,7 +308,7 @@ impl Writer {
                     tracing::error!(reference = %what, error = %why,
                         "PostgreSQL refused an order change; it stays in the Redis journal (see `flashsale reconcile`)");
                     fail_all(orders, early, WriteError::Rejected(why));
-                    return;
+                    return false;
                 }
                 Err(PgError::Transient(why)) => {
                     self.pg = None;
@@ -318,7 +324,7 @@ impl Writer {
                                 rows = orders.len() + early.len(),
                                 "shutting down while PostgreSQL is unreachable: these changes stay in the Redis journal for the next start"
                             );
-                            return;
+                            return false;
                         }
                     }
                     tokio::time::sleep(backoff).await;
@@ -328,19 +334,31 @@ impl Writer {
         }
     }
 
-    /// Drops the journal entries of what was committed, product by product. A newer state of
-    /// an order (paid while its reservation was being written) has an entry of its own, which
-    /// stays until that state is committed too.
+    /// Drops the journal entries of what was committed, product by product: a batch's
+    /// reservation entry with its last order, a final state's own entry with it. A newer state
+    /// of an order (paid while its reservation was being written) has an entry of its own,
+    /// which stays until that state is committed too.
     async fn acknowledge(&mut self, orders: &[Pending]) {
-        let mut by_product: HashMap<ProductId, Vec<(&str, OrderState)>> = HashMap::new();
+        let mut by_product: HashMap<ProductId, (Vec<String>, Vec<&str>)> = HashMap::new();
         for p in orders {
-            by_product
-                .entry(p.record.product_id)
-                .or_default()
-                .push((p.record.reference.as_str(), p.record.state));
+            let r = &p.record;
+            if let Some(j) = &p.journal
+                && j.committed_one()
+            {
+                by_product
+                    .entry(j.product)
+                    .or_default()
+                    .0
+                    .push(j.member.clone());
+            }
+            if r.state.is_final() {
+                let e = by_product.entry(r.product_id).or_default();
+                e.0.push(journal_member(&r.reference, r.state));
+                e.1.push(&r.reference);
+            }
         }
-        for (pid, refs) in by_product {
-            let cmds = ack_commands(&self.keys, pid, &refs, FINAL_RECORD_TTL_SECS);
+        for (pid, (members, finals)) in by_product {
+            let cmds = ack_commands(&self.keys, pid, &members, &finals, FINAL_RECORD_TTL_SECS);
             if let Err(e) = self.redis.pipeline(&cmds).await {
                 // Harmless: the entries stay journaled and a later replay acknowledges them.
                 tracing::debug!(error = %e, "journal acknowledgement failed");
@@ -459,46 +477,52 @@ impl Writer {
                 continue;
             };
             let mut orders = Vec::new();
+            let mut members = Vec::new();
             let mut seen = std::collections::HashSet::new();
-            for member in refs {
+            'members: for member in refs {
                 let Ok(member) = as_string(member) else {
                     continue;
                 };
-                let Some(reference) = parse_journal_member(&member).map(|(r, _)| r.to_string())
-                else {
+                let Some((references, _)) = parse_journal_member(&member) else {
                     // Not ours: drop it rather than trip over it at every replay.
                     let _ = self.redis.request(&command(&["ZREM", &key, &member])).await;
                     continue;
                 };
-                if !seen.insert(reference.clone()) {
-                    continue;
-                }
-                let Ok(v) = self
-                    .redis
-                    .request(&record_fields_cmd(&self.keys.order(pid, &reference)))
-                    .await
-                else {
-                    continue;
-                };
-                match decode_record(v, pid, &reference) {
-                    Ok(Some(record)) => orders.push(Pending {
-                        record,
-                        webhook: None,
-                        done: None,
-                        fresh: false,
-                    }),
-                    // No record: nothing to write; drop the dangling entry.
-                    Ok(None) => {
-                        let _ = self.redis.request(&command(&["ZREM", &key, &member])).await;
+                for reference in references {
+                    if !seen.insert(reference.to_string()) {
+                        continue;
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, reference, "journal entry with an unreadable record")
+                    let Ok(v) = self
+                        .redis
+                        .request(&record_cmd(&self.keys.order(pid, reference)))
+                        .await
+                    else {
+                        continue 'members;
+                    };
+                    match decode_record(v, pid, reference) {
+                        Ok(Some(record)) => orders.push(Pending {
+                            record,
+                            webhook: None,
+                            done: None,
+                            fresh: false,
+                            journal: None,
+                        }),
+                        // No record (it expired long after its commit): nothing to write.
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, reference, "journal entry with an unreadable record");
+                            continue 'members;
+                        }
                     }
                 }
+                members.push(member);
             }
-            if !orders.is_empty() {
-                replayed += orders.len();
-                self.write(&mut orders, &mut []).await;
+            replayed += orders.len();
+            // The entries go once what they name is committed (or when nothing was left to
+            // write for them).
+            if orders.is_empty() || self.write(&mut orders, &mut []).await {
+                let cmds = ack_commands(&self.keys, pid, &members, &[], FINAL_RECORD_TTL_SECS);
+                let _ = self.redis.pipeline(&cmds).await;
             }
         }
         if replayed > 0 {

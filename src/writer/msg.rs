@@ -19,6 +19,26 @@ pub type Done = oneshot::Sender<Result<(), WriteError>>;
 /// Answers a question the writer asks PostgreSQL after a barrier.
 pub type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
+/// The journal entry shared by the reservations of one `reserve.lua` call: the writer removes
+/// it when the last of them is committed.
+#[derive(Debug)]
+pub struct JournalBatch {
+    pub product: ProductId,
+    /// `<ref>,<ref>,...|pending`, exactly as `reserve.lua` wrote it.
+    pub member: String,
+    /// Reservations of the call not yet committed.
+    pub remaining: std::sync::atomic::AtomicUsize,
+}
+
+impl JournalBatch {
+    /// Counts one reservation committed; true for the last one.
+    pub fn committed_one(&self) -> bool {
+        self.remaining
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+    }
+}
+
 /// What a webhook adds to an order change.
 #[derive(Debug)]
 pub struct WebhookNote {
@@ -36,6 +56,8 @@ pub enum WriterMsg {
         record: OrderRecord,
         webhook: Option<WebhookNote>,
         done: Option<Done>,
+        /// For a new reservation: the journal entry it shares with its batch.
+        journal: Option<std::sync::Arc<JournalBatch>>,
     },
     /// A webhook for a reference nobody knows yet: store it as pending in `webhooks`.
     EarlyWebhook {

@@ -93,7 +93,8 @@ struct Accepted<'a> {
     expires_at: String,
 }
 
-fn accepted(
+/// The 202 of a reservation (also sent again, with `Idempotent-Replayed`, for a replay).
+pub fn accepted(
     reference: &str,
     pid: ProductId,
     qty: i64,

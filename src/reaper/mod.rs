@@ -12,7 +12,7 @@ pub mod wheel;
 use crate::domain::ProductId;
 use crate::lifecycle::{self, ExpireOutcome, WebhookOutcome};
 use crate::redis::cmd::command;
-use crate::redis::scripts::{as_int, as_string};
+use crate::redis::scripts::{as_int, as_string, decode_scan, scan_cmd};
 use crate::time::now_ms;
 use crate::worker::Worker;
 use redis_async::resp::RespValue;
@@ -122,42 +122,29 @@ async fn scan_pending(w: &Worker) -> Result<usize, String> {
     loop {
         let v = w
             .redis
-            .request(command(&[
-                "SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000",
-            ]))
+            .request(scan_cmd(&cursor, &pattern))
             .await
             .map_err(|e| e.to_string())?;
-        let RespValue::Array(mut parts) = v else {
-            return Err("SCAN reply is not an array".into());
-        };
-        if parts.len() != 2 {
-            return Err("SCAN reply has the wrong length".into());
-        }
-        let keys = parts.pop().unwrap_or(RespValue::Nil);
-        cursor = as_string(parts.pop().unwrap_or(RespValue::Nil)).map_err(|e| e.to_string())?;
-        if let RespValue::Array(keys) = keys {
-            for k in keys {
-                let RespValue::BulkString(k) = k else {
-                    continue;
-                };
-                let Some(pid) = w.keys.product_of_key(&k) else {
-                    continue;
-                };
-                w.known_products.borrow_mut().insert(pid);
-                if pid.get().rem_euclid(workers) != w.id as i64 {
-                    continue;
-                }
-                let key = String::from_utf8_lossy(&k).into_owned();
-                let entries = w
-                    .redis
-                    .request(command(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                armed += arm_entries(w, pid, entries);
+        let (next, keys) = decode_scan(v).map_err(|e| e.to_string())?;
+        for k in keys {
+            let Some(pid) = w.keys.product_of_key(&k) else {
+                continue;
+            };
+            w.known_products.borrow_mut().insert(pid);
+            if pid.get().rem_euclid(workers) != w.id as i64 {
+                continue;
             }
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let entries = w
+                .redis
+                .request(command(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]))
+                .await
+                .map_err(|e| e.to_string())?;
+            armed += arm_entries(w, pid, entries);
         }
-        if cursor == "0" {
-            return Ok(armed);
+        match next {
+            Some(c) => cursor = c,
+            None => return Ok(armed),
         }
     }
 }

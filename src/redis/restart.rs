@@ -14,7 +14,7 @@
 use crate::redis::Keys;
 use crate::redis::cmd::command;
 use crate::redis::pipeline::roundtrip;
-use crate::redis::scripts::{as_string, invalidate_call, is_noscript};
+use crate::redis::scripts::{as_string, decode_scan, invalidate_call, is_noscript, scan_cmd};
 use monoio::net::TcpStream;
 use redis_async::resp::RespValue;
 use std::collections::BTreeSet;
@@ -45,31 +45,12 @@ pub async fn verify(stream: &mut TcpStream, keys: &Keys, who: &str) -> Result<()
         let pattern = keys.scan_pattern(suffix);
         let mut cursor = "0".to_string();
         loop {
-            let v = roundtrip(
-                stream,
-                command(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"]),
-            )
-            .await?;
-            let RespValue::Array(mut parts) = v else {
-                return Err("bad SCAN reply".into());
-            };
-            if let Some(RespValue::Array(found)) = parts.pop() {
-                for k in found {
-                    if let RespValue::BulkString(k) = k
-                        && let Some(pid) = keys.product_of_key(&k)
-                    {
-                        products.insert(pid);
-                    }
-                }
-            }
-            cursor = parts
-                .pop()
-                .map(as_string)
-                .transpose()
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default();
-            if cursor == "0" || cursor.is_empty() {
-                break;
+            let v = roundtrip(stream, scan_cmd(&cursor, &pattern)).await?;
+            let (next, found) = decode_scan(v).map_err(|e| e.to_string())?;
+            products.extend(found.iter().filter_map(|k| keys.product_of_key(k)));
+            match next {
+                Some(c) => cursor = c,
+                None => break,
             }
         }
     }

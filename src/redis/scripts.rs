@@ -505,6 +505,31 @@ pub fn decode_record(
 }
 
 // ---------------------------------------------------------------------------------------
+// SCAN
+
+/// `SCAN <cursor> MATCH <pattern> COUNT 1000`.
+pub fn scan_cmd(cursor: &str, pattern: &str) -> Vec<u8> {
+    crate::redis::cmd::command(&["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"])
+}
+
+/// Splits a SCAN reply into the next cursor (`None` when the scan is complete) and the keys.
+pub fn decode_scan(v: RespValue) -> Result<(Option<String>, Vec<Vec<u8>>), ReplyError> {
+    let mut parts = array(v, "SCAN reply")?.into_iter();
+    let (Some(cursor), Some(keys), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(ReplyError("SCAN reply of the wrong length".into()));
+    };
+    let cursor = as_string(cursor)?;
+    let keys = array(keys, "SCAN keys")?
+        .into_iter()
+        .map(|k| match k {
+            RespValue::BulkString(b) => Ok(b),
+            other => Err(bad("SCAN key", &other)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(((cursor != "0").then_some(cursor), keys))
+}
+
+// ---------------------------------------------------------------------------------------
 // product
 
 /// A product as Redis holds it, with its live reservable stock.
@@ -981,6 +1006,22 @@ mod tests {
             "*3\r\n$6\r\nEXPIRE\r\n$18\r\nfs:{p:3}:order:3-B\r\n$2\r\n60\r\n"
         );
         assert!(ack_commands(&Keys::new("fs"), pid(), &[], &[], 60).is_empty());
+    }
+
+    #[test]
+    fn scan_replies_decode() {
+        let v = RespValue::Array(vec![
+            bulk("17"),
+            RespValue::Array(vec![bulk("a"), bulk("b")]),
+        ]);
+        assert_eq!(
+            decode_scan(v).unwrap(),
+            (Some("17".into()), vec![b"a".to_vec(), b"b".to_vec()])
+        );
+        let done = RespValue::Array(vec![bulk("0"), RespValue::Array(vec![])]);
+        assert_eq!(decode_scan(done).unwrap(), (None, vec![]));
+        assert!(decode_scan(RespValue::Array(vec![bulk("0")])).is_err());
+        assert!(decode_scan(int(3)).is_err());
     }
 
     #[test]

@@ -25,7 +25,8 @@ use crate::handoff::HandoffRx;
 use crate::redis::Keys;
 use crate::redis::cmd::command;
 use crate::redis::scripts::{
-    ack_commands, as_string, decode_record, journal_member, parse_journal_member, record_cmd,
+    ack_commands, as_string, decode_record, decode_scan, journal_member, parse_journal_member,
+    record_cmd, scan_cmd,
 };
 use crate::sync::{Arc, Ordering};
 use crate::worker::Shared;
@@ -545,28 +546,14 @@ impl Writer {
         loop {
             let v = self
                 .redis
-                .request(&command(&[
-                    "SCAN", &cursor, "MATCH", pattern, "COUNT", "1000",
-                ]))
+                .request(&scan_cmd(&cursor, pattern))
                 .await
                 .map_err(|e| e.to_string())?;
-            let RespValue::Array(mut parts) = v else {
-                return Err("bad SCAN reply".into());
-            };
-            if parts.len() != 2 {
-                return Err("bad SCAN reply".into());
-            }
-            if let Some(RespValue::Array(keys)) = parts.pop() {
-                out.extend(keys.into_iter().filter_map(|k| as_string(k).ok()));
-            }
-            cursor = parts
-                .pop()
-                .map(as_string)
-                .transpose()
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default();
-            if cursor == "0" || cursor.is_empty() {
-                return Ok(out);
+            let (next, keys) = decode_scan(v).map_err(|e| e.to_string())?;
+            out.extend(keys.into_iter().filter_map(|k| String::from_utf8(k).ok()));
+            match next {
+                Some(c) => cursor = c,
+                None => return Ok(out),
             }
         }
     }

@@ -5,7 +5,6 @@
 //! `flashsale reconcile` exits 0. Bounded in time, loopback only.
 
 use crate::common::*;
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -58,26 +57,6 @@ fn load(clients: usize, pid: i64, addr: &Mutex<SocketAddr>, stop: &AtomicBool, s
     });
 }
 
-fn all_rows(env: &Env, refs: &[String]) {
-    let want: Vec<&str> = refs.iter().map(String::as_str).collect();
-    let mut pg = env.pg();
-    wait_until("every 202 is a row", || {
-        let n: i64 = pg
-            .query_one(
-                "SELECT count(*) FROM orders WHERE order_reference = ANY($1)",
-                &[&want],
-            )
-            .unwrap()
-            .get(0);
-        (n as usize == want.len()).then_some(())
-    });
-    assert_eq!(
-        refs.iter().collect::<HashSet<_>>().len(),
-        refs.len(),
-        "references are unique"
-    );
-}
-
 #[test]
 fn repeated_sigkills_under_load_lose_nothing() {
     let env = Env::new();
@@ -105,7 +84,7 @@ fn repeated_sigkills_under_load_lose_nothing() {
         stop.store(true, Ordering::SeqCst);
     });
     let accepted = seen.accepted.into_inner().unwrap();
-    all_rows(&env, &accepted);
+    env.wait_rows(&accepted);
     let rows: i64 = env
         .pg()
         .query_one("SELECT count(*) FROM orders", &[])
@@ -149,7 +128,7 @@ fn a_redis_with_aof_killed_and_restarted_under_load() {
         stop.store(true, Ordering::SeqCst);
     });
     let accepted = seen.accepted.into_inner().unwrap();
-    all_rows(&env, &accepted);
+    env.wait_rows(&accepted);
     assert_eq!(srv.client().get("/ready").status, 200);
     env.assert_conserved(pid, initial);
 }
@@ -210,7 +189,7 @@ fn postgresql_unreachable_under_load_queues_to_the_bound_then_drains() {
     wait_until("ready again", || {
         (c.get("/ready").status == 200).then_some(())
     });
-    all_rows(&env, &accepted);
+    env.wait_rows(&accepted);
     env.assert_conserved(pid, initial);
 }
 

@@ -205,6 +205,24 @@ impl Env {
             .map(|r| (r.get(0), r.get(1), r.get(2)))
     }
 
+    /// Waits until every reference has a row in PostgreSQL, and checks they are distinct.
+    pub fn wait_rows(&self, refs: &[String]) {
+        let want: Vec<&str> = refs.iter().map(String::as_str).collect();
+        let mut pg = self.pg();
+        wait_until("every 202 is a row", || {
+            let n: i64 = pg
+                .query_one(
+                    "SELECT count(*) FROM orders WHERE order_reference = ANY($1)",
+                    &[&want],
+                )
+                .unwrap()
+                .get(0);
+            (n as usize == want.len()).then_some(())
+        });
+        let distinct: std::collections::HashSet<&str> = want.iter().copied().collect();
+        assert_eq!(distinct.len(), want.len(), "references are unique");
+    }
+
     /// Waits until every change reached PostgreSQL (the journal is empty), then checks the
     /// conservation law of API.md and that stock was neither lost nor invented.
     pub fn assert_conserved(&self, product: i64, initial_stock: i64) {

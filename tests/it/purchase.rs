@@ -25,22 +25,6 @@ fn humantime_like(s: &str) -> bool {
     })
 }
 
-/// Waits until every reference has a row in PostgreSQL.
-fn wait_rows(env: &Env, refs: &[String]) {
-    let mut pg = env.pg();
-    let want: Vec<&str> = refs.iter().map(String::as_str).collect();
-    wait_until("every 202 is a row", || {
-        let n: i64 = pg
-            .query_one(
-                "SELECT count(*) FROM orders WHERE order_reference = ANY($1)",
-                &[&want],
-            )
-            .unwrap()
-            .get(0);
-        (n as usize == want.len()).then_some(())
-    });
-}
-
 #[test]
 fn product_contract_and_not_found_shapes() {
     let env = Env::new();
@@ -136,7 +120,7 @@ fn a_reservation_answers_202_is_readable_at_once_and_becomes_a_row() {
     assert!(is_rfc3339_utc(o["created_at"].as_str().unwrap()));
 
     assert_eq!(c.get(&format!("/api/products/{pid}")).json()["stock"], 47);
-    wait_rows(&env, std::slice::from_ref(&reference));
+    env.wait_rows(std::slice::from_ref(&reference));
     let row = env
         .pg()
         .query_one(
@@ -623,7 +607,7 @@ fn a_stampede_of_48_clients_sells_exactly_the_stock() {
         refs.len(),
         "references are unique"
     );
-    wait_rows(&env, &refs);
+    env.wait_rows(&refs);
     let rows: i64 = env
         .pg()
         .query_one("SELECT count(*) FROM orders WHERE product_id = $1", &[&pid])
@@ -686,7 +670,7 @@ fn sigkill_under_load_loses_no_accepted_order() {
     });
     assert!(accepted.len() >= 2_000);
     let _srv = Server::start(&env);
-    wait_rows(&env, &accepted);
+    env.wait_rows(&accepted);
     env.assert_conserved(pid, 1_000_000);
 }
 

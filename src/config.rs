@@ -21,9 +21,10 @@ pub const DEFAULT_HOLD_SECS: u64 = 600;
 /// (~100 bytes each, so ~6 MiB): enough to ride out a PostgreSQL hiccup, small enough that
 /// memory stays flat when PostgreSQL is down and orders get 503 instead.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
-/// `FLASHSALE_BATCH_ROWS`: measured on this kind of machine, 500-row UNNEST statements reach
-/// ~150k rows/s and larger ones add little while holding locks longer.
-pub const DEFAULT_BATCH_ROWS: usize = 1_000;
+/// `FLASHSALE_BATCH_ROWS`: `cargo bench --bench writer` on a 2-core VM wrote ~127k rows/s
+/// with 500-row COPY batches (~86k/s with INSERT … UNNEST), ~110k/s with 1000-row ones, ~80k/s
+/// with 100-row ones: 500 is the knee.
+pub const DEFAULT_BATCH_ROWS: usize = 500;
 /// `FLASHSALE_BATCH_LINGER_MS`: under load batches fill on their own; when traffic is light,
 /// a 2 ms wait saves transactions at a cost nobody notices.
 pub const DEFAULT_BATCH_LINGER_MS: u64 = 2;

@@ -399,8 +399,16 @@ pub async fn expire(w: &Worker, e: &Expiring, now_ms: i64) -> ExpireOutcome {
             ExpireOutcome::Expired
         }
         Ok(TransitionReply::NotDue { expires_at_ms }) => ExpireOutcome::RetryAt(expires_at_ms),
-        // NotLoaded: the product's keys are gone; the load that rebuilds them re-arms its
-        // pending orders.
+        // Redis lost the product (or it was invalidated after a restart): rebuild it now, as a
+        // request would, so expiries do not wait for the product's next buyer. The load
+        // re-arms its pending orders, this one included.
+        Ok(TransitionReply::NotLoaded) => {
+            drop(p);
+            match ensure_loaded(w, e.product).await {
+                Ok(_) => ExpireOutcome::Nothing,
+                Err(_) => ExpireOutcome::RetryAt(now_ms + 1_000),
+            }
+        }
         Ok(_) => ExpireOutcome::Nothing,
         Err(err) => {
             reply_error(err);

@@ -102,18 +102,34 @@ impl WriterRedis {
 
     /// One command; connects first if needed.
     pub async fn request(&mut self, cmd: &[u8]) -> Result<RespValue, RedisError> {
-        if self.conn.is_none() {
-            self.connect().await?;
-        }
-        self.roundtrip(cmd).await
+        let mut r = self.pipeline_bytes(cmd, 1).await?;
+        r.pop().ok_or(RedisError::Unavailable)
     }
 
     /// Several commands in one write; their replies in order.
     pub async fn pipeline(&mut self, cmds: &[Vec<u8>]) -> Result<Vec<RespValue>, RedisError> {
-        if self.conn.is_none() {
+        self.pipeline_bytes(&cmds.concat(), cmds.len()).await
+    }
+
+    /// Sends on the current connection; if that connection turns out dead (Redis restarted
+    /// since it was opened), reconnects and sends once more. Every command the writer sends
+    /// is idempotent (ZREM, EXPIRE, GET, SCAN), so the second attempt is safe.
+    async fn pipeline_bytes(
+        &mut self,
+        bytes: &[u8],
+        n: usize,
+    ) -> Result<Vec<RespValue>, RedisError> {
+        let fresh = self.conn.is_none();
+        if fresh {
             self.connect().await?;
         }
-        self.exchange(&cmds.concat(), cmds.len()).await
+        match self.exchange(bytes, n).await {
+            Err(RedisError::Unavailable) if !fresh => {
+                self.connect().await?;
+                self.exchange(bytes, n).await
+            }
+            r => r,
+        }
     }
 
     pub async fn eval(&mut self, call: &ScriptCall) -> Result<RespValue, RedisError> {

@@ -615,3 +615,25 @@ fn serve_refuses_to_start_without_a_secret_or_with_bad_settings() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(k), "{k}");
     }
 }
+
+#[test]
+fn pending_orders_still_expire_after_redis_loses_everything_with_no_further_traffic() {
+    let mut redis = OwnRedis::start(&["--appendonly", "no"]);
+    let env = Env::with_redis(redis.url());
+    let pid = env.product(10, 100);
+    let srv = Server::start_with(&env, &[("FLASHSALE_HOLD_SECS", "2")]);
+    let mut c = srv.client();
+    let reference = reserve(&mut c, pid, 4);
+    wait_until("written", || (env.journal_len(pid) == 0).then_some(()));
+    redis.kill9();
+    redis.restart();
+    wait_until("ready again", || {
+        (c.get("/ready").status == 200).then_some(())
+    });
+    // Nobody asks for the product: the reaper itself rebuilds it to expire the order.
+    wait_until("expired", || {
+        (env.order_row(&reference).map(|r| r.1) == Some(Some("expired".into()))).then_some(())
+    });
+    env.assert_conserved(pid, 10);
+    assert_eq!(env.redis_stock(pid), Some(10));
+}

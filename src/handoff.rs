@@ -89,12 +89,23 @@ impl<M> HandoffTx<M> {
     /// Takes a place in the queue, or says why there is none. Call it before changing
     /// anything that the message will describe.
     pub fn try_reserve(&self) -> Result<Permit<'_, M>, Refused> {
+        self.reserve_below(self.gate.capacity)
+    }
+
+    /// Like `try_reserve`, but refuses once the queue is filled to `capacity - headroom`: new
+    /// orders use this, so the last places stay for the changes that must get through even
+    /// under overload (expiries, payments), which use `try_reserve`.
+    pub fn try_reserve_leaving(&self, headroom: usize) -> Result<Permit<'_, M>, Refused> {
+        self.reserve_below(self.gate.capacity.saturating_sub(headroom).max(1))
+    }
+
+    fn reserve_below(&self, limit: usize) -> Result<Permit<'_, M>, Refused> {
         let mut s = self.gate.state.load(Ordering::SeqCst);
         loop {
             if s & CLOSED != 0 {
                 return Err(Refused::Closed);
             }
-            if s >= self.gate.capacity {
+            if s >= limit {
                 return Err(Refused::Full);
             }
             match self.gate.state.compare_exchange_weak(
@@ -271,6 +282,27 @@ mod tests {
         assert_eq!(rx.recv(), Some(2));
         assert_eq!(rx.recv(), Some(3));
         assert_eq!(rx.depth(), 0);
+    }
+
+    #[test]
+    fn headroom_keeps_the_last_places_for_priority_messages() {
+        let (tx, rx) = handoff::<u32>(4);
+        let a = tx.try_reserve_leaving(2).unwrap();
+        let b = tx.try_reserve_leaving(2).unwrap();
+        assert_eq!(tx.try_reserve_leaving(2).err(), Some(Refused::Full));
+        let c = tx.try_reserve().unwrap();
+        let d = tx.try_reserve().unwrap();
+        assert_eq!(tx.try_reserve().err(), Some(Refused::Full));
+        for (p, m) in [(a, 1), (b, 2), (c, 3), (d, 4)] {
+            p.send(m).unwrap();
+        }
+        assert_eq!(rx.recv(), Some(1));
+        assert_eq!(
+            tx.try_reserve_leaving(2).err(),
+            Some(Refused::Full),
+            "3 of 4 still taken"
+        );
+        assert!(tx.try_reserve().is_ok());
     }
 
     #[test]

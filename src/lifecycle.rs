@@ -42,9 +42,25 @@ fn write_error(e: WriteError) -> ApiError {
     ApiError::Unavailable(Unavailable::Database)
 }
 
+/// A place in the writer's queue for a new order, or the 503 that says why there is none.
+///
+/// New orders leave the last eighth of the queue to the changes of existing orders (payments,
+/// failures, expiries), and on top of it as many places as this worker has expiries waiting
+/// for room: under overload the sale refuses new buyers before it stops releasing expired
+/// units, so held reservations (and the memory they take) cannot pile up without bound.
+pub fn order_permit(w: &Worker) -> Result<Permit<'_, WriterMsg>, ApiError> {
+    let cap = w.handoff.capacity();
+    let headroom = cap / 8 + w.expiry_backlog.get().min(cap / 2);
+    refused(w.handoff.try_reserve_leaving(headroom))
+}
+
 /// A place in the writer's queue, or the 503 that says why there is none.
 pub fn permit(w: &Worker) -> Result<Permit<'_, WriterMsg>, ApiError> {
-    w.handoff.try_reserve().map_err(|r| {
+    refused(w.handoff.try_reserve())
+}
+
+fn refused(r: Result<Permit<'_, WriterMsg>, Refused>) -> Result<Permit<'_, WriterMsg>, ApiError> {
+    r.map_err(|r| {
         ApiError::Unavailable(match r {
             Refused::Full => Unavailable::QueueFull,
             Refused::Closed => Unavailable::ShuttingDown,
@@ -363,14 +379,16 @@ pub enum ExpireOutcome {
     Expired,
     /// Payment or failure came first, or the order is gone: nothing to do.
     Nothing,
-    /// Try again at this time (Unix ms): not due by Redis's clock, or no capacity/Redis now.
+    /// Try again at this time (Unix ms): not due by Redis's clock, or Redis unavailable.
     RetryAt(i64),
+    /// The writer's queue is full: try again at this time, and hold new orders back meanwhile.
+    NoRoom(i64),
 }
 
 /// Expires one reservation if it is still pending and due.
 pub async fn expire(w: &Worker, e: &Expiring, now_ms: i64) -> ExpireOutcome {
     let Ok(p) = w.handoff.try_reserve() else {
-        return ExpireOutcome::RetryAt(now_ms + 1_000);
+        return ExpireOutcome::NoRoom(now_ms + 1_000);
     };
     let call = transition_call(ScriptId::Expire, &w.keys, e.product, &e.reference);
     let v = match w.redis.eval(&call).await {

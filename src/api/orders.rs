@@ -9,7 +9,7 @@ use crate::api::json;
 use crate::domain::{OrderRecord, OrderState, ProductId, new_reference};
 use crate::http::request::Request;
 use crate::http::response::{ApiError, FieldErrors, Response, Unavailable};
-use crate::lifecycle::{ensure_loaded, hand_over, permit};
+use crate::lifecycle::{ensure_loaded, hand_over, order_permit};
 use crate::metrics::Reservation;
 use crate::reaper::Expiring;
 use crate::redis::scripts::ReserveReply;
@@ -134,7 +134,7 @@ async fn reserve(w: &Rc<Worker>, req: &Request<'_>) -> Result<Response, ApiError
     let pid = order.product_id;
     let reference = new_reference(pid, ulid::Ulid::generate().0);
     // The place in the queue comes first: a full queue must refuse before stock is touched.
-    let p = permit(w)?;
+    let p = order_permit(w)?;
     let request = batcher::Reservation {
         reference: reference.clone(),
         qty: order.qty,

@@ -43,7 +43,7 @@ pub async fn run(w: Rc<Worker>) {
         let now = now_ms();
         w.wheel.borrow_mut().advance(now, &mut fired);
         if !fired.is_empty() {
-            expire_all(&w, std::mem::take(&mut fired), now).await;
+            expire_all(&w, std::mem::take(&mut fired), now, true).await;
         }
         while let Ok(d) = w.inbox.try_recv() {
             let w2 = w.clone();
@@ -68,7 +68,12 @@ pub async fn run(w: Rc<Worker>) {
     }
 }
 
-async fn expire_all(w: &Rc<Worker>, due: Vec<Expiring>, now: i64) {
+/// Runs the expiries of `due`. Those that cannot run now (no room in the queue, Redis down,
+/// not due by Redis's clock) go back into the wheel when `rearm`; the sweep passes `false`,
+/// since it finds them again on its next round, and re-arming them there would add a copy to
+/// the wheel every second for as long as the queue stays full.
+async fn expire_all(w: &Rc<Worker>, due: Vec<Expiring>, now: i64, rearm: bool) {
+    let mut no_room = 0;
     let mut it = due.into_iter().peekable();
     while it.peek().is_some() {
         let handles: Vec<_> = it
@@ -84,10 +89,19 @@ async fn expire_all(w: &Rc<Worker>, due: Vec<Expiring>, now: i64) {
             .collect();
         for h in handles {
             let (e, outcome) = h.await;
-            if let ExpireOutcome::RetryAt(t) = outcome {
-                w.wheel.borrow_mut().insert(t, e);
+            match outcome {
+                ExpireOutcome::RetryAt(t) if rearm => w.wheel.borrow_mut().insert(t, e),
+                ExpireOutcome::NoRoom(t) if rearm => {
+                    no_room += 1;
+                    w.wheel.borrow_mut().insert(t, e);
+                }
+                _ => {}
             }
         }
+    }
+    if rearm {
+        // Expiries held up by a full queue make new orders wait (see `order_permit`).
+        w.expiry_backlog.set(no_room);
     }
 }
 
@@ -208,7 +222,7 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
         }
         if !due.is_empty() {
             tracing::debug!(worker = w.id, product = %pid, overdue = due.len(), "sweep found overdue reservations");
-            expire_all(w, due, now).await;
+            expire_all(w, due, now, false).await;
         }
     }
 }

@@ -77,6 +77,11 @@ impl<T> TimerWheel<T> {
                     i += 1;
                 }
             }
+            // A bucket that once held a crowd (a burst of reservations, or retries while the
+            // queue was full) gives the memory back, so the wheel's size follows its contents.
+            if bucket.capacity() > 64 && bucket.len() < bucket.capacity() / 4 {
+                bucket.shrink_to(bucket.len() * 2);
+            }
         }
         self.next_tick = now_tick;
     }
@@ -147,6 +152,21 @@ mod tests {
         assert_eq!(fired, (0..20).collect::<Vec<_>>());
         assert_eq!(w.len(), 1);
         assert_eq!(fire(&mut w, 100_000), vec![99]);
+    }
+
+    #[test]
+    fn buckets_give_memory_back_after_a_crowd() {
+        let mut w = TimerWheel::new(100, 8, 0);
+        for i in 0..10_000u32 {
+            w.insert(50, i);
+        }
+        let mut out = Vec::new();
+        w.advance(100, &mut out);
+        assert_eq!(out.len(), 10_000);
+        assert!(
+            w.slots.iter().all(|b| b.capacity() <= 64),
+            "empty buckets keep no crowd-sized allocation"
+        );
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct Worker {
     pub reserve_queues: RefCell<HashMap<ProductId, Vec<batcher::Queued>>>,
     /// Key names per product, built once instead of per request.
     key_cache: RefCell<HashMap<ProductId, Rc<ProductKeys>>>,
+    /// Expiries that found no room in the writer's queue at the last reaper tick: new orders
+    /// leave that many more places free (see `lifecycle::order_permit`).
+    pub expiry_backlog: Cell<usize>,
     /// Open connections, for the shutdown drain.
     pub connections: Cell<usize>,
     /// Set on shutdown: idle connections close, busy ones close after their response.
@@ -118,6 +121,7 @@ impl Worker {
             inbox,
             reserve_queues: RefCell::new(HashMap::new()),
             key_cache: RefCell::new(HashMap::new()),
+            expiry_backlog: Cell::new(0),
             connections: Cell::new(0),
             drain: Drain::default(),
             shared,

@@ -248,3 +248,55 @@ fn success_and_failure_racing_for_the_same_order_count_once() {
     assert_eq!(env.paid_units(pid), paid);
     env.assert_conserved(pid, 100);
 }
+
+#[test]
+fn expiries_keep_releasing_units_while_new_orders_are_refused() {
+    let env = Env::new();
+    let pid = env.product(1_000, 100);
+    let proxy = Proxy::start(pg_addr());
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, env.db);
+    let srv = Server::start_with(
+        &env,
+        &[
+            ("DATABASE_URL", &via_proxy),
+            ("FLASHSALE_QUEUE_CAPACITY", "64"),
+            ("FLASHSALE_HOLD_SECS", "1"),
+        ],
+    );
+    let mut c = srv.client();
+    assert_eq!(c.get(&format!("/api/products/{pid}")).status, 200);
+    proxy.cut();
+    // Orders fill their share of the queue (7/8 of 64), then get 503.
+    let mut held = 0;
+    loop {
+        let r = c.order(pid, 2);
+        match r.status {
+            202 => held += 2,
+            503 => break,
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!(held > 0);
+    assert_eq!(
+        c.get(&format!("/api/products/{pid}")).json()["stock"],
+        1_000 - held
+    );
+    // PostgreSQL is still unreachable and new orders are refused, yet the holds run out and
+    // their units come back: expiries have places of their own in the queue.
+    wait_until("some units released by expiry", || {
+        let stock = c.get(&format!("/api/products/{pid}")).json()["stock"]
+            .as_i64()
+            .unwrap();
+        (stock > 1_000 - held).then_some(())
+    });
+    assert_eq!(c.order(pid, 1).status, 503, "still refusing new orders");
+    proxy.restore();
+    wait_until("everything expired and written", || {
+        (env.pending_units(pid) == 0
+            && env.journal_len(pid) == 0
+            && env.order_row_count() as i64 * 2 == held)
+            .then_some(())
+    });
+    env.assert_conserved(pid, 1_000);
+    assert_eq!(env.redis_stock(pid), Some(1_000));
+}

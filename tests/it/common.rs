@@ -195,6 +195,15 @@ impl Env {
             .get(0)
     }
 
+    pub fn order_row_count(&self) -> usize {
+        let n: i64 = self
+            .pg()
+            .query_one("SELECT count(*) FROM orders", &[])
+            .unwrap()
+            .get(0);
+        n as usize
+    }
+
     pub fn order_row(&self, reference: &str) -> Option<(String, Option<String>, i32)> {
         self.pg()
             .query_opt(

@@ -128,7 +128,7 @@ impl OrderState {
         }
     }
 
-    /// The one-word form kept in the Redis record and compared by `ack.lua`.
+    /// The one-word form kept in the Redis record and in journal entries (`lua/lib.lua`).
     pub fn code(self) -> &'static str {
         match self {
             OrderState::Pending => "pending",

@@ -13,7 +13,7 @@
 //!                          ▼
 //!                     pg-writer  (writer::*: tokio current-thread, tokio-postgres)
 //!                          │  batches: one transaction, idempotent SQL keyed on order_reference
-//!                          │  after commit: ack.lua drops refs from the Redis journal, waiters wake
+//!                          │  after commit: drop the entries from the Redis journal, wake waiters
 //!                          ▼
 //!                      PostgreSQL
 //! ```

@@ -9,9 +9,10 @@
 //! |---------------------------|--------|---------------------------------------------------|
 //! | `<pfx>:{p:P}:stock`       | string | reservable units; absent = product not loaded     |
 //! | `<pfx>:{p:P}:product`     | hash   | name, price, max, limit, created, updated         |
-//! | `<pfx>:{p:P}:order:<ref>` | hash   | the order record (see `lua/lib.lua`)              |
+//! | `<pfx>:{p:P}:order:<ref>` | string | the order record, `st|qty|amt|exp|ct|uc|user` (see `lua/lib.lua`) |
 //! | `<pfx>:{p:P}:pending`     | zset   | reference → expiry (ms): what the reaper watches  |
-//! | `<pfx>:{p:P}:journal`     | zset   | reference → last change (ms): owed to PostgreSQL  |
+//! | `<pfx>:{p:P}:journal`     | zset   | changes owed to PostgreSQL → time (ms): `<ref>,<ref>,…|pending` per reserve call, `<ref>|<state>` per later change |
+//! | `<pfx>:redis_run_id`      | string | the Redis `run_id` whose data was last checked (see `restart`) |
 //! | `<pfx>:{p:P}:users`       | hash   | user → units pending or paid (limited products)   |
 //! | `<pfx>:{p:P}:idem:<key>`  | hash   | the answer to replay for an Idempotency-Key (24 h) |
 

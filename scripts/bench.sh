@@ -39,7 +39,7 @@
 #                      its database name is replaced by BENCH_DB
 #   REDIS_URL          default redis://127.0.0.1:6379/0
 #   SOAK_QUEUE_CAPACITY, SOAK_BATCH_ROWS, SOAK_HOLD_SECS, SOAK_CONNECTIONS
-#                      --soak settings (defaults 4096, 1, 60, 256): one-row writer batches
+#                      --soak settings (defaults 4096, 1, 20, 256): one-row writer batches
 #                      with fsync keep the writer saturated, so the bounded queue fills and
 #                      the overflow is answered 503
 #   Other FLASHSALE_* variables (e.g. FLASHSALE_WORKERS) are passed to the server.
@@ -577,7 +577,7 @@ io_uring_extras() { # LARGE_PRODUCT
 
 run_soak() {
     local minutes=$SOAK_MINUTES qcap=${SOAK_QUEUE_CAPACITY:-4096} brows=${SOAK_BATCH_ROWS:-1}
-    local hold=${SOAK_HOLD_SECS:-60} conns=${SOAK_CONNECTIONS:-256} large f=$OUT/wrk-soak.txt
+    local hold=${SOAK_HOLD_SECS:-20} conns=${SOAK_CONNECTIONS:-256} large f=$OUT/wrk-soak.txt
     local wpid t0 now next rss r1='' rmax=0 last='' statuses
     start_server soak FLASHSALE_QUEUE_CAPACITY="$qcap" FLASHSALE_BATCH_ROWS="$brows" FLASHSALE_HOLD_SECS="$hold"
     sleep 1

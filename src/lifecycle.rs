@@ -81,27 +81,19 @@ pub async fn ask_writer<T>(
     w: &Worker,
     make: impl FnOnce(Reply<T>) -> WriterMsg,
 ) -> Result<T, ApiError> {
-    let p = permit(w)?;
-    let (tx, rx) = futures_channel::oneshot::channel();
-    hand_over(p, make(tx));
-    match rx.await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(write_error(e)),
-        Err(_) => Err(ApiError::Unavailable(Unavailable::Database)),
-    }
+    commit(permit(w)?, make).await
 }
 
-/// Hands over a message carrying a `done` and waits until it is committed.
-pub async fn commit(
-    w: &Worker,
+/// Hands over a message carrying a reply sender (a `Done` or a `Reply`) and waits until the
+/// writer answers it, which it does after the commit.
+pub async fn commit<T>(
     permit: Permit<'_, WriterMsg>,
-    make: impl FnOnce(crate::writer::msg::Done) -> WriterMsg,
-) -> Result<(), ApiError> {
+    make: impl FnOnce(Reply<T>) -> WriterMsg,
+) -> Result<T, ApiError> {
     let (tx, rx) = futures_channel::oneshot::channel();
     hand_over(permit, make(tx));
-    let _ = w;
     match rx.await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(write_error(e)),
         Err(_) => Err(ApiError::Unavailable(Unavailable::Database)),
     }
@@ -129,12 +121,40 @@ pub async fn ensure_loaded(w: &Worker, pid: ProductId) -> Result<bool, ApiError>
             .await
             .unwrap_or(Err(ApiError::Unavailable(Unavailable::Redis)));
     }
+    // Whatever ends this load (even the caller being dropped mid-way), its waiters are
+    // answered and the next request may start another.
+    let mut guard = LoadGuard {
+        w,
+        pid,
+        result: None,
+    };
     let result = load(w, pid).await;
-    let waiters = w.loads.borrow_mut().remove(&pid).unwrap_or_default();
-    for tx in waiters {
-        let _ = tx.send(result.clone());
-    }
+    guard.result = Some(result.clone());
     result
+}
+
+struct LoadGuard<'a> {
+    w: &'a Worker,
+    pid: ProductId,
+    result: Option<Result<bool, ApiError>>,
+}
+
+impl Drop for LoadGuard<'_> {
+    fn drop(&mut self) {
+        let waiters = self
+            .w
+            .loads
+            .borrow_mut()
+            .remove(&self.pid)
+            .unwrap_or_default();
+        let result = self
+            .result
+            .take()
+            .unwrap_or(Err(ApiError::Unavailable(Unavailable::Redis)));
+        for tx in waiters {
+            let _ = tx.send(result.clone());
+        }
+    }
 }
 
 async fn load(w: &Worker, pid: ProductId) -> Result<bool, ApiError> {
@@ -230,7 +250,7 @@ pub async fn apply_webhook(
 
     let p = permit(w)?;
     let mut attempts = 0;
-    let (code, changed, record) = loop {
+    let (code, record) = loop {
         attempts += 1;
         if attempts > 4 {
             tracing::error!(
@@ -245,11 +265,9 @@ pub async fn apply_webhook(
             .await
             .map_err(redis_error)?;
         match decode_transition(v, pid, reference).map_err(reply_error)? {
-            TransitionReply::Done {
-                code,
-                changed,
-                record,
-            } => break (code, changed, record),
+            // Whether this call changed the order does not matter here: the writer is sent the
+            // record either way (a repeat may follow a crash before the first commit).
+            TransitionReply::Done { code, record, .. } => break (code, record),
             TransitionReply::NotLoaded => {
                 if !ensure_loaded(w, pid).await? {
                     drop(p);
@@ -269,7 +287,7 @@ pub async fn apply_webhook(
                 from_pg = Some(None);
                 if order.state.is_final() {
                     // Redis let go of a finished order; PostgreSQL has its final state.
-                    return finish(w, p, order, 3, success, payload).await;
+                    return finish(p, order, 3, success, payload).await;
                 }
                 match decode_adopt(
                     w.redis
@@ -307,15 +325,13 @@ pub async fn apply_webhook(
             }
         }
     };
-    let _ = changed;
-    finish(w, p, record, code, success, payload).await
+    finish(p, record, code, success, payload).await
 }
 
 /// Records the webhook with the order's state and waits for the commit.
 /// `code`: 0 applied now, 1 applied before, 2 other final state, 3 final state found in
 /// PostgreSQL only.
 async fn finish(
-    w: &Worker,
     p: Permit<'_, WriterMsg>,
     record: OrderRecord,
     code: u8,
@@ -345,7 +361,7 @@ async fn finish(
             ..
         }
     );
-    commit(w, p, |done| WriterMsg::Order {
+    commit(p, |done| WriterMsg::Order {
         record,
         webhook: Some(WebhookNote {
             payload,
@@ -364,7 +380,7 @@ async fn record_early(
     payload: String,
 ) -> Result<WebhookOutcome, ApiError> {
     let p = permit(w)?;
-    commit(w, p, |done| WriterMsg::EarlyWebhook {
+    commit(p, |done| WriterMsg::EarlyWebhook {
         reference: reference.to_string(),
         payload,
         done,

@@ -462,7 +462,7 @@ fn deleted_redis_keys_are_rebuilt_from_postgresql_with_pending_orders_intact() {
     let mut c = srv.client();
     let paid = reserve(&mut c, pid, 2);
     let pending1 = reserve(&mut c, pid, 3);
-    let pending2 = reserve(&mut c, pid, 4);
+    let _pending2 = reserve(&mut c, pid, 4);
     let failed_later = reserve(&mut c, pid, 5);
     assert_eq!(c.webhook(&paid, "success").status, 200);
     wait_until("written", || (env.journal_len(pid) == 0).then_some(()));
@@ -496,7 +496,6 @@ fn deleted_redis_keys_are_rebuilt_from_postgresql_with_pending_orders_intact() {
         "Webhook already processed"
     );
     assert_eq!(env.pg_stock(pid), 25);
-    let _ = pending2;
     env.assert_conserved(pid, 30);
 }
 

@@ -85,14 +85,6 @@ impl<T> TimerWheel<T> {
         }
         self.next_tick = now_tick;
     }
-
-    /// Drops every entry: used when the owner learns the index is stale.
-    pub fn clear(&mut self) {
-        for s in &mut self.slots {
-            s.clear();
-        }
-        self.len = 0;
-    }
 }
 
 #[cfg(test)]

@@ -46,10 +46,6 @@ impl Keys {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     fn tagged(&self, pid: ProductId, suffix: &str) -> String {
         format!("{}:{{p:{}}}:{}", self.prefix, pid, suffix)
     }

@@ -10,7 +10,7 @@
 use crate::config::RedisTarget;
 use crate::redis::cmd::command;
 use crate::redis::pipeline::RedisError;
-use crate::redis::scripts::{ScriptCall, is_noscript};
+
 use bytes::BytesMut;
 use redis_async::resp::{RespCodec, RespValue};
 use std::time::Duration;
@@ -128,13 +128,6 @@ impl WriterRedis {
                 self.connect().await?;
                 self.exchange(bytes, n).await
             }
-            r => r,
-        }
-    }
-
-    pub async fn eval(&mut self, call: &ScriptCall) -> Result<RespValue, RedisError> {
-        match self.request(&call.encode(false)).await {
-            Err(RedisError::Reply(e)) if is_noscript(&e) => self.request(&call.encode(true)).await,
             r => r,
         }
     }

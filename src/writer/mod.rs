@@ -34,13 +34,17 @@ use batch::{BatchPolicy, Collected, collect};
 use msg::{DeferredWebhook, WriteError, WriterMsg};
 use pg::{EarlyWrite, OrderWrite, Pg, PgError};
 use redis_async::resp::RespValue;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// How old an unacknowledged journal entry must be before the periodic replay takes it:
 /// far longer than the writer's normal lag, so live entries are not written twice.
 const STUCK_AFTER_MS: i64 = 30_000;
 const REPLAY_EVERY: Duration = Duration::from_secs(10);
+/// The background SCAN for journals this writer has not seen (another instance's, left by a
+/// crash) takes one step of `scan_cmd`'s COUNT keys this often. A whole SCAN at once blocked
+/// the writer for seconds once Redis held millions of order records, and the queue filled.
+const SCAN_STEP_EVERY: Duration = Duration::from_millis(100);
 const DEFERRED_EVERY: Duration = Duration::from_secs(1);
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// A deferred webhook handed to a worker is offered again after this long if still pending.
@@ -105,6 +109,12 @@ pub struct Writer {
     pg_down_since: Option<Instant>,
     last_replay: Instant,
     last_deferred: Instant,
+    /// Products whose journal may hold entries: every product this writer was sent a change
+    /// of, and those the scans found. The stuck-entry replay reads only these journals.
+    journaled: HashSet<ProductId>,
+    /// Where the background SCAN for other journals stands (`None`: start a new pass).
+    scan_cursor: Option<String>,
+    last_scan_step: Instant,
     /// The start-up replay has not run yet (PostgreSQL was down).
     replay_owed: bool,
     /// Rows given up at shutdown because PostgreSQL stayed down (they stay in the journal).
@@ -140,6 +150,9 @@ impl Writer {
             pg_down_since: None,
             last_replay: now,
             last_deferred: now,
+            journaled: HashSet::new(),
+            scan_cursor: None,
+            last_scan_step: now,
             replay_owed: true,
             abandoned: 0,
         }
@@ -190,7 +203,7 @@ impl Writer {
     async fn startup(&mut self) {
         if self.pg().await.is_ok() {
             self.set_pg_up(true, None);
-            self.replay(None).await;
+            self.replay_all().await;
         }
     }
 
@@ -207,6 +220,7 @@ impl Writer {
                     done,
                     journal,
                 } => {
+                    self.journaled.insert(record.product_id);
                     let fresh =
                         record.state == OrderState::Pending && webhook.is_none() && done.is_none();
                     orders.push(Pending {
@@ -431,13 +445,20 @@ impl Writer {
             return;
         }
         if self.replay_owed {
-            self.replay(None).await;
-        } else if now.duration_since(self.last_replay) >= REPLAY_EVERY
-            && self.shared.handoff_depth() < self.shared.cfg.queue_capacity / 4
-        {
-            self.last_replay = now;
-            self.replay(Some(crate::time::now_ms() - STUCK_AFTER_MS))
-                .await;
+            self.replay_all().await;
+        } else {
+            if now.duration_since(self.last_scan_step) >= SCAN_STEP_EVERY {
+                self.last_scan_step = now;
+                self.scan_step().await;
+            }
+            if now.duration_since(self.last_replay) >= REPLAY_EVERY
+                && self.shared.handoff_depth() < self.shared.cfg.queue_capacity / 4
+            {
+                self.last_replay = now;
+                let pids: Vec<ProductId> = self.journaled.iter().copied().collect();
+                self.replay(&pids, Some(crate::time::now_ms() - STUCK_AFTER_MS))
+                    .await;
+            }
         }
         if now.duration_since(self.last_deferred) >= DEFERRED_EVERY {
             self.last_deferred = now;
@@ -445,8 +466,9 @@ impl Writer {
         }
     }
 
-    /// Writes journal entries older than `before` (all of them when `None`) to PostgreSQL.
-    async fn replay(&mut self, before: Option<i64>) {
+    /// The start-up replay: every journal in Redis, whoever wrote it (a crash leaves entries
+    /// that only this replay finds), found with one whole SCAN.
+    async fn replay_all(&mut self) {
         let keys = match self.scan(&self.keys.scan_pattern("journal")).await {
             Ok(k) => k,
             Err(e) => {
@@ -455,13 +477,38 @@ impl Writer {
             }
         };
         self.replay_owed = false;
+        let pids: Vec<ProductId> = keys
+            .iter()
+            .filter_map(|k| self.keys.product_of_key(k.as_bytes()))
+            .collect();
+        self.journaled.extend(pids.iter().copied());
+        self.replay(&pids, None).await;
+    }
+
+    /// One step of the background SCAN: journals it finds join `journaled`.
+    async fn scan_step(&mut self) {
+        let cursor = self.scan_cursor.take().unwrap_or_else(|| "0".to_string());
+        let pattern = self.keys.scan_pattern("journal");
+        let Ok(v) = self.redis.request(&scan_cmd(&cursor, &pattern)).await else {
+            // Start the pass again later: a restarted Redis has other cursors.
+            return;
+        };
+        let Ok((next, keys)) = decode_scan(v) else {
+            return;
+        };
+        self.journaled
+            .extend(keys.iter().filter_map(|k| self.keys.product_of_key(k)));
+        self.scan_cursor = next;
+    }
+
+    /// Writes the journal entries of `pids` older than `before` (all of them when `None`) to
+    /// PostgreSQL.
+    async fn replay(&mut self, pids: &[ProductId], before: Option<i64>) {
         let max = before.map_or("+inf".to_string(), |b| b.to_string());
         let limit = self.shared.cfg.batch_rows.to_string();
         let mut replayed = 0usize;
-        for key in keys {
-            let Some(pid) = self.keys.product_of_key(key.as_bytes()) else {
-                continue;
-            };
+        for &pid in pids {
+            let key = self.keys.product_keys(pid).journal;
             let Ok(RespValue::Array(refs)) = self
                 .redis
                 .request(&command(&[

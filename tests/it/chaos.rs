@@ -300,3 +300,50 @@ fn expiries_keep_releasing_units_while_new_orders_are_refused() {
     env.assert_conserved(pid, 1_000);
     assert_eq!(env.redis_stock(pid), Some(1_000));
 }
+
+/// An instance that shared this Redis crashed and nobody restarted it: its journal holds a
+/// reservation PostgreSQL never got, for a product this server has not touched. The running
+/// server finds that journal with its background scan and writes the order once the entry
+/// is older than the stuck threshold (30 s; the entry here is dated a minute back).
+#[test]
+fn a_journal_left_by_another_instance_is_written_while_serving() {
+    let env = Env::new();
+    let seen = env.product(10, 250);
+    let pid = env.product(10, 250);
+    let srv = Server::start(&env);
+    // Once a reservation is written, the start-up replay is over: what follows can only be
+    // found by the scan that runs while serving.
+    let mut c = srv.client();
+    let r = c.order(seen, 1);
+    assert_eq!(r.status, 202, "{:?}", r.json());
+    let first = r.json()["order_reference"].as_str().unwrap().to_string();
+    env.wait_rows(&[first]);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let reference = format!("{pid}-{}", unique("orphan").to_uppercase());
+    let record = format!("pending|2|500|{}|{}|0|", now_ms + 600_000, now_ms - 60_000);
+    let mut r = env.redis();
+    let _: () = redis::cmd("SET")
+        .arg(env.key(pid, &format!("order:{reference}")))
+        .arg(&record)
+        .query(&mut r)
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(env.key(pid, "journal"))
+        .arg(now_ms - 60_000)
+        .arg(format!("{reference}|pending"))
+        .query(&mut r)
+        .unwrap();
+    wait_until("the orphaned reservation is in PostgreSQL", || {
+        env.order_row(&reference)
+    });
+    assert_eq!(
+        env.order_row(&reference),
+        Some(("pending".to_string(), None, 2))
+    );
+    wait_until("its journal entry is acknowledged", || {
+        (env.journal_len(pid) == 0).then_some(())
+    });
+}

@@ -13,7 +13,8 @@
 # `flashsale migrate`; starts `flashsale serve` on a free loopback port with its own Redis key
 # prefix (bench<random>-<driver>) and runs these scenarios against it:
 #   1. GET /health                          wrk -t1 -c64 --latency (the no-op ceiling)
-#   2. POST /api/orders qty 1 (large stock) wrk -t1 -c64 --latency, ratio to (1), non-2xx
+#   2. POST /api/orders qty 1 (large stock) wrk -t1 -c64 --latency; reservations/s (202s only)
+#      and its ratio to the health run just before it, non-2xx
 #   3. PostgreSQL lag after (2): wrk end -> Redis journal empty and the order row count stable
 #   4. (1)-(3) again with the server on monoio's legacy epoll driver (MONOIO_FORCE_LEGACY_DRIVER=1)
 #   5. sell-out of a fresh 10000-unit product, wrk -t1 -c256: PASS when PostgreSQL holds
@@ -398,6 +399,8 @@ run_health() { # DRIVER RUN
     put "$1.health.p99" "$W_P99"
     put "$1.health.non2xx" "$W_NON2XX"
     put "$1.health.sockerr" "$W_SOCKERR"
+    # The orders run that follows is compared with this one (a ratio within one pair of runs).
+    HEALTH_RPS=$W_RPS HEALTH_P99=$W_P99
     log "[$1] GET /health: $W_RPS req/s, p50 $W_P50 ms, p99 $W_P99 ms, non-2xx $W_NON2XX"
     ((W_NON2XX == 0)) || problem "[$1] GET /health run $2: $W_NON2XX non-2xx responses"
     ((W_SOCKERR == 0)) || problem "[$1] GET /health run $2: $W_SOCKERR socket errors (see ${f#"$REPO_ROOT"/})"
@@ -433,7 +436,15 @@ run_orders() { # DRIVER RUN PRODUCT
     assert_alive "POST /api/orders ($dv)"
     wrk_parse "$f"
     accepted=$((W_REQ - W_NON2XX))
+    # Throughput counts reservations (202s), not answers: a 503 costs the server almost nothing.
+    local accepted_rps ratio p99_ratio
+    read -r accepted_rps ratio p99_ratio < <(awk -v r="$W_RPS" -v n="$W_REQ" -v a="$accepted" \
+        -v h="$HEALTH_RPS" -v p="$W_P99" -v hp="$HEALTH_P99" \
+        'BEGIN { ar = (n > 0 ? r * a / n : 0); printf "%.2f %.4f %.3f\n", ar, (h > 0 ? ar / h : 0), (hp > 0 ? p / hp : 0) }')
     put "$dv.orders.rps" "$W_RPS"
+    put "$dv.orders.accepted_rps" "$accepted_rps"
+    put "$dv.ratio" "$ratio"
+    put "$dv.p99_ratio" "$p99_ratio"
     put "$dv.orders.p50" "$W_P50"
     put "$dv.orders.p99" "$W_P99"
     put "$dv.orders.non2xx" "$W_NON2XX"
@@ -443,7 +454,7 @@ run_orders() { # DRIVER RUN PRODUCT
     put "$dv.lag.added" "$((D_ROWS - D_ROWS_BEFORE))"
     put "$dv.lag.accepted" "$accepted"
     put "$dv.lag.journal" "$D_JOURNAL"
-    log "[$dv] POST /api/orders: $W_RPS req/s, p50 $W_P50 ms, p99 $W_P99 ms, non-2xx $W_NON2XX;" \
+    log "[$dv] POST /api/orders: $W_RPS req/s ($accepted_rps reservations/s, ${ratio}x the health run before it), p50 $W_P50 ms, p99 $W_P99 ms, non-2xx $W_NON2XX;" \
         "journal $D_JOURNAL at wrk end, every 202 a row after $D_LAG ms ($((D_ROWS - D_ROWS_BEFORE)) rows added, $accepted 202s seen by wrk)"
     ((W_NON2XX == 0)) || problem "[$dv] POST /api/orders run $run: $W_NON2XX non-2xx responses (server totals so far: $(order_statuses))"
     ((W_SOCKERR == 0)) || problem "[$dv] POST /api/orders run $run: $W_SOCKERR socket errors (see ${f#"$REPO_ROOT"/})"

@@ -283,7 +283,7 @@ fn wheel_entries() -> Vec<(i64, Expiring)> {
                 deadline,
                 Expiring {
                     product: pid(),
-                    reference: reference(i),
+                    member: reference(i),
                 },
             )
         })

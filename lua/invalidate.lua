@@ -24,11 +24,18 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   end
 end
 local removed = 0
-for _, ref in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  if not journaled[ref] then
-    redis.call('DEL', ARGV[1] .. ref)
-    redis.call('ZREM', KEYS[2], ref)
-    removed = removed + 1
+for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local kept = false
+  for _, ref in ipairs(member_refs(member)) do
+    if journaled[ref] then
+      kept = true
+    else
+      redis.call('DEL', ARGV[1] .. ref)
+      removed = removed + 1
+    end
+  end
+  if not kept then
+    redis.call('ZREM', KEYS[2], member)
   end
 end
 redis.call('DEL', KEYS[1], KEYS[4])

@@ -12,6 +12,21 @@
 -- with one MSET: inside a script every redis.call has a fixed cost of a few microseconds,
 -- which measured as most of a reservation's Redis time when each order took three calls.
 -- Times come from Redis's own clock so that every instance sharing this Redis agrees.
+--
+-- The pending set of a product holds, scored by expiry, one member per reserve.lua call: the
+-- references of that call's reservations joined by NUL (a byte no reference can hold, since
+-- PostgreSQL text cannot); orders that load.lua or adopt.lua restore get a member of their
+-- own. A member leaves the set when no order in it is pending any more: pay and fail remove
+-- single members at once, expire.lua removes any member once it finds nothing pending in it.
+
+-- The references of a pending-set member.
+local function member_refs(member)
+  local refs = {}
+  for ref in string.gmatch(member, '[^%z]+') do
+    refs[#refs + 1] = ref
+  end
+  return refs
+end
 
 local function now_ms()
   local t = redis.call('TIME')

@@ -26,7 +26,7 @@ local stock = tonumber(ARGV[7])
 redis.call('HSET', KEYS[2], 'name', ARGV[1], 'price', ARGV[2], 'max', ARGV[3], 'limit', ARGV[4],
            'created', ARGV[5], 'updated', ARGV[6])
 
--- Pending orders Redis already holds, before PostgreSQL's are added.
+-- Pending-set members Redis already holds, before PostgreSQL's orders are added.
 local redis_pending = redis.call('ZRANGE', KEYS[3], 0, -1)
 
 local p = tonumber(ARGV[9])
@@ -55,21 +55,26 @@ if limited then
   end
 end
 
-for _, ref in ipairs(redis_pending) do
-  if not in_pg[ref] then
+for _, member in ipairs(redis_pending) do
+  local live = false
+  for _, ref in ipairs(member_refs(member)) do
     local key = ARGV[8] .. ref
     local rec = read_record(key)
     if rec and rec.st == 'pending' then
-      stock = stock - rec.qty
-      if limited and rec.user ~= '' then
-        redis.call('HINCRBY', KEYS[4], rec.user, rec.qty)
-        if rec.uc ~= '1' then
-          redis.call('SET', key, pack_record(rec.st, int(rec.qty), rec.amt, int(rec.exp), rec.ct, '1', rec.user))
+      live = true
+      if not in_pg[ref] then
+        stock = stock - rec.qty
+        if limited and rec.user ~= '' then
+          redis.call('HINCRBY', KEYS[4], rec.user, rec.qty)
+          if rec.uc ~= '1' then
+            redis.call('SET', key, pack_record(rec.st, int(rec.qty), rec.amt, int(rec.exp), rec.ct, '1', rec.user))
+          end
         end
       end
-    else
-      redis.call('ZREM', KEYS[3], ref)
     end
+  end
+  if not live then
+    redis.call('ZREM', KEYS[3], member)
   end
 end
 if stock < 0 then

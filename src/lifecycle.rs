@@ -16,8 +16,8 @@ use crate::http::response::{ApiError, Unavailable};
 use crate::reaper::Expiring;
 use crate::redis::pipeline::RedisError;
 use crate::redis::scripts::{
-    AdoptReply, ReplyError, ScriptId, TransitionReply, adopt_call, decode_adopt, decode_load,
-    decode_transition, load_call, transition_call,
+    AdoptReply, ExpireReply, ReplyError, ScriptId, TransitionReply, adopt_call, decode_adopt,
+    decode_expire, decode_load, decode_transition, expire_call, load_call, transition_call,
 };
 use crate::worker::Worker;
 use crate::writer::msg::{Reply, WebhookNote, WriteError, WriterMsg};
@@ -182,7 +182,7 @@ async fn load(w: &Worker, pid: ProductId) -> Result<bool, ApiError> {
                 o.expires_at_ms,
                 Expiring {
                     product: pid,
-                    reference: o.reference.clone(),
+                    member: o.reference.clone(),
                 },
             );
         }
@@ -313,15 +313,12 @@ pub async fn apply_webhook(
                             order.expires_at_ms,
                             Expiring {
                                 product: pid,
-                                reference: reference.to_string(),
+                                member: reference.to_string(),
                             },
                         );
                         w.known_products.borrow_mut().insert(pid);
                     }
                 }
-            }
-            TransitionReply::NotDue { .. } => {
-                return Err(reply_error(ReplyError("NOT_DUE from pay/fail".into())));
             }
         }
     };
@@ -392,21 +389,26 @@ async fn record_early(
 /// What one expiry attempt did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpireOutcome {
-    Expired,
-    /// Payment or failure came first, or the order is gone: nothing to do.
-    Nothing,
-    /// Try again at this time (Unix ms): not due by Redis's clock, or Redis unavailable.
+    /// Everything the entry named is settled: expired now, or paid or failed before.
+    Done,
+    /// Try again at this time (Unix ms): orders not due by Redis's clock, or Redis unavailable.
+    /// Orders that were due are expired already.
     RetryAt(i64),
     /// The writer's queue is full: try again at this time, and hold new orders back meanwhile.
     NoRoom(i64),
 }
 
-/// Expires one reservation if it is still pending and due.
+/// Expires the reservations of one pending-set member that are still pending and due.
 pub async fn expire(w: &Worker, e: &Expiring, now_ms: i64) -> ExpireOutcome {
-    let Ok(p) = w.handoff.try_reserve() else {
-        return ExpireOutcome::NoRoom(now_ms + 1_000);
-    };
-    let call = transition_call(ScriptId::Expire, &w.keys, e.product, &e.reference);
+    // A place in the queue for every order the member may expire, before Redis changes.
+    let mut permits = Vec::with_capacity(e.orders());
+    for _ in 0..e.orders() {
+        match w.handoff.try_reserve() {
+            Ok(p) => permits.push(p),
+            Err(_) => return ExpireOutcome::NoRoom(now_ms + 1_000),
+        }
+    }
+    let call = expire_call(&w.keys, e.product, &e.member);
     let v = match w.redis.eval(&call).await {
         Ok(v) => v,
         Err(err) => {
@@ -416,37 +418,38 @@ pub async fn expire(w: &Worker, e: &Expiring, now_ms: i64) -> ExpireOutcome {
             return ExpireOutcome::RetryAt(now_ms + 1_000);
         }
     };
-    match decode_transition(v, e.product, &e.reference) {
-        Ok(TransitionReply::Done {
-            code: 0, record, ..
+    match decode_expire(v, e.product) {
+        Ok(ExpireReply::Done {
+            expired,
+            retry_at_ms,
         }) => {
-            hand_over(
-                p,
-                WriterMsg::Order {
-                    record,
-                    webhook: None,
-                    done: None,
-                    journal: None,
-                },
-            );
-            w.metrics().expired();
-            ExpireOutcome::Expired
+            for (record, p) in expired.into_iter().zip(permits) {
+                hand_over(
+                    p,
+                    WriterMsg::Order {
+                        record,
+                        webhook: None,
+                        done: None,
+                        journal: None,
+                    },
+                );
+                w.metrics().expired();
+            }
+            retry_at_ms.map_or(ExpireOutcome::Done, ExpireOutcome::RetryAt)
         }
-        Ok(TransitionReply::NotDue { expires_at_ms }) => ExpireOutcome::RetryAt(expires_at_ms),
         // Redis lost the product (or it was invalidated after a restart): rebuild it now, as a
         // request would, so expiries do not wait for the product's next buyer. The load
-        // re-arms its pending orders, this one included.
-        Ok(TransitionReply::NotLoaded) => {
-            drop(p);
+        // re-arms its pending orders, these included.
+        Ok(ExpireReply::NotLoaded) => {
+            drop(permits);
             match ensure_loaded(w, e.product).await {
-                Ok(_) => ExpireOutcome::Nothing,
+                Ok(_) => ExpireOutcome::Done,
                 Err(_) => ExpireOutcome::RetryAt(now_ms + 1_000),
             }
         }
-        Ok(_) => ExpireOutcome::Nothing,
         Err(err) => {
             reply_error(err);
-            ExpireOutcome::Nothing
+            ExpireOutcome::Done
         }
     }
 }

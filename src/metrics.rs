@@ -152,7 +152,7 @@ pub struct WorkerMetrics {
     webhooks: [AtomicU64; Webhook::ALL.len()],
     unavailable: [AtomicU64; UNAVAILABLE_REASONS.len()],
     expiries: AtomicU64,
-    /// Reservations this worker's timer wheel holds (a gauge).
+    /// Entries this worker's timer wheel holds (a gauge): one per reserve call or restored order.
     wheel_len: AtomicU64,
     redis_commands: AtomicU64,
     redis_writes: AtomicU64,
@@ -390,7 +390,7 @@ impl Collector for Sums {
             ),
             (
                 "reaper_pending",
-                "Reservations waiting in the timer wheels",
+                "Timer-wheel entries waiting to expire: one per reserve call (a batch of reservations) or per order restored from PostgreSQL",
                 self.sum(|w| &w.wheel_len) as i64,
             ),
             (

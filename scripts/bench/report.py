@@ -298,8 +298,8 @@ def table(path):
                  *both(lambda dv: f_mib(m.med(f"{dv}.rss.idle_kb"))), ""])
     rows.append(["", "after the load",
                  *both(lambda dv: f_mib(m.med(f"{dv}.rss.after_kb"))),
-                 "io_uring: after (1), (2), (5), (6); epoll: after (1), (2); reservations held in the "
-                 "expiry timer wheels then: "
+                 "io_uring: after (1), (2), (5), (6); epoll: after (1), (2); entries in the expiry timer "
+                 "wheels then (one per reserve call, which holds a batch of reservations): "
                  + " / ".join(f_int(m.med(f"{dv}.after.reaper_pending")) for dv in drivers)])
     conns = m.raw("idle_conns") or "10000"
     rows.append(["", f"with {int(conns):,} idle keep-alive connections",

@@ -11,7 +11,6 @@ use crate::http::request::Request;
 use crate::http::response::{ApiError, FieldErrors, Response, Unavailable};
 use crate::lifecycle::{ensure_loaded, hand_over, order_permit};
 use crate::metrics::Reservation;
-use crate::reaper::Expiring;
 use crate::redis::scripts::ReserveReply;
 use crate::time::rfc3339_ms;
 use crate::worker::{Worker, batcher};
@@ -181,14 +180,6 @@ async fn reserve(w: &Rc<Worker>, req: &Request<'_>) -> Result<Response, ApiError
                 amount_cents,
                 expires_at_ms,
             );
-            w.wheel.borrow_mut().insert(
-                expires_at_ms,
-                Expiring {
-                    product: pid,
-                    reference: record.reference.clone(),
-                },
-            );
-            w.known_products.borrow_mut().insert(pid);
             hand_over(
                 p,
                 WriterMsg::Order {

@@ -1,8 +1,8 @@
 //! The reaper: each worker's loop that expires unpaid reservations.
 //!
 //! Every 100 ms it advances the worker's timer wheel (`wheel`, pure) and runs `expire.lua` for
-//! each reservation that came due; `expire.lua` does nothing if a payment or a failure won
-//! first. It also hands over the webhooks the writer found applicable (`inbox`), and once a
+//! each entry that came due: the reservations of one reserve call (or one restored order), of
+//! which `expire.lua` skips those a payment or a failure settled first. It also hands over the webhooks the writer found applicable (`inbox`), and once a
 //! second sweeps the pending sets of the products it knows for entries overdue by more than a
 //! second, which only happens for reservations made by an instance that died. At start-up the
 //! wheel is re-armed from the pending sets in Redis.
@@ -12,18 +12,28 @@ pub mod wheel;
 use crate::domain::ProductId;
 use crate::lifecycle::{self, ExpireOutcome, WebhookOutcome};
 use crate::redis::cmd::command;
-use crate::redis::scripts::{as_int, as_string, decode_scan, scan_cmd};
+use crate::redis::scripts::{MEMBER_SEPARATOR, as_int, as_string, decode_scan, scan_cmd};
 use crate::time::now_ms;
 use crate::worker::Worker;
 use redis_async::resp::RespValue;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// A reservation waiting for its expiry.
+/// Reservations waiting for their expiry: one member of a product's pending set, which names
+/// every reservation of one `reserve.lua` call (or one order a load restored), so a batch of
+/// reservations takes one wheel entry and one `expire.lua` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expiring {
     pub product: ProductId,
-    pub reference: String,
+    /// References joined by [`MEMBER_SEPARATOR`], exactly as in the pending set.
+    pub member: String,
+}
+
+impl Expiring {
+    /// The number of reservations the entry names.
+    pub fn orders(&self) -> usize {
+        self.member.split(MEMBER_SEPARATOR).count()
+    }
 }
 
 const TICK: Duration = Duration::from_millis(100);
@@ -92,7 +102,7 @@ async fn expire_all(w: &Rc<Worker>, due: Vec<Expiring>, now: i64, rearm: bool) {
             match outcome {
                 ExpireOutcome::RetryAt(t) if rearm => w.wheel.borrow_mut().insert(t, e),
                 ExpireOutcome::NoRoom(t) if rearm => {
-                    no_room += 1;
+                    no_room += e.orders();
                     w.wheel.borrow_mut().insert(t, e);
                 }
                 _ => {}
@@ -172,14 +182,14 @@ fn arm_entries(w: &Worker, pid: ProductId, entries: RespValue) -> usize {
     let mut n = 0;
     let mut it = items.into_iter();
     while let (Some(member), Some(score)) = (it.next(), it.next()) {
-        let (Ok(reference), Ok(at)) = (as_string(member), as_int(&score)) else {
+        let (Ok(member), Ok(at)) = (as_string(member), as_int(&score)) else {
             continue;
         };
         wheel.insert(
             at,
             Expiring {
                 product: pid,
-                reference,
+                member,
             },
         );
         n += 1;
@@ -213,10 +223,10 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
         let mut due = Vec::new();
         let mut it = items.into_iter();
         while let (Some(member), Some(_score)) = (it.next(), it.next()) {
-            if let Ok(reference) = as_string(member) {
+            if let Ok(member) = as_string(member) {
                 due.push(Expiring {
                     product: pid,
-                    reference,
+                    member,
                 });
             }
         }

@@ -10,7 +10,7 @@
 //! | `<pfx>:{p:P}:stock`       | string | reservable units; absent = product not loaded     |
 //! | `<pfx>:{p:P}:product`     | hash   | name, price, max, limit, created, updated         |
 //! | `<pfx>:{p:P}:order:<ref>` | string | the order record, `st|qty|amt|exp|ct|uc|user` (see `lua/lib.lua`) |
-//! | `<pfx>:{p:P}:pending`     | zset   | reference → expiry (ms): what the reaper watches  |
+//! | `<pfx>:{p:P}:pending`     | zset   | references joined by NUL → expiry (ms), one member per reserve call or restored order: what the reaper watches |
 //! | `<pfx>:{p:P}:journal`     | zset   | changes owed to PostgreSQL → time (ms): `<ref>,<ref>,…|pending` per reserve call, `<ref>|<state>` per later change |
 //! | `<pfx>:redis_run_id`      | string | the Redis `run_id` whose data was last checked (see `restart`) |
 //! | `<pfx>:{p:P}:users`       | hash   | user → units pending or paid (limited products)   |

@@ -62,7 +62,7 @@ impl ScriptId {
             ScriptId::Load => (include_str!("../../lua/load.lua"), true),
             ScriptId::Adopt => (include_str!("../../lua/adopt.lua"), true),
             ScriptId::Product => (include_str!("../../lua/product.lua"), false),
-            ScriptId::Invalidate => (include_str!("../../lua/invalidate.lua"), false),
+            ScriptId::Invalidate => (include_str!("../../lua/invalidate.lua"), true),
         }
     }
 
@@ -209,7 +209,6 @@ fn array(v: RespValue, what: &str) -> Result<Vec<RespValue>, ReplyError> {
 /// Reply codes shared by the scripts (see their headers).
 const NOT_LOADED: i64 = 7;
 const NOT_FOUND: i64 = 8;
-const NOT_DUE: i64 = 9;
 
 // ---------------------------------------------------------------------------------------
 // reserve
@@ -358,19 +357,16 @@ pub fn decode_reserve(v: RespValue, n: usize) -> Result<Option<ReserveBatch>, Re
 }
 
 // ---------------------------------------------------------------------------------------
-// pay, fail, expire
+// pay, fail
 
-/// Builds a `pay.lua`, `fail.lua` or `expire.lua` call.
+/// Builds a `pay.lua` or `fail.lua` call.
 pub fn transition_call(
     script: ScriptId,
     keys: &Keys,
     pid: ProductId,
     reference: &str,
 ) -> ScriptCall {
-    debug_assert!(matches!(
-        script,
-        ScriptId::Pay | ScriptId::Fail | ScriptId::Expire
-    ));
+    debug_assert!(matches!(script, ScriptId::Pay | ScriptId::Fail));
     let pk = keys.product_keys(pid);
     let mut c = ScriptCall::new(script);
     c.key(&pk.stock)
@@ -387,10 +383,6 @@ pub fn transition_call(
 pub enum TransitionReply {
     NotLoaded,
     NotFound,
-    /// Still pending, due at this time by Redis's clock (expire only).
-    NotDue {
-        expires_at_ms: i64,
-    },
     Done {
         /// 0: this call made the transition asked for; 1: it had been made before (a repeat);
         /// 2: the order is in another final state.
@@ -416,22 +408,31 @@ pub fn decode_transition(
     match code {
         NOT_LOADED => return Ok(TransitionReply::NotLoaded),
         NOT_FOUND => return Ok(TransitionReply::NotFound),
-        NOT_DUE => {
-            let exp = f
-                .next()
-                .ok_or_else(|| ReplyError("NOT_DUE without expiry".into()))?;
-            return Ok(TransitionReply::NotDue {
-                expires_at_ms: as_int(&exp)?,
-            });
-        }
         0..=2 => {}
         other => return Err(ReplyError(format!("transition code {other}"))),
     }
+    let changed = as_int(
+        &f.next()
+            .ok_or_else(|| ReplyError("short transition reply".into()))?,
+    )? == 1;
+    Ok(TransitionReply::Done {
+        code: code as u8,
+        changed,
+        record: record_fields(&mut f, pid, reference.to_string())?,
+    })
+}
+
+/// The six record fields the scripts reply with (`state, user, qty, amount, expires,
+/// created`), as the record of `reference`.
+fn record_fields(
+    f: &mut impl Iterator<Item = RespValue>,
+    pid: ProductId,
+    reference: String,
+) -> Result<OrderRecord, ReplyError> {
     let mut next = || {
         f.next()
-            .ok_or_else(|| ReplyError("short transition reply".into()))
+            .ok_or_else(|| ReplyError("short record in a reply".into()))
     };
-    let changed = as_int(&next()?)? == 1;
     let state_code = as_string(next()?)?;
     let state = OrderState::from_code(&state_code)
         .ok_or_else(|| ReplyError(format!("state {state_code:?}")))?;
@@ -440,19 +441,81 @@ pub fn decode_transition(
     let amount_cents = as_int(&next()?)?;
     let expires_at_ms = as_int(&next()?)?;
     let created_at_ms = as_int(&next()?)?;
-    Ok(TransitionReply::Done {
-        code: code as u8,
-        changed,
-        record: OrderRecord {
-            reference: reference.to_string(),
-            product_id: pid,
-            user_id: (!user.is_empty()).then_some(user),
-            qty: i32::try_from(qty).map_err(|_| ReplyError(format!("qty {qty}")))?,
-            amount_cents,
-            state,
-            expires_at_ms,
-            created_at_ms,
-        },
+    Ok(OrderRecord {
+        reference,
+        product_id: pid,
+        user_id: (!user.is_empty()).then_some(user),
+        qty: i32::try_from(qty).map_err(|_| ReplyError(format!("qty {qty}")))?,
+        amount_cents,
+        state,
+        expires_at_ms,
+        created_at_ms,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// expire
+
+/// The separator of the references in a pending-set member (see `lua/lib.lua`): NUL, which
+/// no reference can contain because PostgreSQL text cannot.
+pub const MEMBER_SEPARATOR: char = '\0';
+
+/// The pending-set member of the reservations of one `reserve.lua` call, exactly as the
+/// script writes it.
+pub fn pending_member<'a>(references: impl IntoIterator<Item = &'a str>) -> String {
+    let mut m = String::new();
+    for r in references {
+        if !m.is_empty() {
+            m.push(MEMBER_SEPARATOR);
+        }
+        m.push_str(r);
+    }
+    m
+}
+
+/// Builds an `expire.lua` call for one pending-set member.
+pub fn expire_call(keys: &Keys, pid: ProductId, member: &str) -> ScriptCall {
+    let pk = keys.product_keys(pid);
+    let mut c = ScriptCall::new(ScriptId::Expire);
+    c.key(&pk.stock)
+        .key(&pk.pending)
+        .key(&pk.journal)
+        .key(&pk.users)
+        .arg(member)
+        .arg(keys.order_prefix(pid));
+    c
+}
+
+/// What `expire.lua` did with a pending-set member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpireReply {
+    NotLoaded,
+    Done {
+        /// The orders this call expired (now cancelled, their units back in the stock).
+        expired: Vec<OrderRecord>,
+        /// Orders of the member still pending but not due by Redis's clock: try again then.
+        retry_at_ms: Option<i64>,
+    },
+}
+
+pub fn decode_expire(v: RespValue, pid: ProductId) -> Result<ExpireReply, ReplyError> {
+    let items = array(v, "expire reply")?;
+    let mut f = items.into_iter();
+    let head = as_int(
+        &f.next()
+            .ok_or_else(|| ReplyError("empty expire reply".into()))?,
+    )?;
+    let mut expired = Vec::new();
+    if head == NOT_LOADED && f.len() == 0 {
+        return Ok(ExpireReply::NotLoaded);
+    }
+    while let Some(reference) = f.next() {
+        let reference = as_string(reference)?;
+        expired.push(record_fields(&mut f, pid, reference)?);
+    }
+    Ok(ExpireReply::Done {
+        expired,
+        retry_at_ms: (head > 0).then_some(head),
     })
 }
 
@@ -922,10 +985,6 @@ mod tests {
             decode_transition(RespValue::Array(vec![int(8)]), pid(), "r").unwrap(),
             TransitionReply::NotFound
         );
-        assert_eq!(
-            decode_transition(RespValue::Array(vec![int(9), bulk("5")]), pid(), "r").unwrap(),
-            TransitionReply::NotDue { expires_at_ms: 5 }
-        );
         let bad_state = RespValue::Array(vec![
             int(0),
             int(1),
@@ -937,6 +996,73 @@ mod tests {
             bulk("1"),
         ]);
         assert!(decode_transition(bad_state, pid(), "r").is_err());
+    }
+
+    #[test]
+    fn expire_replies_decode() {
+        let v = RespValue::Array(vec![
+            int(0),
+            bulk("3-A"),
+            bulk("expired"),
+            bulk(""),
+            bulk("1"),
+            bulk("100"),
+            bulk("50"),
+            bulk("10"),
+            bulk("3-B"),
+            bulk("expired"),
+            bulk("bob"),
+            bulk("2"),
+            bulk("200"),
+            bulk("50"),
+            bulk("10"),
+        ]);
+        let ExpireReply::Done {
+            expired,
+            retry_at_ms,
+        } = decode_expire(v, pid()).unwrap()
+        else {
+            panic!("not done");
+        };
+        assert_eq!(retry_at_ms, None);
+        assert_eq!(
+            expired
+                .iter()
+                .map(|r| (r.reference.as_str(), r.user_id.as_deref(), r.qty))
+                .collect::<Vec<_>>(),
+            vec![("3-A", None, 1), ("3-B", Some("bob"), 2)]
+        );
+        assert!(
+            expired
+                .iter()
+                .all(|r| r.state == OrderState::Cancelled(CancelReason::Expired))
+        );
+        assert_eq!(
+            decode_expire(RespValue::Array(vec![bulk("1700000000000")]), pid()).unwrap(),
+            ExpireReply::Done {
+                expired: vec![],
+                retry_at_ms: Some(1_700_000_000_000)
+            }
+        );
+        assert_eq!(
+            decode_expire(RespValue::Array(vec![int(7)]), pid()).unwrap(),
+            ExpireReply::NotLoaded
+        );
+        // A record cut short is an error, not a panic.
+        let short = RespValue::Array(vec![int(0), bulk("3-A"), bulk("expired")]);
+        assert!(decode_expire(short, pid()).is_err());
+    }
+
+    #[test]
+    fn pending_members_join_references_with_nul() {
+        assert_eq!(pending_member(["1-A", "1-B"]), "1-A\u{0}1-B");
+        assert_eq!(pending_member(["1-A"]), "1-A");
+        assert_eq!(
+            pending_member(["1-A", "1-B", "1-C"])
+                .split(MEMBER_SEPARATOR)
+                .collect::<Vec<_>>(),
+            vec!["1-A", "1-B", "1-C"]
+        );
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! Micro-batching of reservations: requests for the same product that become ready in the
-//! same turn of a worker's event loop share one `reserve.lua` call.
+//! Micro-batching of reservations: requests for the same product that become ready while
+//! the worker's previous call for that product is in flight share the next `reserve.lua` call.
 //!
 //! Redis runs scripts one at a time, so its per-call cost (parsing EVALSHA, finding the
 //! script, setting up the Lua call) bounds the reservations per second of one product. The
 //! first request for a product queues itself and spawns a flush task; the flush task yields
 //! once, so every connection task already runnable in this turn can queue its request too,
 //! then sends them all in one call (several calls of at most `MAX_BATCH`, pipelined, when
-//! more came). Under light load a batch is one request and the cost is one task switch.
+//! more came), and when it returns sends whatever queued meanwhile, until nothing waits: one
+//! call in flight per product and worker, like a group commit (batches grew from ~10 to ~15
+//! under `wrk -c64`). Under light load a batch is one request and the cost is one task switch.
+//! Each call's reservations get one timer-wheel entry, named like the one pending-set member
+//! the script wrote for them.
 //!
 //! Order within a batch is arrival order; the script decides each request in turn, so the
 //! outcome is exactly what sequential calls would give.
@@ -14,7 +18,10 @@
 use crate::domain::ProductId;
 use crate::http::response::ApiError;
 use crate::lifecycle::{redis_error, reply_error};
-use crate::redis::scripts::{ReserveReply, ReserveRequest, decode_reserve, reserve_call};
+use crate::reaper::Expiring;
+use crate::redis::scripts::{
+    ReserveReply, ReserveRequest, decode_reserve, pending_member, reserve_call,
+};
 use crate::worker::Worker;
 use crate::writer::msg::JournalBatch;
 use std::future::Future;
@@ -44,6 +51,14 @@ pub struct Reservation {
     pub idempotency_key: Option<String>,
 }
 
+/// The requests of one product waiting for their batch, and whether a flush task is running
+/// for the product (then it takes them when its call returns).
+#[derive(Default)]
+pub struct ProductQueue {
+    waiting: Vec<Queued>,
+    flushing: bool,
+}
+
 /// A request waiting for its batch.
 pub struct Queued {
     req: Reservation,
@@ -54,30 +69,49 @@ pub struct Queued {
 pub async fn reserve(w: &Rc<Worker>, pid: ProductId, req: Reservation) -> Outcome {
     let (tx, rx) = local_sync::oneshot::channel();
     let q = Queued { req, reply: tx };
-    let first = {
+    let start = {
         let mut queues = w.reserve_queues.borrow_mut();
         let queue = queues.entry(pid).or_default();
-        queue.push(q);
-        queue.len() == 1
+        queue.waiting.push(q);
+        !std::mem::replace(&mut queue.flushing, true)
     };
-    if first {
+    if start {
         monoio::spawn(flush(w.clone(), pid));
     }
     rx.await.unwrap_or(Err(ApiError::Internal))
 }
 
+/// Sends the product's waiting requests, then whatever queued up while that call was in
+/// flight, until none wait: one call in flight per product and worker, so the requests that
+/// arrive during a round trip share the next call.
 async fn flush(w: Rc<Worker>, pid: ProductId) {
     YieldOnce(false).await;
-    let mut batch = w
-        .reserve_queues
-        .borrow_mut()
-        .remove(&pid)
-        .unwrap_or_default();
-    while batch.len() > MAX_BATCH {
-        let rest = batch.split_off(MAX_BATCH);
-        monoio::spawn(run(w.clone(), pid, std::mem::replace(&mut batch, rest)));
+    loop {
+        let mut batch = {
+            let mut queues = w.reserve_queues.borrow_mut();
+            let Some(queue) = queues.get_mut(&pid) else {
+                return;
+            };
+            if queue.waiting.is_empty() {
+                queues.remove(&pid);
+                return;
+            }
+            std::mem::take(&mut queue.waiting)
+        };
+        let mut calls = Vec::new();
+        while batch.len() > MAX_BATCH {
+            let rest = batch.split_off(MAX_BATCH);
+            calls.push(monoio::spawn(run(
+                w.clone(),
+                pid,
+                std::mem::replace(&mut batch, rest),
+            )));
+        }
+        run(w.clone(), pid, batch).await;
+        for c in calls {
+            c.await;
+        }
     }
-    run(w, pid, batch).await;
 }
 
 async fn run(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
@@ -100,6 +134,7 @@ async fn run(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
     };
     match outcome {
         Ok(Some(done)) => {
+            arm_expiry(&w, pid, &batch, &done.replies);
             let journal = done.journal.map(|member| {
                 let reserved = done
                     .replies
@@ -130,6 +165,29 @@ async fn run(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
             }
         }
     }
+}
+
+/// One timer-wheel entry for the reservations of a call, named like the pending-set member
+/// `reserve.lua` wrote for them.
+fn arm_expiry(w: &Worker, pid: ProductId, batch: &[Queued], replies: &[ReserveReply]) {
+    // Every reservation of one call has the same expiry.
+    let mut expires = None;
+    let mut reserved = Vec::new();
+    for (q, r) in batch.iter().zip(replies) {
+        if let ReserveReply::Reserved { expires_at_ms, .. } = r {
+            expires = Some(*expires_at_ms);
+            reserved.push(q.req.reference.as_str());
+        }
+    }
+    let Some(at) = expires else { return };
+    w.wheel.borrow_mut().insert(
+        at,
+        Expiring {
+            product: pid,
+            member: pending_member(reserved),
+        },
+    );
+    w.known_products.borrow_mut().insert(pid);
 }
 
 /// Returns `Pending` once after waking itself: the task goes to the back of the run queue.

@@ -636,3 +636,79 @@ fn pending_orders_still_expire_after_redis_loses_everything_with_no_further_traf
     env.assert_conserved(pid, 10);
     assert_eq!(env.redis_stock(pid), Some(10));
 }
+
+/// Reservations that share one `reserve.lua` call share one pending-set member and one expiry
+/// timer. Within such a batch one order is paid and one fails; the rest expire together, each
+/// exactly once, and the member leaves the pending set when nothing in it is pending.
+#[test]
+fn reservations_batched_into_one_call_expire_together_except_those_settled_first() {
+    let env = Env::new();
+    let pid = env.product(10_000, 100);
+    let srv = Server::start_with(&env, &[("FLASHSALE_HOLD_SECS", "10")]);
+    let mut all: Vec<String> = Vec::new();
+    // Rounds of eight simultaneous orders until two of them went in one call: its member then
+    // names several references, joined by NUL.
+    let batch: Vec<String> = wait_until("a reserve call carrying several reservations", || {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let round: Vec<String> = (0..8)
+            .map(|_| {
+                let (b, addr) = (barrier.clone(), srv.addr);
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr);
+                    b.wait();
+                    reserve(&mut c, pid, 1)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        all.extend(round.iter().cloned());
+        let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+            .arg(env.key(pid, "pending"))
+            .arg(0)
+            .arg(-1)
+            .query(&mut env.redis())
+            .unwrap();
+        members.iter().find_map(|m| {
+            let refs: Vec<String> = m
+                .split(|b| *b == 0)
+                .map(|r| String::from_utf8(r.to_vec()).unwrap())
+                .collect();
+            (refs.len() > 1 && refs.iter().all(|r| round.contains(r))).then_some(refs)
+        })
+    });
+    let mut c = srv.client();
+    let paid = c.webhook(&batch[0], "success");
+    assert_eq!(paid.json()["order_status"], "paid", "{:?}", paid.json());
+    let failed = c.webhook(&batch[1], "failure");
+    assert_eq!(
+        failed.json()["order_status"],
+        "cancelled",
+        "{:?}",
+        failed.json()
+    );
+    wait_until("every reservation settled in PostgreSQL", || {
+        (env.pending_units(pid) == 0 && env.order_row_count() == all.len()).then_some(())
+    });
+    for r in &all {
+        let want = if *r == batch[0] {
+            ("paid".to_string(), None)
+        } else if *r == batch[1] {
+            ("cancelled".to_string(), Some("payment_failed".to_string()))
+        } else {
+            ("cancelled".to_string(), Some("expired".to_string()))
+        };
+        let row = env.order_row(r).expect("a row");
+        assert_eq!((row.0, row.1), want, "{r}");
+    }
+    wait_until("no member left in the pending set", || {
+        let n: i64 = redis::cmd("ZCARD")
+            .arg(env.key(pid, "pending"))
+            .query(&mut env.redis())
+            .unwrap();
+        (n == 0).then_some(())
+    });
+    env.assert_conserved(pid, 10_000);
+    assert_eq!(env.redis_stock(pid), Some(10_000 - 1));
+}

@@ -617,6 +617,53 @@ fn a_stampede_of_48_clients_sells_exactly_the_stock() {
     env.assert_conserved(pid, 300);
 }
 
+/// Two instances share one Redis prefix and one database, as a deployment behind a load
+/// balancer would: stampedes on both sell exactly the stock, every 202 is one row, and a
+/// webhook is applied by whichever instance receives it, whoever took the order.
+#[test]
+fn two_instances_sharing_redis_and_postgresql_sell_exactly_the_stock() {
+    let env = Env::new();
+    let pid = env.product(300, 100);
+    let a = Server::start(&env);
+    let b = Server::start(&env);
+    let qty = |t: usize, i: usize| ((t + i) % 3 + 1) as i64;
+    let sold: Vec<(String, i64)> = std::thread::scope(|s| {
+        let on_a = s.spawn(|| stampede(&a, pid, 16, qty));
+        let on_b = s.spawn(|| stampede(&b, pid, 16, qty));
+        let mut all = on_a.join().unwrap();
+        all.extend(on_b.join().unwrap());
+        all
+    });
+    let units: i64 = sold.iter().map(|(_, q)| q).sum();
+    let left = a.client().get(&format!("/api/products/{pid}")).json()["stock"]
+        .as_i64()
+        .unwrap();
+    assert!((0..3).contains(&left), "left {left}");
+    assert_eq!(units + left, 300, "sold {units}, left {left}");
+    let refs: Vec<String> = sold.iter().map(|(r, _)| r.clone()).collect();
+    env.wait_rows(&refs);
+    let rows: i64 = env
+        .pg()
+        .query_one("SELECT count(*) FROM orders WHERE product_id = $1", &[&pid])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows as usize, refs.len(), "one row per 202, no more");
+    // Webhooks cross instances: paid through one, failed through the other.
+    let (mut ca, mut cb) = (a.client(), b.client());
+    for (i, r) in refs.iter().take(10).enumerate() {
+        let (c, status, want) = if i % 2 == 0 {
+            (&mut cb, "success", "paid")
+        } else {
+            (&mut ca, "failure", "cancelled")
+        };
+        let resp = c.webhook(r, status);
+        assert_eq!(resp.json()["order_status"], want, "{:?}", resp.json());
+    }
+    env.assert_conserved(pid, 300);
+    let paid: i64 = sold.iter().step_by(2).take(5).map(|(_, q)| q).sum();
+    assert_eq!(env.paid_units(pid), paid);
+}
+
 /// Orders from `clients` threads until `stop`; returns every 202 reference.
 fn load_until(
     srv_addr: std::net::SocketAddr,

@@ -152,6 +152,8 @@ pub struct WorkerMetrics {
     webhooks: [AtomicU64; Webhook::ALL.len()],
     unavailable: [AtomicU64; UNAVAILABLE_REASONS.len()],
     expiries: AtomicU64,
+    /// `reserve.lua` calls: reservation requests ÷ calls is the mean batch.
+    reserve_calls: AtomicU64,
     /// Entries this worker's timer wheel holds (a gauge): one per reserve call or restored order.
     wheel_len: AtomicU64,
     redis_commands: AtomicU64,
@@ -171,6 +173,10 @@ impl WorkerMetrics {
     pub fn unavailable(&self, u: crate::http::response::Unavailable) {
         self.unavailable[u as usize].fetch_add(1, Relaxed);
     }
+    pub fn reserve_call(&self) {
+        self.reserve_calls.fetch_add(1, Relaxed);
+    }
+
     pub fn expired(&self) {
         self.expiries.fetch_add(1, Relaxed);
     }
@@ -376,6 +382,13 @@ impl Collector for Sums {
             "Reservations cancelled because their hold passed",
             None,
             expiries.metric_type(),
+        )?)?;
+        let calls = ConstCounter::new(self.sum(|w| &w.reserve_calls));
+        calls.encode(enc.encode_descriptor(
+            "reserve_calls",
+            "Calls of reserve.lua; reservation requests that reached Redis ÷ calls = the mean micro-batch",
+            None,
+            calls.metric_type(),
         )?)?;
         let gauges: [(&str, &str, i64); 5] = [
             (

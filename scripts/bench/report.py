@@ -119,6 +119,10 @@ def metrics_summary(path, prefix):
         st = ", ".join(f"{k}×{int(v):,}" for k, v in sorted(statuses.items()))
         if reasons:
             st += " (503: " + ", ".join(f"{k} {int(v):,}" for k, v in sorted(reasons.items())) + ")"
+        calls = one("flashsale_reserve_calls_total")
+        decided = sum(v for k, v in statuses.items() if k in ("202", "409"))
+        if calls:
+            st += f"; {int(calls):,} reserve.lua calls ({decided / calls:.1f} requests per call)"
         lines.append((f"{prefix}.statuses", st))
     rows, batches = one("flashsale_writer_rows_total"), one("flashsale_writer_batch_rows_count")
     commit = one("flashsale_writer_commit_seconds_sum")

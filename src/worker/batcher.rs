@@ -128,6 +128,7 @@ async fn run(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
             .collect();
         reserve_call(&w.keys, &keys, pid, w.hold_ms, &reqs)
     };
+    w.metrics().reserve_call();
     let outcome = match w.redis.eval(&call).await {
         Ok(v) => decode_reserve(v, batch.len()).map_err(reply_error),
         Err(e) => Err(redis_error(e)),

@@ -581,6 +581,9 @@ fn metrics_expose_the_counters_of_the_contract() {
         "flashsale_writer_batch_rows_bucket",
         "flashsale_writer_commit_seconds_bucket",
         "flashsale_expiries_total 0",
+        // The first order found the product not loaded (a call), loaded it and called again;
+        // the second order made one more.
+        "flashsale_reserve_calls_total 3",
         "flashsale_postgres_up 1",
         "# TYPE flashsale_reservations_total counter",
     ] {

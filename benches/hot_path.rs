@@ -277,15 +277,9 @@ fn new_wheel() -> TimerWheel<Expiring> {
 fn wheel_entries() -> Vec<(i64, Expiring)> {
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
     (0..WHEEL_ENTRIES as u64)
-        .map(|i| {
+        .map(|_| {
             let deadline = NOW_MS + (rng.next() % WHEEL_SPAN_MS as u64) as i64;
-            (
-                deadline,
-                Expiring {
-                    product: pid(),
-                    member: reference(i),
-                },
-            )
+            (deadline, Expiring::new(pid(), deadline))
         })
         .collect()
 }

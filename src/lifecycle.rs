@@ -17,7 +17,8 @@ use crate::reaper::Expiring;
 use crate::redis::pipeline::RedisError;
 use crate::redis::scripts::{
     AdoptReply, ExpireReply, ReplyError, ScriptId, TransitionReply, adopt_call, decode_adopt,
-    decode_expire, decode_load, decode_transition, expire_call, load_call, transition_call,
+    decode_expire, decode_load, decode_transition, expire_call, load_call, member_orders,
+    transition_call,
 };
 use crate::worker::Worker;
 use crate::writer::msg::{Reply, WebhookNote, WriteError, WriterMsg};
@@ -178,13 +179,7 @@ async fn load(w: &Worker, pid: ProductId) -> Result<bool, ApiError> {
             "product loaded into Redis from PostgreSQL");
         let mut wheel = w.wheel.borrow_mut();
         for o in &snapshot.pending {
-            wheel.insert(
-                o.expires_at_ms,
-                Expiring {
-                    product: pid,
-                    member: o.reference.clone(),
-                },
-            );
+            wheel.insert(o.expires_at_ms, Expiring::new(pid, o.expires_at_ms));
         }
     }
     w.known_products.borrow_mut().insert(pid);
@@ -309,13 +304,9 @@ pub async fn apply_webhook(
                                 "adopted an order for more units than were left; stock stopped at zero"
                             );
                         }
-                        w.wheel.borrow_mut().insert(
-                            order.expires_at_ms,
-                            Expiring {
-                                product: pid,
-                                member: reference.to_string(),
-                            },
-                        );
+                        w.wheel
+                            .borrow_mut()
+                            .insert(order.expires_at_ms, Expiring::new(pid, order.expires_at_ms));
                         w.known_products.borrow_mut().insert(pid);
                     }
                 }
@@ -398,17 +389,19 @@ pub enum ExpireOutcome {
     NoRoom(i64),
 }
 
-/// Expires the reservations of one pending-set member that are still pending and due.
-pub async fn expire(w: &Worker, e: &Expiring, now_ms: i64) -> ExpireOutcome {
+/// Expires the reservations of one pending-set member of product `pid` that are still
+/// pending and due.
+pub async fn expire(w: &Worker, pid: ProductId, member: &str, now_ms: i64) -> ExpireOutcome {
     // A place in the queue for every order the member may expire, before Redis changes.
-    let mut permits = Vec::with_capacity(e.orders());
-    for _ in 0..e.orders() {
+    let orders = member_orders(member);
+    let mut permits = Vec::with_capacity(orders);
+    for _ in 0..orders {
         match w.handoff.try_reserve() {
             Ok(p) => permits.push(p),
             Err(_) => return ExpireOutcome::NoRoom(now_ms + 1_000),
         }
     }
-    let call = expire_call(&w.keys, e.product, &e.member);
+    let call = expire_call(&w.keys, pid, member);
     let v = match w.redis.eval(&call).await {
         Ok(v) => v,
         Err(err) => {
@@ -418,7 +411,7 @@ pub async fn expire(w: &Worker, e: &Expiring, now_ms: i64) -> ExpireOutcome {
             return ExpireOutcome::RetryAt(now_ms + 1_000);
         }
     };
-    match decode_expire(v, e.product) {
+    match decode_expire(v, pid) {
         Ok(ExpireReply::Done {
             expired,
             retry_at_ms,
@@ -442,7 +435,7 @@ pub async fn expire(w: &Worker, e: &Expiring, now_ms: i64) -> ExpireOutcome {
         // re-arms its pending orders, these included.
         Ok(ExpireReply::NotLoaded) => {
             drop(permits);
-            match ensure_loaded(w, e.product).await {
+            match ensure_loaded(w, pid).await {
                 Ok(_) => ExpireOutcome::Done,
                 Err(_) => ExpireOutcome::RetryAt(now_ms + 1_000),
             }

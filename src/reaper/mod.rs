@@ -1,8 +1,9 @@
 //! The reaper: each worker's loop that expires unpaid reservations.
 //!
-//! Every 100 ms it advances the worker's timer wheel (`wheel`, pure) and runs `expire.lua` for
-//! each entry that came due: the reservations of one reserve call (or one restored order), of
-//! which `expire.lua` skips those a payment or a failure settled first. It also hands over the webhooks the writer found applicable (`inbox`), and once a
+//! Every 100 ms it advances the worker's timer wheel (`wheel`, pure); for each entry that came
+//! due (a product and an expiry time: one per reserve call or restored order) it reads the
+//! pending-set members of that time and runs `expire.lua` on each, which skips the orders a
+//! payment or a failure settled first. It also hands over the webhooks the writer found applicable (`inbox`), and once a
 //! second sweeps the pending sets of the products it knows for entries overdue by more than a
 //! second, which only happens for reservations made by an instance that died. At start-up the
 //! wheel is re-armed from the pending sets in Redis.
@@ -12,27 +13,26 @@ pub mod wheel;
 use crate::domain::ProductId;
 use crate::lifecycle::{self, ExpireOutcome, WebhookOutcome};
 use crate::redis::cmd::command;
-use crate::redis::scripts::{MEMBER_SEPARATOR, as_int, as_string, decode_scan, scan_cmd};
+use crate::redis::scripts::{as_int, as_string, decode_scan, member_orders, scan_cmd};
 use crate::time::now_ms;
 use crate::worker::Worker;
 use redis_async::resp::RespValue;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Reservations waiting for their expiry: one member of a product's pending set, which names
-/// every reservation of one `reserve.lua` call (or one order a load restored), so a batch of
-/// reservations takes one wheel entry and one `expire.lua` call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A time at which reservations of a product come due: the score of their pending-set
+/// members, which is their `expires_at`. The wheel holds one such entry (16 bytes) per reserve
+/// call or restored order; the references stay in Redis's pending set and are read from it
+/// when the entry fires, so the server's memory does not grow with every held reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expiring {
     pub product: ProductId,
-    /// References joined by [`MEMBER_SEPARATOR`], exactly as in the pending set.
-    pub member: String,
+    pub due_ms: i64,
 }
 
 impl Expiring {
-    /// The number of reservations the entry names.
-    pub fn orders(&self) -> usize {
-        self.member.split(MEMBER_SEPARATOR).count()
+    pub fn new(product: ProductId, due_ms: i64) -> Expiring {
+        Expiring { product, due_ms }
     }
 }
 
@@ -53,7 +53,7 @@ pub async fn run(w: Rc<Worker>) {
         let now = now_ms();
         w.wheel.borrow_mut().advance(now, &mut fired);
         if !fired.is_empty() {
-            expire_all(&w, std::mem::take(&mut fired), now, true).await;
+            expire_all(&w, std::mem::take(&mut fired), now).await;
         }
         while let Ok(d) = w.inbox.try_recv() {
             let w2 = w.clone();
@@ -78,11 +78,12 @@ pub async fn run(w: Rc<Worker>) {
     }
 }
 
-/// Runs the expiries of `due`. Those that cannot run now (no room in the queue, Redis down,
-/// not due by Redis's clock) go back into the wheel when `rearm`; the sweep passes `false`,
-/// since it finds them again on its next round, and re-arming them there would add a copy to
-/// the wheel every second for as long as the queue stays full.
-async fn expire_all(w: &Rc<Worker>, due: Vec<Expiring>, now: i64, rearm: bool) {
+/// Runs the expiries of the entries that fired. Those that cannot run now (no room in the
+/// queue, Redis down, not due by Redis's clock) go back into the wheel.
+async fn expire_all(w: &Rc<Worker>, mut due: Vec<Expiring>, now: i64) {
+    // Several reserve calls can share an expiry millisecond: one look at it is enough.
+    due.sort_by_key(|e| (e.product, e.due_ms));
+    due.dedup();
     let mut no_room = 0;
     let mut it = due.into_iter().peekable();
     while it.peek().is_some() {
@@ -91,28 +92,66 @@ async fn expire_all(w: &Rc<Worker>, due: Vec<Expiring>, now: i64, rearm: bool) {
             .take(CONCURRENCY)
             .map(|e| {
                 let w = w.clone();
-                monoio::spawn(async move {
-                    let outcome = lifecycle::expire(&w, &e, now).await;
-                    (e, outcome)
-                })
+                monoio::spawn(async move { (e, expire_entry(&w, e, now).await) })
             })
             .collect();
         for h in handles {
-            let (e, outcome) = h.await;
-            match outcome {
-                ExpireOutcome::RetryAt(t) if rearm => w.wheel.borrow_mut().insert(t, e),
-                ExpireOutcome::NoRoom(t) if rearm => {
-                    no_room += e.orders();
-                    w.wheel.borrow_mut().insert(t, e);
-                }
-                _ => {}
+            let (e, (again, waited)) = h.await;
+            no_room += waited;
+            if let Some(t) = again {
+                w.wheel.borrow_mut().insert(t, e);
             }
         }
     }
-    if rearm {
-        // Expiries held up by a full queue make new orders wait (see `order_permit`).
-        w.expiry_backlog.set(no_room);
+    // Expiries held up by a full queue make new orders wait (see `order_permit`).
+    w.expiry_backlog.set(no_room);
+}
+
+/// Expires the reservations due at `e.due_ms`: the members of that score in the product's
+/// pending set. Returns when to look again (some were not due by Redis's clock, the queue had
+/// no room, or Redis did not answer) and how many orders waited for room in the queue.
+async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, usize) {
+    let key = w.keys.product_keys(e.product).pending;
+    let score = e.due_ms.to_string();
+    let members = match w
+        .redis
+        .request(command(&["ZRANGEBYSCORE", &key, &score, &score]))
+        .await
+    {
+        Ok(RespValue::Array(items)) => items,
+        Ok(_) => Vec::new(),
+        Err(_) => return (Some(now + 1_000), 0),
+    };
+    if members.is_empty() {
+        // Settled already, or Redis lost the product (restarted without its data, or
+        // invalidated after a restart): then only a reload from PostgreSQL finds these orders,
+        // and it re-arms them.
+        let stock = w.keys.product_keys(e.product).stock;
+        return match w.redis.request(command(&["EXISTS", &stock])).await {
+            Ok(RespValue::Integer(0)) => match lifecycle::ensure_loaded(w, e.product).await {
+                Ok(_) => (None, 0),
+                Err(_) => (Some(now + 1_000), 0),
+            },
+            Ok(_) => (None, 0),
+            Err(_) => (Some(now + 1_000), 0),
+        };
     }
+    let mut again: Option<i64> = None;
+    let mut waited = 0;
+    for member in members {
+        let Ok(member) = as_string(member) else {
+            continue;
+        };
+        match lifecycle::expire(w, e.product, &member, now).await {
+            ExpireOutcome::Done => {}
+            ExpireOutcome::RetryAt(t) => again = Some(again.map_or(t, |a| a.min(t))),
+            ExpireOutcome::NoRoom(t) => {
+                waited += member_orders(&member);
+                again = Some(again.map_or(t, |a| a.min(t)));
+            }
+        }
+    }
+    (again, waited)
 }
 
 /// Arms the wheel with the pending reservations of this worker's share of the products
@@ -173,25 +212,24 @@ async fn scan_pending(w: &Worker) -> Result<usize, String> {
     }
 }
 
-/// Inserts `[member, score, member, score, ...]` into the wheel.
+/// Inserts one wheel entry per distinct score of `[member, score, member, score, ...]`
+/// (sorted by score, as ZRANGE gives them); returns the number of members.
 fn arm_entries(w: &Worker, pid: ProductId, entries: RespValue) -> usize {
     let RespValue::Array(items) = entries else {
         return 0;
     };
     let mut wheel = w.wheel.borrow_mut();
     let mut n = 0;
+    let mut last = None;
     let mut it = items.into_iter();
-    while let (Some(member), Some(score)) = (it.next(), it.next()) {
-        let (Ok(member), Ok(at)) = (as_string(member), as_int(&score)) else {
+    while let (Some(_member), Some(score)) = (it.next(), it.next()) {
+        let Ok(at) = as_int(&score) else {
             continue;
         };
-        wheel.insert(
-            at,
-            Expiring {
-                product: pid,
-                member,
-            },
-        );
+        if last != Some(at) {
+            wheel.insert(at, Expiring::new(pid, at));
+            last = Some(at);
+        }
         n += 1;
     }
     n
@@ -224,15 +262,32 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
         let mut it = items.into_iter();
         while let (Some(member), Some(_score)) = (it.next(), it.next()) {
             if let Ok(member) = as_string(member) {
-                due.push(Expiring {
-                    product: pid,
-                    member,
-                });
+                due.push(member);
             }
         }
         if !due.is_empty() {
             tracing::debug!(worker = w.id, product = %pid, overdue = due.len(), "sweep found overdue reservations");
-            expire_all(w, due, now, false).await;
+            expire_members(w, pid, due, now).await;
+        }
+    }
+}
+
+/// The sweep's expiries. Those that cannot run now are not re-armed: the sweep finds them
+/// again on its next round, and re-arming them here would add a wheel entry every second for
+/// as long as the queue stays full.
+async fn expire_members(w: &Rc<Worker>, pid: ProductId, members: Vec<String>, now: i64) {
+    let mut it = members.into_iter().peekable();
+    while it.peek().is_some() {
+        let handles: Vec<_> = it
+            .by_ref()
+            .take(CONCURRENCY)
+            .map(|member| {
+                let w = w.clone();
+                monoio::spawn(async move { lifecycle::expire(&w, pid, &member, now).await })
+            })
+            .collect();
+        for h in handles {
+            h.await;
         }
     }
 }

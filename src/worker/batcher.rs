@@ -9,8 +9,8 @@
 //! more came), and when it returns sends whatever queued meanwhile, until nothing waits: one
 //! call in flight per product and worker, like a group commit (batches grew from ~10 to ~15
 //! under `wrk -c64`). Under light load a batch is one request and the cost is one task switch.
-//! Each call's reservations get one timer-wheel entry, named like the one pending-set member
-//! the script wrote for them.
+//! Each call's reservations get one timer-wheel entry at their common expiry, the score of the
+//! one pending-set member the script wrote for them.
 //!
 //! Order within a batch is arrival order; the script decides each request in turn, so the
 //! outcome is exactly what sequential calls would give.
@@ -19,9 +19,7 @@ use crate::domain::ProductId;
 use crate::http::response::ApiError;
 use crate::lifecycle::{redis_error, reply_error};
 use crate::reaper::Expiring;
-use crate::redis::scripts::{
-    ReserveReply, ReserveRequest, decode_reserve, pending_member, reserve_call,
-};
+use crate::redis::scripts::{ReserveReply, ReserveRequest, decode_reserve, reserve_call};
 use crate::worker::Worker;
 use crate::writer::msg::JournalBatch;
 use std::future::Future;
@@ -135,7 +133,7 @@ async fn run(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
     };
     match outcome {
         Ok(Some(done)) => {
-            arm_expiry(&w, pid, &batch, &done.replies);
+            arm_expiry(&w, pid, &done.replies);
             let journal = done.journal.map(|member| {
                 let reserved = done
                     .replies
@@ -168,26 +166,16 @@ async fn run(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
     }
 }
 
-/// One timer-wheel entry for the reservations of a call, named like the pending-set member
-/// `reserve.lua` wrote for them.
-fn arm_expiry(w: &Worker, pid: ProductId, batch: &[Queued], replies: &[ReserveReply]) {
-    // Every reservation of one call has the same expiry.
-    let mut expires = None;
-    let mut reserved = Vec::new();
-    for (q, r) in batch.iter().zip(replies) {
-        if let ReserveReply::Reserved { expires_at_ms, .. } = r {
-            expires = Some(*expires_at_ms);
-            reserved.push(q.req.reference.as_str());
-        }
-    }
-    let Some(at) = expires else { return };
-    w.wheel.borrow_mut().insert(
-        at,
-        Expiring {
-            product: pid,
-            member: pending_member(reserved),
-        },
-    );
+/// One timer-wheel entry for the reservations of a call: they share one expiry, the score of
+/// the one pending-set member `reserve.lua` wrote for them.
+fn arm_expiry(w: &Worker, pid: ProductId, replies: &[ReserveReply]) {
+    let Some(at) = replies.iter().find_map(|r| match r {
+        ReserveReply::Reserved { expires_at_ms, .. } => Some(*expires_at_ms),
+        _ => None,
+    }) else {
+        return;
+    };
+    w.wheel.borrow_mut().insert(at, Expiring::new(pid, at));
     w.known_products.borrow_mut().insert(pid);
 }
 

@@ -84,38 +84,53 @@ async fn expire_all(w: &Rc<Worker>, mut due: Vec<Expiring>, now: i64) {
     // Several reserve calls can share an expiry millisecond: one look at it is enough.
     due.sort_by_key(|e| (e.product, e.due_ms));
     due.dedup();
+    let results = in_groups(due, |e| {
+        let w = w.clone();
+        async move { (e, expire_entry(&w, e, now).await) }
+    })
+    .await;
     let mut no_room = 0;
-    let mut it = due.into_iter().peekable();
-    while it.peek().is_some() {
-        let handles: Vec<_> = it
-            .by_ref()
-            .take(CONCURRENCY)
-            .map(|e| {
-                let w = w.clone();
-                monoio::spawn(async move { (e, expire_entry(&w, e, now).await) })
-            })
-            .collect();
-        for h in handles {
-            let (e, (again, waited)) = h.await;
-            no_room += waited;
-            if let Some(t) = again {
-                w.wheel.borrow_mut().insert(t, e);
-            }
+    for (e, (again, waited)) in results {
+        no_room += waited;
+        if let Some(t) = again {
+            w.wheel.borrow_mut().insert(t, e);
         }
     }
     // Expiries held up by a full queue make new orders wait (see `order_permit`).
     w.expiry_backlog.set(no_room);
 }
 
+/// Runs `f` on every item, `CONCURRENCY` tasks at a time (their Redis calls share round
+/// trips), and returns the results in order.
+async fn in_groups<T, R, F>(items: Vec<T>, f: impl Fn(T) -> F) -> Vec<R>
+where
+    R: 'static,
+    F: std::future::Future<Output = R> + 'static,
+{
+    let mut out = Vec::with_capacity(items.len());
+    let mut it = items.into_iter().peekable();
+    while it.peek().is_some() {
+        let handles: Vec<_> = it
+            .by_ref()
+            .take(CONCURRENCY)
+            .map(|x| monoio::spawn(f(x)))
+            .collect();
+        for h in handles {
+            out.push(h.await);
+        }
+    }
+    out
+}
+
 /// Expires the reservations due at `e.due_ms`: the members of that score in the product's
 /// pending set. Returns when to look again (some were not due by Redis's clock, the queue had
 /// no room, or Redis did not answer) and how many orders waited for room in the queue.
 async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, usize) {
-    let key = w.keys.product_keys(e.product).pending;
+    let keys = w.keys.product_keys(e.product);
     let score = e.due_ms.to_string();
     let members = match w
         .redis
-        .request(command(&["ZRANGEBYSCORE", &key, &score, &score]))
+        .request(command(&["ZRANGEBYSCORE", &keys.pending, &score, &score]))
         .await
     {
         Ok(RespValue::Array(items)) => items,
@@ -126,8 +141,7 @@ async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, us
         // Settled already, or Redis lost the product (restarted without its data, or
         // invalidated after a restart): then only a reload from PostgreSQL finds these orders,
         // and it re-arms them.
-        let stock = w.keys.product_keys(e.product).stock;
-        return match w.redis.request(command(&["EXISTS", &stock])).await {
+        return match w.redis.request(command(&["EXISTS", &keys.stock])).await {
             Ok(RespValue::Integer(0)) => match lifecycle::ensure_loaded(w, e.product).await {
                 Ok(_) => (None, 0),
                 Err(_) => (Some(now + 1_000), 0),
@@ -142,14 +156,15 @@ async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, us
         let Ok(member) = as_string(member) else {
             continue;
         };
-        match lifecycle::expire(w, e.product, &member, now).await {
-            ExpireOutcome::Done => {}
-            ExpireOutcome::RetryAt(t) => again = Some(again.map_or(t, |a| a.min(t))),
+        let t = match lifecycle::expire(w, e.product, &member, now).await {
+            ExpireOutcome::Done => continue,
+            ExpireOutcome::RetryAt(t) => t,
             ExpireOutcome::NoRoom(t) => {
                 waited += member_orders(&member);
-                again = Some(again.map_or(t, |a| a.min(t)));
+                t
             }
-        }
+        };
+        again = Some(again.map_or(t, |a| a.min(t)));
     }
     (again, waited)
 }
@@ -248,7 +263,6 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
                 &key,
                 "-inf",
                 &max,
-                "WITHSCORES",
                 "LIMIT",
                 "0",
                 "500",
@@ -258,13 +272,10 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
             return;
         };
         let RespValue::Array(items) = v else { continue };
-        let mut due = Vec::new();
-        let mut it = items.into_iter();
-        while let (Some(member), Some(_score)) = (it.next(), it.next()) {
-            if let Ok(member) = as_string(member) {
-                due.push(member);
-            }
-        }
+        let due: Vec<String> = items
+            .into_iter()
+            .filter_map(|m| as_string(m).ok())
+            .collect();
         if !due.is_empty() {
             tracing::debug!(worker = w.id, product = %pid, overdue = due.len(), "sweep found overdue reservations");
             expire_members(w, pid, due, now).await;
@@ -276,18 +287,9 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
 /// again on its next round, and re-arming them here would add a wheel entry every second for
 /// as long as the queue stays full.
 async fn expire_members(w: &Rc<Worker>, pid: ProductId, members: Vec<String>, now: i64) {
-    let mut it = members.into_iter().peekable();
-    while it.peek().is_some() {
-        let handles: Vec<_> = it
-            .by_ref()
-            .take(CONCURRENCY)
-            .map(|member| {
-                let w = w.clone();
-                monoio::spawn(async move { lifecycle::expire(&w, pid, &member, now).await })
-            })
-            .collect();
-        for h in handles {
-            h.await;
-        }
-    }
+    in_groups(members, |member| {
+        let w = w.clone();
+        async move { lifecycle::expire(&w, pid, &member, now).await }
+    })
+    .await;
 }

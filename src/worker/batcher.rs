@@ -49,14 +49,6 @@ pub struct Reservation {
     pub idempotency_key: Option<String>,
 }
 
-/// The requests of one product waiting for their batch, and whether a flush task is running
-/// for the product (then it takes them when its call returns).
-#[derive(Default)]
-pub struct ProductQueue {
-    waiting: Vec<Queued>,
-    flushing: bool,
-}
-
 /// A request waiting for its batch.
 pub struct Queued {
     req: Reservation,
@@ -67,11 +59,12 @@ pub struct Queued {
 pub async fn reserve(w: &Rc<Worker>, pid: ProductId, req: Reservation) -> Outcome {
     let (tx, rx) = local_sync::oneshot::channel();
     let q = Queued { req, reply: tx };
+    // A product has a queue exactly while its flush task runs: a new queue starts one.
     let start = {
         let mut queues = w.reserve_queues.borrow_mut();
-        let queue = queues.entry(pid).or_default();
-        queue.waiting.push(q);
-        !std::mem::replace(&mut queue.flushing, true)
+        let start = !queues.contains_key(&pid);
+        queues.entry(pid).or_default().push(q);
+        start
     };
     if start {
         monoio::spawn(flush(w.clone(), pid));
@@ -90,11 +83,11 @@ async fn flush(w: Rc<Worker>, pid: ProductId) {
             let Some(queue) = queues.get_mut(&pid) else {
                 return;
             };
-            if queue.waiting.is_empty() {
+            if queue.is_empty() {
                 queues.remove(&pid);
                 return;
             }
-            std::mem::take(&mut queue.waiting)
+            std::mem::take(queue)
         };
         let mut calls = Vec::new();
         while batch.len() > MAX_BATCH {

@@ -77,8 +77,9 @@ pub struct Worker {
     pub hold_ms: i64,
     /// Webhooks whose order appeared after they were recorded, sent by the writer.
     pub inbox: crossbeam_channel::Receiver<DeferredWebhook>,
-    /// Reservations waiting for their product's next `reserve.lua` call (see `batcher`).
-    pub reserve_queues: RefCell<HashMap<ProductId, batcher::ProductQueue>>,
+    /// Reservations waiting for their product's next `reserve.lua` call; a product has an entry
+    /// exactly while its flush task runs (see `batcher`).
+    pub reserve_queues: RefCell<HashMap<ProductId, Vec<batcher::Queued>>>,
     /// Key names per product, built once instead of per request.
     key_cache: RefCell<HashMap<ProductId, Rc<ProductKeys>>>,
     /// Expiries that found no room in the writer's queue at the last reaper tick: new orders

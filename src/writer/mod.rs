@@ -449,7 +449,8 @@ impl Writer {
         } else {
             if now.duration_since(self.last_scan_step) >= SCAN_STEP_EVERY {
                 self.last_scan_step = now;
-                self.scan_step().await;
+                // An error only restarts the pass; the next step retries.
+                let _ = self.scan_step().await;
             }
             if now.duration_since(self.last_replay) >= REPLAY_EVERY
                 && self.shared.handoff_depth() < self.shared.cfg.queue_capacity / 4
@@ -467,38 +468,41 @@ impl Writer {
     }
 
     /// The start-up replay: every journal in Redis, whoever wrote it (a crash leaves entries
-    /// that only this replay finds), found with one whole SCAN.
+    /// that only this replay finds), found by a whole SCAN pass: the background scan's steps
+    /// run back to back.
     async fn replay_all(&mut self) {
-        let keys = match self.scan(&self.keys.scan_pattern("journal")).await {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::debug!(error = %e, "journal replay waits for Redis");
-                return;
+        self.scan_cursor = None;
+        loop {
+            match self.scan_step().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "journal replay waits for Redis");
+                    return;
+                }
             }
-        };
+        }
         self.replay_owed = false;
-        let pids: Vec<ProductId> = keys
-            .iter()
-            .filter_map(|k| self.keys.product_of_key(k.as_bytes()))
-            .collect();
-        self.journaled.extend(pids.iter().copied());
+        let pids: Vec<ProductId> = self.journaled.iter().copied().collect();
         self.replay(&pids, None).await;
     }
 
-    /// One step of the background SCAN: journals it finds join `journaled`.
-    async fn scan_step(&mut self) {
+    /// One step of a SCAN for journals: those it finds join `journaled`. `Ok(true)` when the
+    /// step ended a pass. After an error the next step starts a new pass (a restarted Redis
+    /// has other cursors).
+    async fn scan_step(&mut self) -> Result<bool, String> {
         let cursor = self.scan_cursor.take().unwrap_or_else(|| "0".to_string());
         let pattern = self.keys.scan_pattern("journal");
-        let Ok(v) = self.redis.request(&scan_cmd(&cursor, &pattern)).await else {
-            // Start the pass again later: a restarted Redis has other cursors.
-            return;
-        };
-        let Ok((next, keys)) = decode_scan(v) else {
-            return;
-        };
+        let v = self
+            .redis
+            .request(&scan_cmd(&cursor, &pattern))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (next, keys) = decode_scan(v).map_err(|e| e.to_string())?;
         self.journaled
             .extend(keys.iter().filter_map(|k| self.keys.product_of_key(k)));
         self.scan_cursor = next;
+        Ok(self.scan_cursor.is_none())
     }
 
     /// Writes the journal entries of `pids` older than `before` (all of them when `None`) to
@@ -584,24 +588,6 @@ impl Writer {
                 stuck_only = before.is_some(),
                 "replayed the Redis journal into PostgreSQL"
             );
-        }
-    }
-
-    async fn scan(&mut self, pattern: &str) -> Result<Vec<String>, String> {
-        let mut cursor = "0".to_string();
-        let mut out = Vec::new();
-        loop {
-            let v = self
-                .redis
-                .request(&scan_cmd(&cursor, pattern))
-                .await
-                .map_err(|e| e.to_string())?;
-            let (next, keys) = decode_scan(v).map_err(|e| e.to_string())?;
-            out.extend(keys.into_iter().filter_map(|k| String::from_utf8(k).ok()));
-            match next {
-                Some(c) => cursor = c,
-                None => return Ok(out),
-            }
         }
     }
 

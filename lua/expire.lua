@@ -32,12 +32,7 @@ for _, ref in ipairs(member_refs(ARGV[1])) do
     else
       cancel(KEYS[1], key, KEYS[2], KEYS[3], KEYS[4], ref, rec, 'expired', now)
       out[#out + 1] = ref
-      out[#out + 1] = rec.st
-      out[#out + 1] = rec.user
-      out[#out + 1] = int(rec.qty)
-      out[#out + 1] = rec.amt
-      out[#out + 1] = int(rec.exp)
-      out[#out + 1] = rec.ct
+      push_record(out, rec)
     end
   end
 end

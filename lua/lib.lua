@@ -65,10 +65,22 @@ local function set_state(order_key, rec, st)
   rec.st = st
 end
 
+-- Appends the six fields of a record to a reply, as the Rust side decodes them
+-- (record_fields in scripts.rs).
+local function push_record(out, rec)
+  out[#out + 1] = rec.st
+  out[#out + 1] = rec.user
+  out[#out + 1] = int(rec.qty)
+  out[#out + 1] = rec.amt
+  out[#out + 1] = int(rec.exp)
+  out[#out + 1] = rec.ct
+  return out
+end
+
 -- The reply every transition script returns: code, whether this call changed the order,
--- then the record as the Rust side decodes it (see decode_transition in scripts.rs).
+-- then the record (see decode_transition in scripts.rs).
 local function record_reply(code, changed, rec)
-  return {code, changed and 1 or 0, rec.st, rec.user, int(rec.qty), rec.amt, int(rec.exp), rec.ct}
+  return push_record({code, changed and 1 or 0}, rec)
 end
 
 -- Journals a change the writer owes PostgreSQL. One member per (order, state), so the writer

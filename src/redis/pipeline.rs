@@ -38,6 +38,9 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Writes are capped so one huge burst does not delay the first callers' replies.
 const MAX_WRITE: usize = 256 * 1024;
+/// The reply buffer's usual room, and the size past which an emptied buffer is replaced.
+const READ_BUF: usize = 64 * 1024;
+const READ_BUF_MAX: usize = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisError {
@@ -272,7 +275,7 @@ async fn run(stream: TcpStream, mut rx: unbounded::Rx<Request>, inner: &Inner) -
     };
 
     let reader = async {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut buf = BytesMut::with_capacity(READ_BUF);
         loop {
             loop {
                 match RespCodec.decode(&mut buf) {
@@ -286,8 +289,12 @@ async fn run(stream: TcpStream, mut rx: unbounded::Rx<Request>, inner: &Inner) -
                     Err(e) => return format!("protocol: {e:?}"),
                 }
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(64 * 1024);
+            if buf.is_empty() && buf.capacity() > READ_BUF_MAX {
+                // A large reply (a sweep's or a re-arm's) grew the buffer; do not keep that
+                // room for the life of the connection.
+                buf = BytesMut::with_capacity(READ_BUF);
+            } else if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(READ_BUF);
             }
             let (len, cap) = (buf.len(), buf.capacity());
             let (res, slice) = rd.read(buf.slice_mut(len..cap)).await;

@@ -5,8 +5,13 @@
 use tokio_postgres::Client;
 
 /// The migrations, in order. The file name (without `.sql`) is the version recorded.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    (
+        "0002_orders_id_cache",
+        include_str!("../../migrations/0002_orders_id_cache.sql"),
+    ),
+];
 
 /// Any constant: the key of the advisory lock that serialises migrations.
 const LOCK_KEY: i64 = 0x666c_6173_6873_616c;

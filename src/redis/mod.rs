@@ -86,12 +86,18 @@ impl Keys {
 
     /// The product a key found by `scan_pattern` belongs to.
     pub fn product_of_key(&self, key: &[u8]) -> Option<ProductId> {
+        self.split_product_key(key).map(|(pid, _)| pid)
+    }
+
+    /// The product of a product key and what follows its tag (`stock`, `pending`, …,
+    /// `order:<reference>`).
+    pub fn split_product_key<'k>(&self, key: &'k [u8]) -> Option<(ProductId, &'k str)> {
         let key = std::str::from_utf8(key).ok()?;
         let rest = key
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix(":{p:")?;
-        let (pid, _) = rest.split_once('}')?;
-        ProductId::parse(pid)
+        let (pid, kind) = rest.split_once("}:")?;
+        Some((ProductId::parse(pid)?, kind))
     }
 }
 
@@ -109,5 +115,11 @@ mod tests {
         assert_eq!(k.product_of_key(pk.journal.as_bytes()), Some(p));
         assert_eq!(k.product_of_key(b"other:{p:12}:journal"), None);
         assert_eq!(k.scan_pattern("pending"), "fs:{p:*}:pending");
+        assert_eq!(k.split_product_key(pk.stock.as_bytes()), Some((p, "stock")));
+        assert_eq!(
+            k.split_product_key(k.order(p, "x}:stock").as_bytes()),
+            Some((p, "order:x}:stock"))
+        );
+        assert_eq!(k.split_product_key(b"fs:{p:x}:stock"), None);
     }
 }

@@ -40,18 +40,26 @@ pub async fn verify(stream: &mut TcpStream, keys: &Keys, who: &str) -> Result<()
     if recorded.as_deref() == Some(run_id.as_str()) {
         return Ok(());
     }
+    // The products with a stock counter or a pending set, in one pass over the keyspace: it
+    // holds every order record too, millions after a big sale, and Redis visits each key of a
+    // pass (~0.7 µs per key here: 1.4 s for 2 M keys, whatever the COUNT) while nothing is
+    // served on this connection. Glob has no alternation: the character classes match `stock`
+    // and `pending` and none of the other product keys (product, journal, users, order:…,
+    // idem:…); the exact kind is checked here.
+    let pattern = keys.scan_pattern("[sp][te][on][cd]*");
     let mut products = BTreeSet::new();
-    for suffix in ["stock", "pending"] {
-        let pattern = keys.scan_pattern(suffix);
-        let mut cursor = "0".to_string();
-        loop {
-            let v = roundtrip(stream, scan_cmd(&cursor, &pattern)).await?;
-            let (next, found) = decode_scan(v).map_err(|e| e.to_string())?;
-            products.extend(found.iter().filter_map(|k| keys.product_of_key(k)));
-            match next {
-                Some(c) => cursor = c,
-                None => break,
-            }
+    let mut cursor = "0".to_string();
+    loop {
+        let v = roundtrip(stream, scan_cmd(&cursor, &pattern)).await?;
+        let (next, found) = decode_scan(v).map_err(|e| e.to_string())?;
+        products.extend(found.iter().filter_map(|k| {
+            keys.split_product_key(k)
+                .filter(|(_, kind)| matches!(*kind, "stock" | "pending"))
+                .map(|(pid, _)| pid)
+        }));
+        match next {
+            Some(c) => cursor = c,
+            None => break,
         }
     }
     let mut removed = 0i64;

@@ -22,6 +22,9 @@
 #   6. the reference service's command: ab -n 1000 -c 100 -k -p body.json -T application/json
 #   7. server RSS idle, after the load, and with 10000 idle keep-alive connections open
 #      (and whether GET /health still answers then)
+# During every run of 1 and 2 it samples the CPU time of every process (bench/cpu.py) and
+# reports a second table: µs of CPU per request for wrk, the server's workers and writer,
+# Redis, PostgreSQL and the rest, and the idle share: what limits the ratio of 2 to 1.
 # Scenarios 1 and 2 (with 3) run BENCH_RUNS times per driver; the table shows the medians.
 # At the end it stops the servers it started, deletes its Redis keys and drops its database.
 #
@@ -387,11 +390,26 @@ wrk_parse() { # FILE -> sets W_RPS W_P50 W_P99 W_REQ W_NON2XX W_SOCKERR
     read -r W_RPS W_P50 W_P99 W_REQ W_NON2XX W_SOCKERR < <("$PY" "$HELPERS/report.py" wrk "$1")
 }
 
+# cpu_start FILE: samples where the CPU goes during the wrk run about to start (bench/cpu.py),
+# from 1 s after its start to 1 s before its end. cpu_end KEY records it.
+cpu_start() {
+    CPU_FILE=$1
+    "$PY" "$HELPERS/cpu.py" 1 "$((DURATION > 3 ? DURATION - 2 : 1))" "$SERVER_PID" >"$CPU_FILE" 2>&1 &
+    CPU_PID=$!
+}
+cpu_end() {
+    wait "$CPU_PID" 2>/dev/null || problem "CPU sampling failed: $(head -c 300 "$CPU_FILE")"
+    # One line of group=percent pairs; ';' because report.py joins repeated keys with ','.
+    put "$1" "$(tr ',' ';' <"$CPU_FILE")"
+}
+
 run_health() { # DRIVER RUN
     local f=$OUT/wrk-$1-health-$2.txt
     log "[$1] run $2/$RUNS: GET /health, wrk -t1 -c64 -d${DURATION}s"
+    cpu_start "$OUT/cpu-$1-health-$2.txt"
     wrk -t1 -c64 -d"${DURATION}s" --latency "http://$ADDR/health" >"$f" 2>&1 ||
         die "wrk failed (see $f)"
+    cpu_end "$1.health.cpu"
     assert_alive "GET /health ($1)"
     wrk_parse "$f"
     put "$1.health.rps" "$W_RPS"
@@ -431,8 +449,10 @@ drain_run() {
 run_orders() { # DRIVER RUN PRODUCT
     local dv=$1 run=$2 pid=$3 f=$OUT/wrk-$1-orders-$2.txt accepted
     log "[$dv] run $run/$RUNS: POST /api/orders (product $pid), wrk -t1 -c64 -d${DURATION}s"
+    cpu_start "$OUT/cpu-$dv-orders-$run.txt"
     drain_run "$f" "$pid" -- wrk -t1 -c64 -d"${DURATION}s" --latency -s "$HELPERS/orders.lua" \
         "http://$ADDR/api/orders"
+    cpu_end "$dv.orders.cpu"
     assert_alive "POST /api/orders ($dv)"
     wrk_parse "$f"
     accepted=$((W_REQ - W_NON2XX))
@@ -708,6 +728,7 @@ main() {
         table=$("$PY" "$HELPERS/report.py" soak-table "$MEAS")
     else
         table=$("$PY" "$HELPERS/report.py" table "$MEAS")
+        table+=$'\n\n'$("$PY" "$HELPERS/report.py" cpu-table "$MEAS")
     fi
     note="The load generator (wrk/ab, one thread) shares these cores with the server, Redis and PostgreSQL, so every figure is for the whole box, not the server alone."
     {

@@ -318,6 +318,66 @@ def table(path):
     print(md_table(["Scenario", "Metric", "io_uring (default)", "legacy epoll", "Notes"], rows))
 
 
+CPU_GROUPS = [
+    ("wrk", "wrk (the load generator)"),
+    ("workers", "server: fs-worker threads"),
+    ("writer", "server: pg-writer thread"),
+    ("server_other", "server: other threads"),
+    ("redis", "redis-server"),
+    ("postgres", "PostgreSQL (all processes)"),
+    ("other", "everything else"),
+]
+
+
+def cpu_runs(m, key, rps_key):
+    """Per run: {group: µs of CPU per request} from cpu.py's percentages and the run's rate,
+    plus "idle" as a percentage of all cores."""
+    lines = (m.raw(key) or "").split(",")
+    rates = m.nums(rps_key)
+    runs = []
+    for line, rps in zip(lines, rates):
+        try:
+            pct = {g: float(v) for g, v in (kv.split("=") for kv in line.split(";") if kv)}
+        except ValueError:
+            continue  # a failed sample (its error text) is left out
+        if rps <= 0:
+            continue
+        us = {g: pct.get(g, 0.0) / 100 / rps * 1e6 for g, _ in CPU_GROUPS}
+        us["all"] = sum(us[g] for g, _ in CPU_GROUPS)
+        cores = (sum(pct.values())) / 100 or 1
+        us["idle"] = pct.get("idle", 0.0) / cores
+        runs.append(us)
+    return runs
+
+
+def cpu_table(path):
+    m = M(load(path))
+    cols = []
+    for dv in ["io_uring", "epoll"]:
+        cols.append((f"{dv}: `GET /health`", cpu_runs(m, f"{dv}.health.cpu", f"{dv}.health.rps")))
+        cols.append((f"{dv}: `POST /api/orders`",
+                     cpu_runs(m, f"{dv}.orders.cpu", f"{dv}.orders.accepted_rps")))
+
+    def med(runs, g):
+        xs = [r[g] for r in runs]
+        return statistics.median(xs) if xs else None
+
+    def us(x):
+        return DASH if x is None else f"{x:.1f} µs"
+
+    rows = [[label, *(us(med(runs, g)) for _, runs in cols)] for g, label in CPU_GROUPS]
+    rows.append(["**all processes**", *(f"**{us(med(runs, 'all'))}**" for _, runs in cols)])
+    rows.append(["idle, share of all cores",
+                 *(DASH if med(runs, "idle") is None else f"{med(runs, 'idle'):.0f}%"
+                   for _, runs in cols)])
+    print("CPU per request (per reservation for orders): CPU time of each process over the middle of "
+          "each wrk run (/proc, from 1 s after its start to 1 s before its end) divided by the "
+          "requests of that run; medians of the runs. The ratio of reservations/s to health "
+          "req/s is roughly the inverse ratio of the two 'all processes' figures, times the "
+          "ratio of the busy shares.\n")
+    print(md_table(["CPU per request", *(c for c, _ in cols)], rows))
+
+
 def soak_table(path):
     m = M(load(path))
     r1, rend = m.med("soak.rss_1min_kb"), m.med("soak.rss_end_kb")
@@ -420,6 +480,8 @@ def main():
         print("; ".join(v for k, v in metrics_summary(args[0], "x") if not k.endswith("reaper_pending")))
     elif cmd == "table":
         table(args[0])
+    elif cmd == "cpu-table":
+        cpu_table(args[0])
     elif cmd == "soak-table":
         soak_table(args[0])
     elif cmd == "chart":

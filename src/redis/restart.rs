@@ -8,8 +8,9 @@
 //! checked. If they differ (or nothing is recorded), `invalidate.lua` runs for every product
 //! Redis holds: the counters go, and each product is rebuilt from PostgreSQL on its next use
 //! (after a writer barrier, counting the pending orders of both stores; see `load.lua`).
-//! Only then is the new `run_id` recorded. Several workers or instances may do this at once:
-//! invalidating twice only costs one more reload.
+//! Only then is the new `run_id` recorded. Within one process one connection checks and the
+//! others wait for it; several instances may check at once: invalidating twice only costs
+//! one more reload.
 
 use crate::redis::Keys;
 use crate::redis::cmd::command;
@@ -18,6 +19,37 @@ use crate::redis::scripts::{as_string, decode_scan, invalidate_call, is_noscript
 use monoio::net::TcpStream;
 use redis_async::resp::RespValue;
 use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The markers whose check a connection of this process is running. Every worker connects
+/// at start-up and after a Redis restart; without this each would make the pass over the
+/// keyspace, and Redis runs them one after the other (1.4 s per pass with 2 M keys here, so
+/// a 16-core machine would answer 503 for half a minute). Taken only around connecting,
+/// never on the request path.
+static CHECKING: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// This connection runs the check of a marker; dropping it (done, failed or cancelled) lets
+/// a waiting connection look again, and take the check over if the marker is still stale.
+struct Checking(String);
+
+impl Checking {
+    fn take(marker: &str) -> Option<Checking> {
+        let mut running = CHECKING.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .insert(marker.to_string())
+            .then(|| Checking(marker.to_string()))
+    }
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        CHECKING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+    }
+}
 
 /// The `run_id` line of `INFO server`.
 pub fn parse_run_id(info: &str) -> Option<&str> {
@@ -33,13 +65,20 @@ pub async fn verify(stream: &mut TcpStream, keys: &Keys, who: &str) -> Result<()
         .ok_or("INFO server has no run_id")?
         .to_string();
     let marker = keys.run_id_marker();
-    let recorded = match roundtrip(stream, command(&["GET", &marker])).await? {
-        RespValue::Nil => None,
-        v => Some(as_string(v).map_err(|e| e.to_string())?),
+    // One connection of this process checks; the others wait for its result.
+    let (recorded, _checking) = loop {
+        let recorded = match roundtrip(stream, command(&["GET", &marker])).await? {
+            RespValue::Nil => None,
+            v => Some(as_string(v).map_err(|e| e.to_string())?),
+        };
+        if recorded.as_deref() == Some(run_id.as_str()) {
+            return Ok(());
+        }
+        if let Some(guard) = Checking::take(&marker) {
+            break (recorded, guard);
+        }
+        monoio::time::sleep(Duration::from_millis(10)).await;
     };
-    if recorded.as_deref() == Some(run_id.as_str()) {
-        return Ok(());
-    }
     // The products with a stock counter or a pending set, in one pass over the keyspace: it
     // holds every order record too, millions after a big sale, and Redis visits each key of a
     // pass (~0.7 µs per key here: 1.4 s for 2 M keys, whatever the COUNT) while nothing is

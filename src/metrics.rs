@@ -376,20 +376,22 @@ impl Collector for Sums {
                 ConstCounter::new(v).encode(m.encode_family(&[("reason", *r)])?)?;
             }
         }
-        let expiries = ConstCounter::new(self.sum(|w| &w.expiries));
-        expiries.encode(enc.encode_descriptor(
-            "expiries",
-            "Reservations cancelled because their hold passed",
-            None,
-            expiries.metric_type(),
-        )?)?;
-        let calls = ConstCounter::new(self.sum(|w| &w.reserve_calls));
-        calls.encode(enc.encode_descriptor(
-            "reserve_calls",
-            "Calls of reserve.lua; reservation requests that reached Redis ÷ calls = the mean micro-batch",
-            None,
-            calls.metric_type(),
-        )?)?;
+        let counters: [(&str, &str, u64); 2] = [
+            (
+                "expiries",
+                "Reservations cancelled because their hold passed",
+                self.sum(|w| &w.expiries),
+            ),
+            (
+                "reserve_calls",
+                "Calls of reserve.lua; reservation requests that reached Redis ÷ calls = the mean micro-batch",
+                self.sum(|w| &w.reserve_calls),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let c = ConstCounter::new(v);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
         let gauges: [(&str, &str, i64); 5] = [
             (
                 "handoff_queue_depth",

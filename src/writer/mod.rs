@@ -456,8 +456,7 @@ impl Writer {
                 && self.shared.handoff_depth() < self.shared.cfg.queue_capacity / 4
             {
                 self.last_replay = now;
-                let pids: Vec<ProductId> = self.journaled.iter().copied().collect();
-                self.replay(&pids, Some(crate::time::now_ms() - STUCK_AFTER_MS))
+                self.replay(Some(crate::time::now_ms() - STUCK_AFTER_MS))
                     .await;
             }
         }
@@ -483,8 +482,7 @@ impl Writer {
             }
         }
         self.replay_owed = false;
-        let pids: Vec<ProductId> = self.journaled.iter().copied().collect();
-        self.replay(&pids, None).await;
+        self.replay(None).await;
     }
 
     /// One step of a SCAN for journals: those it finds join `journaled`. `Ok(true)` when the
@@ -505,13 +503,14 @@ impl Writer {
         Ok(self.scan_cursor.is_none())
     }
 
-    /// Writes the journal entries of `pids` older than `before` (all of them when `None`) to
-    /// PostgreSQL.
-    async fn replay(&mut self, pids: &[ProductId], before: Option<i64>) {
+    /// Writes the entries older than `before` (all of them when `None`) of the journals in
+    /// `journaled` to PostgreSQL.
+    async fn replay(&mut self, before: Option<i64>) {
+        let pids: Vec<ProductId> = self.journaled.iter().copied().collect();
         let max = before.map_or("+inf".to_string(), |b| b.to_string());
         let limit = self.shared.cfg.batch_rows.to_string();
         let mut replayed = 0usize;
-        for &pid in pids {
+        for pid in pids {
             let key = self.keys.product_keys(pid).journal;
             let Ok(RespValue::Array(refs)) = self
                 .redis

@@ -234,12 +234,16 @@ def table(path):
     def both(fn):
         return [fn(dv) for dv in drivers]
 
+    def runs_notes(suffix, fmt):
+        """Each driver's single runs of `<driver>.<suffix>`, when there were several."""
+        if runs == "1":
+            return ""
+        return "; ".join(f"{dv} " + runs_note(m, f"{dv}.{suffix}", fmt) for dv in drivers)
+
     med_n = f"median of {runs}" if runs != "1" else "1 run"
     rows.append(["1. `GET /health` (wrk -t1 -c64 -d%ss)" % dur, "req/s (%s)" % med_n,
                  *both(lambda dv: f_rps(m.med(f"{dv}.health.rps"))),
-                 "; ".join(x for x in [
-                     "io_uring " + runs_note(m, "io_uring.health.rps", f_rps) if runs != "1" else "",
-                     "epoll " + runs_note(m, "epoll.health.rps", f_rps) if runs != "1" else ""] if x)])
+                 runs_notes("health.rps", f_rps)])
     rows.append(["", "p50 / p99",
                  *both(lambda dv: f"{f_ms(m.med(f'{dv}.health.p50'))} / {f_ms(m.med(f'{dv}.health.p99'))}"),
                  "non-2xx: " + " / ".join(f_int(m.total(f"{dv}.health.non2xx")) for dv in drivers)
@@ -247,20 +251,16 @@ def table(path):
     rows.append(["2. `POST /api/orders` qty 1, large product (wrk -t1 -c64 -d%ss)" % dur,
                  "req/s (%s)" % med_n,
                  *both(lambda dv: f_rps(m.med(f"{dv}.orders.rps"))),
-                 "; ".join(x for x in [
-                     "io_uring " + runs_note(m, "io_uring.orders.rps", f_rps) if runs != "1" else "",
-                     "epoll " + runs_note(m, "epoll.orders.rps", f_rps) if runs != "1" else ""] if x)])
+                 runs_notes("orders.rps", f_rps)])
     rows.append(["", "reservations/s: 202s only (%s)" % med_n,
                  *both(lambda dv: f_rps(m.med(f"{dv}.orders.accepted_rps"))),
-                 "; ".join(x for x in [
-                     "io_uring " + runs_note(m, "io_uring.orders.accepted_rps", f_rps) if runs != "1" else "",
-                     "epoll " + runs_note(m, "epoll.orders.accepted_rps", f_rps) if runs != "1" else ""] if x)])
+                 runs_notes("orders.accepted_rps", f_rps)])
     rows.append(["", "p50 / p99",
                  *both(lambda dv: f"{f_ms(m.med(f'{dv}.orders.p50'))} / {f_ms(m.med(f'{dv}.orders.p99'))}"), ""])
     rows.append(["", "reservations/s ÷ (1) req/s (%s)" % med_n,
                  *both(lambda dv: f_x(m.med(f"{dv}.ratio"))),
-                 "; ".join(["each run against the health run just before it"]
-                           + [f"{dv} " + runs_note(m, f"{dv}.ratio", f_x) for dv in drivers if runs != "1"])])
+                 "; ".join(x for x in ["each run against the health run just before it",
+                                       runs_notes("ratio", f_x)] if x)])
     rows.append(["", "p99 ÷ (1) p99 (%s)" % med_n,
                  *both(lambda dv: f_x(m.med(f"{dv}.p99_ratio"), 1)), ""])
     rows.append(["", "non-2xx responses (all runs)",

@@ -41,7 +41,6 @@ local limit = tonumber(meta[3] or '')
 local hold, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
 local now_s, exp_s = int(now), int(now + hold)
-local start_stock = stock
 local out = {}
 local records, refs = {}, {}
 -- Idempotency keys set earlier in this batch (a retry can arrive in the same batch).

@@ -3,10 +3,10 @@
 //! Every 100 ms it advances the worker's timer wheel (`wheel`, pure); for each entry that came
 //! due (a product and an expiry time: one per reserve call or restored order) it reads the
 //! pending-set members of that time and runs `expire.lua` on each, which skips the orders a
-//! payment or a failure settled first. It also hands over the webhooks the writer found applicable (`inbox`), and once a
-//! second sweeps the pending sets of the products it knows for entries overdue by more than a
-//! second, which only happens for reservations made by an instance that died. At start-up the
-//! wheel is re-armed from the pending sets in Redis.
+//! payment or a failure settled first. It also hands over the webhooks the writer found
+//! applicable (`inbox`), and once a second sweeps the pending sets of the products it knows
+//! for entries overdue by more than a second, which only happens for reservations made by an
+//! instance that died. At start-up the wheel is re-armed from the pending sets in Redis.
 
 pub mod wheel;
 

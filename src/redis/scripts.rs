@@ -497,10 +497,10 @@ pub fn decode_expire(v: RespValue, pid: ProductId) -> Result<ExpireReply, ReplyE
         &f.next()
             .ok_or_else(|| ReplyError("empty expire reply".into()))?,
     )?;
-    let mut expired = Vec::new();
     if head == NOT_LOADED && f.len() == 0 {
         return Ok(ExpireReply::NotLoaded);
     }
+    let mut expired = Vec::new();
     while let Some(reference) = f.next() {
         let reference = as_string(reference)?;
         expired.push(record_fields(&mut f, pid, reference)?);

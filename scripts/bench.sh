@@ -5,6 +5,9 @@
 #   scripts/bench.sh                 the benchmark (about 3-4 minutes with the defaults)
 #   scripts/bench.sh --soak MINUTES  only the memory-flatness soak: overload POST /api/orders
 #                                    for MINUTES minutes, sampling the server's RSS every 10 s
+#   scripts/bench.sh --compare OLD_BINARY
+#                                    A/B of two builds: OLD_BINARY against the freshly built
+#                                    target/release/flashsale (NEW), alternating (see below)
 #   scripts/bench.sh --help
 #
 # What it does: installs wrk, ab (apache2-utils), curl and python3 (+ python3-matplotlib for
@@ -27,6 +30,17 @@
 # Redis, PostgreSQL and the rest, and the idle share: what limits the ratio of 2 to 1.
 # Scenarios 1 and 2 (with 3) run BENCH_RUNS times per driver; the table shows the medians.
 # At the end it stops the servers it started, deletes its Redis keys and drops its database.
+#
+# --compare OLD_BINARY: only scenarios 1 and 2 (with 3's wait for PostgreSQL, and the CPU
+# sampling), io_uring driver, for two binaries: OLD_BINARY and NEW (target/release/flashsale,
+# built unless BENCH_BUILD=0); both are copied to a private directory first. BENCH_RUNS
+# rounds (default 3); in each, each binary gets a slot: a fresh `flashsale serve` with its
+# own Redis key prefix and a new large-stock product, then (1) and (2). The order alternates
+# (round 1 OLD then NEW, round 2 NEW then OLD, ...), so drift over the run (the orders table
+# growing, other load on the machine) does not favour one of them. The table gives every
+# slot, the medians per binary and NEW ÷ OLD of the medians; the header names both binaries
+# (path, size, mtime, sha256; for NEW the checkout's commit). The benchmark database is
+# migrated by NEW (`serve` applies whatever else OLD has). No chart.
 #
 # Output: the table on stdout, progress on stderr, and in bench-results/<UTC timestamp>/:
 # results.md (machine + table), chart.png, measurements.tsv, the raw wrk/ab outputs, the
@@ -54,6 +68,7 @@ REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
 HELPERS=$SCRIPT_DIR/bench
 BUILT_BIN=$REPO_ROOT/target/release/flashsale
 BIN= # a private copy of BUILT_BIN, so a rebuild during the run cannot swap it
+NEW_BIN='' OLD_BIN='' # --compare: private copies of BUILT_BIN and of the OLD binary; BIN is one of them
 TMPDIR_BENCH=
 T_START=$(date +%s)
 
@@ -64,6 +79,7 @@ BENCH_DB=${BENCH_DB:-flashsale_bench}
 BASE_DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/flashsale}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 SOAK_MINUTES=
+COMPARE_OLD= # --compare: the OLD binary as given
 LARGE_STOCK=1000000000
 SELLOUT_STOCK=10000
 
@@ -86,6 +102,15 @@ while (($#)); do
         SOAK_MINUTES=${1#--soak=}
         shift
         ;;
+    --compare)
+        [[ $# -ge 2 ]] || die "--compare needs the path of the old flashsale binary"
+        COMPARE_OLD=$2
+        shift 2
+        ;;
+    --compare=*)
+        COMPARE_OLD=${1#--compare=}
+        shift
+        ;;
     -h | --help)
         usage
         exit 0
@@ -104,6 +129,11 @@ is_uint "$IDLE_CONNS" 0 || die "BENCH_IDLE_CONNS='$IDLE_CONNS': expected a whole
 [[ $BENCH_DB =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "BENCH_DB='$BENCH_DB': use lowercase letters, digits and _"
 if [[ -n $SOAK_MINUTES ]]; then
     is_uint "$SOAK_MINUTES" || die "--soak '$SOAK_MINUTES': expected whole minutes >= 1"
+fi
+if [[ -n $COMPARE_OLD ]]; then
+    [[ -z $SOAK_MINUTES ]] || die "--compare and --soak cannot be combined"
+    [[ -f $COMPARE_OLD && -x $COMPARE_OLD ]] || die "--compare '$COMPARE_OLD': not an executable file"
+    COMPARE_OLD=$(cd -- "$(dirname -- "$COMPARE_OLD")" && pwd -P)/$(basename -- "$COMPARE_OLD")
 fi
 DURATION=$((10#$DURATION))
 RUNS=$((10#$RUNS))
@@ -281,6 +311,18 @@ machine_info() {
     [[ -n $cpu ]] || cpu=unknown
     MACHINE="nproc $(nproc), kernel $(uname -r), CPU: $cpu, load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
     put machine "$MACHINE"
+}
+
+checkout_info() {
+    printf 'checkout at commit %s with %s uncommitted changes' \
+        "$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" \
+        "$(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | wc -l)"
+}
+
+# binary_info SOURCE COPY: SOURCE's path with the size, mtime and sha256 of its private COPY.
+binary_info() {
+    printf '%s (%s bytes, modified %s, sha256 %s)' "$1" "$(stat -c %s "$2")" \
+        "$(date -u -r "$2" +%Y-%m-%dT%H:%M:%SZ)" "$(sha256sum "$2" | cut -c1-16)"
 }
 
 # ------------------------------------------------------------------ server
@@ -576,15 +618,23 @@ run_ab() { # PRODUCT
     ((ka == complete)) || problem "ab -k: only $ka of $complete requests reused a keep-alive connection (HTTP/1.0 keep-alive)"
 }
 
+# serve_fresh KEY LABEL [VAR=VALUE...]: start_server LABEL, then records the idle RSS and the
+# I/O driver under KEY.
+serve_fresh() {
+    local key=$1
+    shift
+    start_server "$@"
+    sleep 1
+    put "$key.rss.idle_kb" "$(rss_kb)"
+    put "$key.driver" "$(driver_check)"
+    log "[$key] idle RSS $(rss_kb) kB; driver: $(driver_check)"
+}
+
 # One driver's block: server start, idle RSS, RUNS x (health, orders+lag), [extra], RSS, conns.
 run_driver() { # DRIVER EXTRA_FN [VAR=VALUE...]
     local dv=$1 extra=$2 large r
     shift 2
-    start_server "$dv" "$@"
-    sleep 1
-    put "$dv.rss.idle_kb" "$(rss_kb)"
-    put "$dv.driver" "$(driver_check)"
-    log "[$dv] idle RSS $(rss_kb) kB; driver: $(driver_check)"
+    serve_fresh "$dv" "$dv" "$@"
     large=$(new_product "bench large ($dv)" "$LARGE_STOCK")
     for ((r = 1; r <= RUNS; r++)); do
         run_health "$dv" "$r"
@@ -602,6 +652,36 @@ run_driver() { # DRIVER EXTRA_FN [VAR=VALUE...]
 io_uring_extras() { # LARGE_PRODUCT
     run_sellout
     run_ab "$1"
+}
+
+# ------------------------------------------------------------------ compare
+
+# One slot of --compare: WHO (old|new) on a fresh server (label WHO-ROUND, so its own Redis
+# prefix and log) with a new large product: (1) then (2), measurements under WHO.
+run_slot() { # WHO ROUND POSITION
+    local who=$1 round=$2 large src
+    if [[ $who == old ]]; then BIN=$OLD_BIN src=$COMPARE_OLD; else BIN=$NEW_BIN src=$BUILT_BIN; fi
+    log "[$who] round $round/$RUNS, slot $3 of 2: the copy of $src"
+    put "$who.position" "$3"
+    serve_fresh "$who" "$who-$round"
+    large=$(new_product "bench compare ($who, round $round)" "$LARGE_STOCK")
+    run_health "$who" "$round"
+    run_orders "$who" "$round" "$large"
+    stop_server
+}
+
+# RUNS rounds, the order alternating: OLD first in odd rounds, NEW first in even ones.
+run_compare() {
+    local r
+    for ((r = 1; r <= RUNS; r++)); do
+        if ((r % 2)); then
+            run_slot old "$r" 1
+            run_slot new "$r" 2
+        else
+            run_slot new "$r" 1
+            run_slot old "$r" 2
+        fi
+    done
 }
 
 # ------------------------------------------------------------------ soak
@@ -681,7 +761,7 @@ main() {
     log "starting PostgreSQL and Redis (scripts/services.sh)"
     DATABASE_URL=$BENCH_DATABASE_URL REDIS_URL=$REDIS_URL "$REPO_ROOT/scripts/services.sh" start >&2
     SERVICES_UP=1
-    find_mpl_python
+    [[ -n $COMPARE_OLD ]] || find_mpl_python # --compare draws no chart
 
     local t_build=$SECONDS
     if [[ ${BENCH_BUILD:-1} == 0 ]]; then
@@ -699,11 +779,29 @@ main() {
     [[ -x $BUILT_BIN ]] || die "$BUILT_BIN is missing"
     TMPDIR_BENCH=$(mktemp -d "${TMPDIR:-/tmp}/flashsale-bench.XXXXXX")
     BIN=$TMPDIR_BENCH/flashsale
-    cp "$BUILT_BIN" "$BIN"
-    BUILD_INFO="binary built $(date -u -r "$BUILT_BIN" +%Y-%m-%dT%H:%M:%SZ), checkout at commit $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') with $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted changes"
+    cp -p "$BUILT_BIN" "$BIN"
+    BUILD_INFO="binary built $(date -u -r "$BUILT_BIN" +%Y-%m-%dT%H:%M:%SZ), $(checkout_info)"
     put build "$BUILD_INFO"
+    local compare_info=''
+    if [[ -n $COMPARE_OLD ]]; then
+        NEW_BIN=$BIN
+        OLD_BIN=$TMPDIR_BENCH/flashsale-old
+        cp -p "$COMPARE_OLD" "$OLD_BIN"
+        local old_info new_info
+        old_info=$(binary_info "$COMPARE_OLD" "$OLD_BIN")
+        new_info="$(binary_info "${BUILT_BIN#"$REPO_ROOT"/}" "$NEW_BIN"), $(checkout_info)"
+        if ((BUILD_SECS == 0)); then new_info+=" (not rebuilt: BENCH_BUILD=0)"; fi
+        put old.binary "$old_info"
+        put new.binary "$new_info"
+        compare_info="- **OLD**: $old_info"$'\n'"- **NEW**: $new_info"
+        if cmp -s "$OLD_BIN" "$NEW_BIN"; then
+            compare_info+=$'\n\n'"The two binaries are byte-identical: NEW ÷ OLD shows only the noise."
+        fi
+        log "OLD: $old_info"
+        log "NEW: $new_info"
+    fi
 
-    log "recreating database $BENCH_DB; Redis key prefixes $PREFIX-<driver>"
+    log "recreating database $BENCH_DB; Redis key prefixes $PREFIX-<server label>"
     psql "$ADMIN_DATABASE_URL" -v ON_ERROR_STOP=1 -qX \
         -c "DROP DATABASE IF EXISTS \"$BENCH_DB\" WITH (FORCE)" \
         -c "CREATE DATABASE \"$BENCH_DB\"" >/dev/null
@@ -716,6 +814,9 @@ main() {
     if [[ -n $SOAK_MINUTES ]]; then
         run_soak
         header="## flashsale soak ($TS)"
+    elif [[ -n $COMPARE_OLD ]]; then
+        run_compare
+        header="## flashsale A/B comparison: OLD against NEW, alternating ($TS)"
     else
         run_driver io_uring io_uring_extras
         run_driver epoll "" MONOIO_FORCE_LEGACY_DRIVER=1
@@ -726,6 +827,9 @@ main() {
     local table note
     if [[ -n $SOAK_MINUTES ]]; then
         table=$("$PY" "$HELPERS/report.py" soak-table "$MEAS")
+    elif [[ -n $COMPARE_OLD ]]; then
+        table=$("$PY" "$HELPERS/report.py" compare-table "$MEAS")
+        table+=$'\n\n'$("$PY" "$HELPERS/report.py" cpu-table "$MEAS" old new)
     else
         table=$("$PY" "$HELPERS/report.py" table "$MEAS")
         table+=$'\n\n'$("$PY" "$HELPERS/report.py" cpu-table "$MEAS")
@@ -733,9 +837,15 @@ main() {
     note="The load generator (wrk/ab, one thread) shares these cores with the server, Redis and PostgreSQL, so every figure is for the whole box, not the server alone."
     {
         printf '%s\n\n' "$header"
-        printf 'Machine: %s.\n%s\n\nBuild: %s.\n\n' "$MACHINE" "$note" "$BUILD_INFO"
-        if [[ -z $SOAK_MINUTES ]]; then
-            printf 'Settings: wrk %s s per run, %s run(s) of scenarios 1-3 per driver (medians shown), server RUST_LOG=flashsale=warn, default FLASHSALE_* settings unless set in the environment.\n\n' "$DURATION" "$RUNS"
+        if [[ -n $COMPARE_OLD ]]; then
+            printf 'Machine: %s.\n%s\n\n%s\n\n' "$MACHINE" "$note" "$compare_info"
+            # shellcheck disable=SC2016 # Markdown code spans, not command substitutions
+            printf 'Settings: %s round(s); in each, each binary serves one slot: a fresh server (own Redis key prefix, a new product with %s units, io_uring driver), then `GET /health` and `POST /api/orders` with wrk -t1 -c64 -d%ss, reservations (202s) counted. Order: OLD first in odd rounds, NEW first in even ones. Same database for all slots (migrated by NEW). Server RUST_LOG=flashsale=warn, default FLASHSALE_* settings unless set in the environment.\n\n' "$RUNS" "$LARGE_STOCK" "$DURATION"
+        else
+            printf 'Machine: %s.\n%s\n\nBuild: %s.\n\n' "$MACHINE" "$note" "$BUILD_INFO"
+            if [[ -z $SOAK_MINUTES ]]; then
+                printf 'Settings: wrk %s s per run, %s run(s) of scenarios 1-3 per driver (medians shown), server RUST_LOG=flashsale=warn, default FLASHSALE_* settings unless set in the environment.\n\n' "$DURATION" "$RUNS"
+            fi
         fi
         printf '%s\n' "$table"
         printf '\nTiming: build %s s, measurements %s s; whole script %s s up to this report.\n' \
@@ -747,7 +857,9 @@ main() {
     } >"$OUT/results.md"
     cat "$OUT/results.md"
 
-    if [[ -n $MPL_PY ]]; then
+    if [[ -n $COMPARE_OLD ]]; then
+        : # no chart: the table is the result
+    elif [[ -n $MPL_PY ]]; then
         if [[ -n $SOAK_MINUTES ]]; then
             "$MPL_PY" "$HELPERS/report.py" soak-chart "$MEAS" "$OUT/soak-rss.tsv" "$OUT/chart.png" 2>"$OUT/chart.log" ||
                 warn "chart failed (see $OUT/chart.log)"

@@ -6,6 +6,9 @@
     report.py metrics FILE PREFIX -> key facts of a /metrics snapshot as TSV lines (FILE - = stdin)
     report.py metrics-brief FILE  -> the same facts on one line
     report.py table TSV         -> the Markdown results table (stdout)
+    report.py cpu-table TSV [KEY...] -> CPU per request, one column pair per KEY
+                                   (default: io_uring epoll)
+    report.py compare-table TSV -> the Markdown table of a --compare run (KEYs old and new)
     report.py soak-table TSV    -> the Markdown table of a --soak run (stdout)
     report.py chart TSV PNG     -> throughput and latency chart (needs matplotlib)
     report.py soak-chart TSV RSS_TSV PNG -> RSS over time of a --soak run
@@ -329,9 +332,9 @@ CPU_GROUPS = [
 ]
 
 
-def cpu_runs(m, key, rps_key):
+def cpu_per_run(m, key, rps_key):
     """Per run: {group: µs of CPU per request} from cpu.py's percentages and the run's rate,
-    plus "idle" as a percentage of all cores."""
+    plus "idle" as a percentage of all cores; None for a run whose sample failed."""
     lines = (m.raw(key) or "").split(",")
     rates = m.nums(rps_key)
     runs = []
@@ -339,8 +342,9 @@ def cpu_runs(m, key, rps_key):
         try:
             pct = {g: float(v) for g, v in (kv.split("=") for kv in line.split(";") if kv)}
         except ValueError:
-            continue  # a failed sample (its error text) is left out
-        if rps <= 0:
+            pct = None  # a failed sample (its error text)
+        if pct is None or rps <= 0:
+            runs.append(None)
             continue
         us = {g: pct.get(g, 0.0) / 100 / rps * 1e6 for g, _ in CPU_GROUPS}
         us["all"] = sum(us[g] for g, _ in CPU_GROUPS)
@@ -350,10 +354,15 @@ def cpu_runs(m, key, rps_key):
     return runs
 
 
-def cpu_table(path):
+def cpu_runs(m, key, rps_key):
+    """cpu_per_run without the failed samples."""
+    return [r for r in cpu_per_run(m, key, rps_key) if r is not None]
+
+
+def cpu_table(path, keys=("io_uring", "epoll")):
     m = M(load(path))
     cols = []
-    for dv in ["io_uring", "epoll"]:
+    for dv in keys:
         cols.append((f"{dv}: `GET /health`", cpu_runs(m, f"{dv}.health.cpu", f"{dv}.health.rps")))
         cols.append((f"{dv}: `POST /api/orders`",
                      cpu_runs(m, f"{dv}.orders.cpu", f"{dv}.orders.accepted_rps")))
@@ -396,6 +405,81 @@ def soak_table(path):
         ["order rows in PostgreSQL after drain", f_int(m.med("soak.rows"))],
     ]
     print(md_table(["Soak (memory flatness)", "Value"], rows))
+
+
+def compare_table(path):
+    """--compare: one row per slot (round, binary), the medians per binary, NEW ÷ OLD."""
+    m = M(load(path))
+    names = {"old": "OLD", "new": "NEW"}
+    per = {}
+    for b in names:
+        cpu_h = cpu_per_run(m, f"{b}.health.cpu", f"{b}.health.rps")
+        cpu_o = cpu_per_run(m, f"{b}.orders.cpu", f"{b}.orders.accepted_rps")
+        per[b] = {
+            "pos": m.nums(f"{b}.position"),
+            "health": m.nums(f"{b}.health.rps"),
+            "res": m.nums(f"{b}.orders.accepted_rps"),
+            "ratio": m.nums(f"{b}.ratio"),
+            "p99": m.nums(f"{b}.orders.p99"),
+            "cpu_h": [c["all"] if c else None for c in cpu_h],
+            "cpu_o": [c["all"] if c else None for c in cpu_o],
+        }
+
+    def at(b, k, i):
+        xs = per[b][k]
+        return xs[i] if i < len(xs) else None
+
+    def med(b, k):
+        xs = [x for x in per[b][k] if x is not None]
+        return statistics.median(xs) if xs else None
+
+    def us(x):
+        return DASH if x is None else f"{x:.1f}"
+
+    def cells(get):
+        """health, reservations/s, ratio, p99, CPU µs health / reservation, from get(key)."""
+        return [f_rps(get("health")), f_rps(get("res")), f_x(get("ratio"), 3), f_ms(get("p99")),
+                f"{us(get('cpu_h'))} / {us(get('cpu_o'))}"]
+
+    rows = []
+    rounds = max(len(per[b]["res"]) for b in names)
+    for i in range(rounds):
+        order = sorted(names, key=lambda b: at(b, "pos", i) or 9)
+        for b in order:
+            pos = at(b, "pos", i)
+            rows.append([str(i + 1), DASH if pos is None else f"{pos:.0f}", names[b],
+                         *cells(lambda k: at(b, k, i))])
+    n = f"median of {rounds}" if rounds > 1 else "1 round"
+    for b in names:
+        rows.append([f"**{n}**", "", f"**{names[b]}**", *(f"**{c}**" for c in cells(lambda k: med(b, k)))])
+
+    def quot(k, digits=3):
+        return f_ratio(med("new", k), med("old", k), digits)
+
+    rows.append(["**NEW ÷ OLD** (of the medians)", "", "",
+                 quot("health"), f"**{quot('res')}**", f"**{quot('ratio')}**", quot("p99"),
+                 f"{quot('cpu_h')} / {quot('cpu_o')}"])
+    print("Each slot: a fresh server, `GET /health` (the no-op ceiling) then `POST /api/orders`; "
+          "ratio = that slot's reservations/s ÷ its health req/s. CPU: all processes' CPU time "
+          "over the middle of each wrk run (bench/cpu.py) per health request / per reservation.\n")
+    print(md_table(["round", "slot", "binary", "`GET /health` req/s", "reservations/s", "ratio",
+                    "orders p99", "CPU µs per request / reservation"], rows))
+
+    def paired(k):
+        qs = []
+        for i in range(rounds):
+            a, b = at("old", k, i), at("new", k, i)
+            qs.append(DASH if not a or b is None else f"{b / a:.3f}×")
+        return ", ".join(qs)
+
+    def spread(b, k, fmt):
+        xs = per[b][k]
+        return f"{fmt(min(xs))}–{fmt(max(xs))}" if xs else DASH
+
+    print(f"\nNEW ÷ OLD within each round: reservations/s {paired('res')}; ratio {paired('ratio')}. "
+          f"Single slots range: reservations/s OLD {spread('old', 'res', f_rps)}, "
+          f"NEW {spread('new', 'res', f_rps)}; ratio OLD {spread('old', 'ratio', lambda x: f_x(x, 3))}, "
+          f"NEW {spread('new', 'ratio', lambda x: f_x(x, 3))}.")
 
 
 # -------------------------------------------------------------------- chart
@@ -481,7 +565,9 @@ def main():
     elif cmd == "table":
         table(args[0])
     elif cmd == "cpu-table":
-        cpu_table(args[0])
+        cpu_table(args[0], *([args[1:]] if len(args) > 1 else []))
+    elif cmd == "compare-table":
+        compare_table(args[0])
     elif cmd == "soak-table":
         soak_table(args[0])
     elif cmd == "chart":

@@ -36,12 +36,12 @@ use flashsale::domain::{ProductId, new_reference};
 use flashsale::handoff::{HandoffRx, HandoffTx, handoff};
 use flashsale::http::request::{Framing, frame};
 use flashsale::http::response::ApiError;
-use flashsale::reaper::Expiring;
-use flashsale::reaper::wheel::TimerWheel;
-use flashsale::redis::Keys;
-use flashsale::redis::scripts::{
-    ReserveReply, ReserveRequest, TransitionReply, decode_reserve, decode_transition, reserve_call,
+use flashsale::reaper::wheel::{Expiring, TimerWheel};
+use flashsale::redis::keys::Keys;
+use flashsale::redis::scripts::reserve::{
+    ReserveReply, ReserveRequest, decode_reserve, reserve_call,
 };
+use flashsale::redis::scripts::transition::{TransitionReply, decode_transition};
 use flashsale::writer::batch::{BatchPolicy, Batched, Collected, collect};
 use hmac::{KeyInit, Mac};
 use redis_async::resp::RespValue;

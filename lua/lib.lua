@@ -9,8 +9,8 @@
 --   uc    '1' when qty is counted in the users hash
 --   user  buyer id ('' when none); last, so it may contain anything, '|' included
 -- One string rather than a hash because a batch of reservations then writes all its records
--- with one MSET: inside a script every redis.call has a fixed cost of a few microseconds,
--- which measured as most of a reservation's Redis time when each order took three calls.
+-- with one MSET: inside a script every redis.call has a fixed cost of a few microseconds, so
+-- calls per batch, not per order, are what keep a reservation cheap.
 -- Times come from Redis's own clock so that every instance sharing this Redis agrees.
 --
 -- The pending set of a product holds, scored by expiry, one member per reserve.lua call: the

@@ -27,8 +27,8 @@
 -- Requests are decided one after the other, exactly as separate calls would; what they write
 -- is gathered and written with one MSET, one pending-set member and one journal member for
 -- the whole batch (`<ref>,<ref>,...|pending`), which the writer removes once every order in it
--- is committed. (A pending member per order cost ~1 µs of Redis time per reservation, a
--- quarter of the script: a sorted-set insert of its own.)
+-- is committed. (A member per order would be a sorted-set insert per reservation, ~1 µs of
+-- Redis time each.)
 
 local stock = redis.call('GET', KEYS[1])
 if not stock then

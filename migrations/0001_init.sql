@@ -1,4 +1,4 @@
--- 0001_init: the tables of API.md's data model.
+-- 0001_init: the tables of the data model (README, "Data model").
 -- Operators query and insert into these tables directly, so names, columns and defaults are
 -- part of the contract: a product needs only name, price_cents, stock; an order needs only
 -- order_reference, product_id, qty, amount_cents, status, expires_at.

@@ -39,7 +39,7 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Final order records stay in Redis this long after PostgreSQL has them (GET and webhook
 /// repeats are answered from Redis meanwhile; later ones from PostgreSQL).
 pub const FINAL_RECORD_TTL_SECS: u64 = 3_600;
-/// Request bodies larger than this are refused with 413 (API.md).
+/// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// A request head larger than this is refused with 431.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -294,7 +294,8 @@ impl Config {
         })
     }
 
-    /// `serve` refuses to start without a webhook secret (API.md): no empty-key default.
+    /// `serve` refuses to start without a webhook secret: an empty or default key would let
+    /// anyone forge payments.
     pub fn require_secret(&self) -> Result<&Secret, ConfigError> {
         self.webhook_secret.as_ref().ok_or_else(|| {
             ConfigError(

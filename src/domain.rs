@@ -1,9 +1,10 @@
-//! Domain types shared by the HTTP layer, the Redis scripts, the reaper and the writer:
-//! product ids, order references, order states and the record of an order.
+//! Domain types shared by the HTTP layer, the order lifecycle, the Redis scripts, the reaper
+//! and the writer: product ids, order references, order states, the record of an order, the
+//! snapshot of a product, and the outcomes of the operations on them.
 //!
 //! Expected business conditions ("sold out", "limit reached", "already processed") are
-//! variants of the outcome enums next to the code that produces them; `Err` is kept for broken
-//! infrastructure.
+//! variants of the outcome enums here; `Err` carries a [`Failure`], which is kept for broken
+//! infrastructure. The HTTP layer maps both to responses in one place (`http::response`).
 
 use std::fmt;
 
@@ -172,6 +173,154 @@ pub struct OrderRecord {
     pub created_at_ms: i64,
 }
 
+/// A validated reservation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub product_id: ProductId,
+    pub qty: i64,
+    /// The buyer, when the request named one.
+    pub user_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// A product as PostgreSQL holds it, read to install it into Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductSnapshot {
+    pub id: ProductId,
+    pub name: String,
+    pub price_cents: i64,
+    /// `products.stock`: units not yet sold.
+    pub pg_stock: i64,
+    pub max_per_order: i32,
+    pub per_user_limit: Option<i32>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Orders still pending: their units are not reservable, and Redis needs their records.
+    pub pending: Vec<OrderRecord>,
+    /// Units pending or paid per user (limited products only).
+    pub user_units: Vec<(String, i64)>,
+}
+
+impl ProductSnapshot {
+    /// Reservable stock: PostgreSQL stock minus the units of pending orders, never below zero.
+    pub fn reservable(&self) -> i64 {
+        let held: i64 = self.pending.iter().map(|o| i64::from(o.qty)).sum();
+        (self.pg_stock - held).max(0)
+    }
+}
+
+/// Why the service cannot take a request now; each says who is at fault, and a retry helps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Redis cannot be reached or did not answer.
+    Redis,
+    /// The queue to PostgreSQL is full: PostgreSQL is behind or down.
+    QueueFull,
+    /// PostgreSQL could not answer or commit.
+    Database,
+    /// SIGTERM: the server is draining.
+    ShuttingDown,
+}
+
+/// Broken infrastructure, as opposed to a business outcome: the operation did nothing that a
+/// client could rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A dependency is down or overloaded; a retry later can succeed.
+    Unavailable(Unavailable),
+    /// A bug: a reply of the wrong shape. Logged where it was found.
+    Internal,
+}
+
+/// What became of a reservation request that reached the lifecycle (it was valid HTTP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// Reserved now: the new order, already handed to the writer.
+    Reserved(OrderRecord),
+    /// The same Idempotency-Key and body reserved before: that order, nothing reserved now.
+    Replayed {
+        reference: String,
+        product_id: ProductId,
+        qty: i64,
+        amount_cents: i64,
+        expires_at_ms: i64,
+    },
+    InsufficientStock,
+    /// The buyer's units (pending and paid) would pass the product's `per_user_limit`.
+    LimitReached,
+    /// The product has a per-user limit and the request named no buyer.
+    UserRequired,
+    /// `qty` is above the product's `max_per_order`.
+    QtyTooLarge {
+        max: i64,
+    },
+    /// The key was used before by this buyer for this product with another `qty`.
+    IdempotencyKeyReused,
+    ProductNotFound,
+}
+
+/// How a payment webhook ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// This webhook made the transition it asked for.
+    Applied(OrderState),
+    /// The same transition had been made before.
+    AlreadyProcessed(OrderState),
+    /// The order is in another final state; `refund_required` for a success on a cancelled
+    /// order (the money was taken for units that went back to the stock).
+    FinalState {
+        state: OrderState,
+        refund_required: bool,
+    },
+    /// Unknown reference: stored as pending until its order appears.
+    RecordedEarly,
+}
+
+impl WebhookOutcome {
+    /// The outcome of a webhook (`success` or failure) that found the order in `state`;
+    /// `applied` when this webhook's own call made the transition.
+    pub fn of(applied: bool, success: bool, state: OrderState) -> WebhookOutcome {
+        match (applied, success, state) {
+            (true, _, s) => WebhookOutcome::Applied(s),
+            (_, true, OrderState::Paid) => WebhookOutcome::AlreadyProcessed(state),
+            (_, false, OrderState::Cancelled(CancelReason::PaymentFailed)) => {
+                WebhookOutcome::AlreadyProcessed(state)
+            }
+            (_, true, OrderState::Cancelled(_)) => WebhookOutcome::FinalState {
+                state,
+                refund_required: true,
+            },
+            (_, _, s) => WebhookOutcome::FinalState {
+                state: s,
+                refund_required: false,
+            },
+        }
+    }
+
+    /// A success that came after the order was cancelled: to be refunded.
+    pub fn refund_required(&self) -> bool {
+        matches!(
+            self,
+            WebhookOutcome::FinalState {
+                refund_required: true,
+                ..
+            }
+        )
+    }
+}
+
+/// What one expiry attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireOutcome {
+    /// Everything the entry named is settled: expired now, or paid or failed before.
+    Done,
+    /// Try again at this time (Unix ms): orders not due by Redis's clock, or Redis unavailable.
+    /// Orders that were due are expired already.
+    RetryAt(i64),
+    /// The writer's queue is full: try again at this time, and hold new orders back meanwhile.
+    NoRoom(i64),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +371,62 @@ mod tests {
                 Some(s)
             );
         }
+    }
+
+    #[test]
+    fn reservable_stock_subtracts_pending_units() {
+        let pid = ProductId::new(3).unwrap();
+        let o = |qty| OrderRecord {
+            reference: "r".into(),
+            product_id: pid,
+            user_id: None,
+            qty,
+            amount_cents: 0,
+            state: OrderState::Pending,
+            expires_at_ms: 0,
+            created_at_ms: 0,
+        };
+        let mut s = ProductSnapshot {
+            id: pid,
+            name: "x".into(),
+            price_cents: 1,
+            pg_stock: 10,
+            max_per_order: 10,
+            per_user_limit: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            pending: vec![o(3), o(4)],
+            user_units: vec![],
+        };
+        assert_eq!(s.reservable(), 3);
+        s.pending.push(o(9));
+        assert_eq!(s.reservable(), 0);
+    }
+
+    #[test]
+    fn webhook_outcomes_follow_the_state_found() {
+        use CancelReason::*;
+        use OrderState::*;
+        assert_eq!(
+            WebhookOutcome::of(true, true, Paid),
+            WebhookOutcome::Applied(Paid)
+        );
+        assert_eq!(
+            WebhookOutcome::of(false, true, Paid),
+            WebhookOutcome::AlreadyProcessed(Paid)
+        );
+        assert_eq!(
+            WebhookOutcome::of(false, false, Cancelled(PaymentFailed)),
+            WebhookOutcome::AlreadyProcessed(Cancelled(PaymentFailed))
+        );
+        assert!(WebhookOutcome::of(false, true, Cancelled(Expired)).refund_required());
+        assert!(WebhookOutcome::of(false, true, Cancelled(PaymentFailed)).refund_required());
+        assert_eq!(
+            WebhookOutcome::of(false, false, Paid),
+            WebhookOutcome::FinalState {
+                state: Paid,
+                refund_required: false
+            }
+        );
     }
 }

@@ -141,7 +141,7 @@ impl Webhook {
     }
 }
 
-/// Why a 503 was sent (`reason` label); mirrors `http::response::Unavailable`.
+/// Why a 503 was sent (`reason` label), indexed by `domain::Unavailable`.
 const UNAVAILABLE_REASONS: [&str; 4] = ["redis", "queue_full", "database", "shutting_down"];
 
 /// One worker's counters. Only that worker writes them.
@@ -170,7 +170,7 @@ impl WorkerMetrics {
     pub fn webhook(&self, o: Webhook) {
         self.webhooks[o as usize].fetch_add(1, Relaxed);
     }
-    pub fn unavailable(&self, u: crate::http::response::Unavailable) {
+    pub fn unavailable(&self, u: crate::domain::Unavailable) {
         self.unavailable[u as usize].fetch_add(1, Relaxed);
     }
     pub fn reserve_call(&self) {
@@ -430,7 +430,7 @@ impl Collector for Sums {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::response::Unavailable;
+    use crate::domain::Unavailable;
 
     #[test]
     fn renders_sums_across_workers() {

@@ -7,7 +7,7 @@
 //! those. Properties: nothing panics; `frame` never reports a body over 16 KiB nor a length
 //! beyond its input; a well-formed request frames to exactly what was built, whatever
 //! follows it and however it is cut; ambiguous framing is refused; the parsers agree with a
-//! small model of the rules of API.md. No services needed; the whole file runs in seconds.
+//! small model of the rules of the API. No services needed; the whole file runs in seconds.
 
 use flashsale::api::{orders, webhook};
 use flashsale::config::{MAX_BODY_BYTES, MAX_HEAD_BYTES};
@@ -504,7 +504,7 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------
-// Order bodies: a model of the rules (API.md: product_id an integer >= 1, qty an integer >= 1
+// Order bodies: a model of the rules (product_id an integer >= 1, qty an integer >= 1
 // — its upper bound, max_per_order, is checked later against the product — numeric strings
 // accepted, user_id an optional string of 1..=64 characters, Idempotency-Key 1..=255 visible
 // ASCII characters).

@@ -1,5 +1,5 @@
 //! Loom models of the handoff (`flashsale::handoff`) and of the writer's batch collector
-//! (`flashsale::writer_batch`), driven through the crate's `sync` shim: the code under test is
+//! (`flashsale::writer::batch`), driven through the crate's `sync` shim: the code under test is
 //! the real code, built with `--cfg loom` so that its atomics, `Arc`, mutexes and channel are
 //! loom's. Run them with `scripts/loom.sh`; without `--cfg loom` this file is empty.
 //!
@@ -15,7 +15,7 @@
 
 use flashsale::handoff::{HandoffRx, HandoffTx, Recv, Refused, handoff};
 use flashsale::sync::{Arc, AtomicUsize, Condvar, Mutex, Ordering, thread};
-use flashsale::writer_batch::{BatchPolicy, Batched, Collected, collect};
+use flashsale::writer::batch::{BatchPolicy, Batched, Collected, collect};
 use std::time::{Duration, Instant};
 
 /// What one producer did: the messages handed over, and the ones refused.

@@ -18,7 +18,7 @@ pub mod webhook;
 use crate::http::request::Request;
 use crate::http::response::{ApiError, Response};
 use crate::metrics::Route;
-use crate::worker::Worker;
+use crate::worker::ctx::Worker;
 use std::rc::Rc;
 
 /// Handles one request; every outcome, error or not, becomes a response here.

@@ -1,7 +1,7 @@
 //! `GET /health`, `GET /ready`, `GET /metrics`.
 
 use crate::http::response::{ContentType, Response};
-use crate::worker::Worker;
+use crate::worker::ctx::Worker;
 use serde_json::json;
 
 pub fn health() -> Response {
@@ -11,8 +11,8 @@ pub fn health() -> Response {
 /// 200 when Redis answers a PING on this worker's connection and the writer's last contact
 /// with PostgreSQL succeeded (it checks at least once a second); 503 naming what failed.
 pub async fn ready(w: &Worker) -> Response {
-    let redis_ok = w.redis.ping().await.is_ok();
-    let pg_ok = w.shared.postgres_up();
+    let redis_ok = w.redis().ping().await.is_ok();
+    let pg_ok = w.shared().postgres_up();
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     if redis_ok && pg_ok {
         return Response::json(
@@ -39,5 +39,5 @@ pub async fn ready(w: &Worker) -> Response {
 }
 
 pub fn metrics(w: &Worker) -> Response {
-    Response::text(200, w.shared.metrics.render(), ContentType::Prometheus)
+    Response::text(200, w.shared().metrics.render(), ContentType::Prometheus)
 }

@@ -1,13 +1,12 @@
 //! `GET /api/orders/{order_reference}`: from Redis while the order is live there (so it
 //! answers from the moment of the 202, before the row reaches PostgreSQL), else from
-//! PostgreSQL through the writer.
+//! PostgreSQL (`lifecycle::load::order`).
 
-use crate::domain::{MAX_REFERENCE_LEN, OrderRecord, product_of_reference};
+use crate::domain::{MAX_REFERENCE_LEN, OrderRecord};
 use crate::http::response::{ApiError, Response};
-use crate::lifecycle::{find_order, redis_error, reply_error};
-use crate::redis::scripts::{decode_record, record_cmd};
+use crate::lifecycle::load::order;
 use crate::time::rfc3339_ms;
-use crate::worker::Worker;
+use crate::worker::ctx::Worker;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -44,17 +43,7 @@ pub async fn get(w: &Worker, reference: &str) -> Result<Response, ApiError> {
     {
         return Err(ApiError::OrderNotFound);
     }
-    if let Some(pid) = product_of_reference(reference) {
-        let v = w
-            .redis
-            .request(record_cmd(&w.keys.order(pid, reference)))
-            .await
-            .map_err(redis_error)?;
-        if let Some(o) = decode_record(v, pid, reference).map_err(reply_error)? {
-            return Ok(Response::json(200, &body(&o)));
-        }
-    }
-    match find_order(w, reference).await? {
+    match order(w, reference).await? {
         Some(o) => Ok(Response::json(200, &body(&o))),
         None => Err(ApiError::OrderNotFound),
     }

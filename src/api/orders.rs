@@ -1,20 +1,18 @@
 //! `POST /api/orders`: reserve stock.
 //!
-//! parse (400/422) → take a place in the writer's queue (503 when full, before anything is
-//! touched) → `reserve.lua` (loading the product first if Redis does not have it) → hand the
-//! new order to the writer and arm the reaper → 202. A replay of the same Idempotency-Key and
-//! body answers the first 202 again and reserves nothing.
+//! parse the body and the `Idempotency-Key` (400/422) → `lifecycle::reserve` (503 when the
+//! writer's queue is full, before anything is touched) → 202, or the 404/409/422 its outcome
+//! calls for. A replay of the same Idempotency-Key and body answers the first 202 again and
+//! reserves nothing.
 
 use crate::api::json;
-use crate::domain::{OrderRecord, OrderState, ProductId, new_reference};
+use crate::domain::{NewOrder, ProductId, ReserveOutcome};
 use crate::http::request::Request;
-use crate::http::response::{ApiError, FieldErrors, Response, Unavailable};
-use crate::lifecycle::{ensure_loaded, hand_over, order_permit};
+use crate::http::response::{ApiError, FieldErrors, Response};
+use crate::lifecycle::reserve::reserve;
 use crate::metrics::Reservation;
-use crate::redis::scripts::ReserveReply;
 use crate::time::rfc3339_ms;
-use crate::worker::{Worker, batcher};
-use crate::writer::msg::WriterMsg;
+use crate::worker::ctx::Worker;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::rc::Rc;
@@ -27,15 +25,6 @@ struct Body<'a> {
     qty: Option<&'a RawValue>,
     #[serde(borrow)]
     user_id: Option<&'a RawValue>,
-}
-
-/// A validated reservation request.
-#[derive(Debug, PartialEq, Eq)]
-pub struct NewOrder {
-    pub product_id: ProductId,
-    pub qty: i64,
-    pub user_id: Option<String>,
-    pub idempotency_key: Option<String>,
 }
 
 /// Parses and validates the body and the `Idempotency-Key` header.
@@ -115,104 +104,60 @@ pub fn accepted(
 }
 
 pub async fn create(w: &Rc<Worker>, req: &Request<'_>) -> Result<Response, ApiError> {
-    let result = reserve(w, req).await;
-    let outcome = match &result {
-        Ok(r) if r.replayed => Reservation::Replayed,
-        Ok(_) => Reservation::Accepted,
-        Err(ApiError::InsufficientStock) => Reservation::InsufficientStock,
-        Err(ApiError::PurchaseLimitReached) => Reservation::PurchaseLimitReached,
-        Err(ApiError::Unavailable(_)) | Err(ApiError::Internal) => Reservation::Unavailable,
-        Err(_) => Reservation::Invalid,
+    let result = match parse(&req.body, req.idempotency_key) {
+        Ok(order) => reserve(w, order).await.map_err(ApiError::from),
+        Err(e) => Err(e),
     };
-    w.metrics().reservation(outcome);
-    result
+    w.metrics().reservation(metric(&result));
+    result.and_then(respond)
 }
 
-async fn reserve(w: &Rc<Worker>, req: &Request<'_>) -> Result<Response, ApiError> {
-    let order = parse(&req.body, req.idempotency_key)?;
-    let pid = order.product_id;
-    let reference = new_reference(pid, ulid::Ulid::generate().0);
-    // The place in the queue comes first: a full queue must refuse before stock is touched.
-    let p = order_permit(w)?;
-    let request = batcher::Reservation {
-        reference: reference.clone(),
-        qty: order.qty,
-        user: order.user_id.clone().unwrap_or_default(),
-        idempotency_key: order.idempotency_key.clone(),
-    };
-    let mut reply = None;
-    for _ in 0..2 {
-        match batcher::reserve(w, pid, request.clone()).await? {
-            Some(r) => {
-                reply = Some(r);
-                break;
-            }
-            None => {
-                if !ensure_loaded(w, pid).await? {
-                    return Err(ApiError::ProductNotFound);
-                }
-            }
-        }
+/// The metrics label of a reservation request's end.
+fn metric(result: &Result<ReserveOutcome, ApiError>) -> Reservation {
+    match result {
+        Ok(ReserveOutcome::Reserved(_)) => Reservation::Accepted,
+        Ok(ReserveOutcome::Replayed { .. }) => Reservation::Replayed,
+        Ok(ReserveOutcome::InsufficientStock) => Reservation::InsufficientStock,
+        Ok(ReserveOutcome::LimitReached) => Reservation::PurchaseLimitReached,
+        Ok(_) => Reservation::Invalid,
+        Err(ApiError::Unavailable(_)) | Err(ApiError::Internal) => Reservation::Unavailable,
+        Err(_) => Reservation::Invalid,
     }
-    let Some((reply, journal)) = reply else {
-        return Err(ApiError::Unavailable(Unavailable::Redis));
-    };
-    match reply {
-        ReserveReply::Reserved {
-            amount_cents,
-            expires_at_ms,
-            created_at_ms,
-        } => {
-            let record = OrderRecord {
-                reference,
-                product_id: pid,
-                user_id: order.user_id,
-                qty: order.qty as i32,
-                amount_cents,
-                state: OrderState::Pending,
-                expires_at_ms,
-                created_at_ms,
-            };
-            let resp = accepted(
-                &record.reference,
-                pid,
-                order.qty,
-                amount_cents,
-                expires_at_ms,
-            );
-            hand_over(
-                p,
-                WriterMsg::Order {
-                    record,
-                    webhook: None,
-                    done: None,
-                    journal,
-                },
-            );
-            Ok(resp)
-        }
-        ReserveReply::Replayed {
+}
+
+/// The answer to each outcome.
+fn respond(outcome: ReserveOutcome) -> Result<Response, ApiError> {
+    match outcome {
+        ReserveOutcome::Reserved(o) => Ok(accepted(
+            &o.reference,
+            o.product_id,
+            i64::from(o.qty),
+            o.amount_cents,
+            o.expires_at_ms,
+        )),
+        ReserveOutcome::Replayed {
             reference,
+            product_id,
             qty,
             amount_cents,
             expires_at_ms,
-            ..
         } => {
-            let mut resp = accepted(&reference, pid, qty, amount_cents, expires_at_ms);
+            let mut resp = accepted(&reference, product_id, qty, amount_cents, expires_at_ms);
             resp.replayed = true;
             Ok(resp)
         }
-        ReserveReply::InsufficientStock => Err(ApiError::InsufficientStock),
-        ReserveReply::LimitReached => Err(ApiError::PurchaseLimitReached),
-        ReserveReply::UserRequired => Err(ApiError::field(
+        ReserveOutcome::InsufficientStock => Err(ApiError::InsufficientStock),
+        ReserveOutcome::LimitReached => Err(ApiError::PurchaseLimitReached),
+        ReserveOutcome::UserRequired => Err(ApiError::field(
             "user_id",
             "The user id field is required for this product.",
         )),
-        ReserveReply::QtyTooLarge { max } => Err(ApiError::field(
+        ReserveOutcome::QtyTooLarge { max } => Err(ApiError::field(
             "qty",
             format!("The qty must not be greater than {max}."),
         )),
-        ReserveReply::IdempotencyKeyReused => Err(ApiError::IdempotencyKeyReused),
+        ReserveOutcome::IdempotencyKeyReused => Err(ApiError::IdempotencyKeyReused),
+        ReserveOutcome::ProductNotFound => Err(ApiError::ProductNotFound),
     }
 }
 

@@ -2,10 +2,10 @@
 //! from PostgreSQL on first use.
 
 use crate::domain::ProductId;
-use crate::http::response::{ApiError, Response, Unavailable};
-use crate::lifecycle::{ensure_loaded, redis_error, reply_error};
-use crate::redis::scripts::{ProductView, decode_product, product_call};
-use crate::worker::Worker;
+use crate::http::response::{ApiError, Response};
+use crate::lifecycle::load::product;
+use crate::redis::scripts::product::ProductView;
+use crate::worker::ctx::Worker;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -22,23 +22,10 @@ struct Body<'a> {
 
 pub async fn get(w: &Worker, id: &str) -> Result<Response, ApiError> {
     let pid = ProductId::parse(id).ok_or(ApiError::ProductNotFound)?;
-    for _ in 0..2 {
-        let v = w
-            .redis
-            .eval(&product_call(&w.keys, pid))
-            .await
-            .map_err(redis_error)?;
-        match decode_product(v, pid).map_err(reply_error)? {
-            Some(p) => return Ok(respond(&p)),
-            None => {
-                if !ensure_loaded(w, pid).await? {
-                    return Err(ApiError::ProductNotFound);
-                }
-            }
-        }
+    match product(w, pid).await? {
+        Some(p) => Ok(respond(&p)),
+        None => Err(ApiError::ProductNotFound),
     }
-    // Loaded, then gone again before we could read it: Redis is being flushed under us.
-    Err(ApiError::Unavailable(Unavailable::Redis))
 }
 
 fn respond(p: &ProductView) -> Response {

@@ -1,16 +1,16 @@
 //! `POST /api/payments/webhook`: the payment provider's verdict on an order.
 //!
 //! verify the HMAC-SHA256 of the raw body in constant time (401 before anything is parsed) →
-//! parse and validate (400/422) → apply (`lifecycle::apply_webhook`: Redis first, then the
-//! writer) → answer once PostgreSQL has committed the effect.
+//! parse and validate (400/422) → apply (`lifecycle::webhook`: Redis first, then the writer)
+//! → answer once PostgreSQL has committed the effect.
 
 use crate::api::json;
-use crate::domain::MAX_REFERENCE_LEN;
+use crate::domain::{MAX_REFERENCE_LEN, OrderState, WebhookOutcome};
 use crate::http::request::Request;
 use crate::http::response::{ApiError, FieldErrors, Response};
-use crate::lifecycle::{WebhookOutcome, apply_webhook};
+use crate::lifecycle::webhook::apply;
 use crate::metrics::Webhook;
-use crate::worker::Worker;
+use crate::worker::ctx::Worker;
 use hmac::Mac;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -100,7 +100,7 @@ pub async fn handle(w: &Worker, req: &Request<'_>) -> Result<Response, ApiError>
     let result = run(w, req).await;
     let m = match &result {
         Ok((_, o)) => match o {
-            WebhookOutcome::Applied(s) if *s == crate::domain::OrderState::Paid => Webhook::Paid,
+            WebhookOutcome::Applied(OrderState::Paid) => Webhook::Paid,
             WebhookOutcome::Applied(_) => Webhook::Failed,
             WebhookOutcome::AlreadyProcessed(_) => Webhook::AlreadyProcessed,
             WebhookOutcome::FinalState {
@@ -119,19 +119,19 @@ pub async fn handle(w: &Worker, req: &Request<'_>) -> Result<Response, ApiError>
 }
 
 async fn run(w: &Worker, req: &Request<'_>) -> Result<(Response, WebhookOutcome), ApiError> {
-    if !verify(&w.mac, req.signature, &req.body) {
+    if !verify(w.mac(), req.signature, &req.body) {
         return Err(ApiError::InvalidSignature);
     }
     let v = parse(&req.body)?;
     // The body parsed as JSON, so it is UTF-8.
     let payload = String::from_utf8_lossy(&req.body).into_owned();
-    let outcome = apply_webhook(w, &v.reference, v.success, payload).await?;
+    let outcome = apply(w, &v.reference, v.success, payload).await?;
     Ok((respond(&v.reference, &outcome), outcome))
 }
 
 pub fn respond(reference: &str, outcome: &WebhookOutcome) -> Response {
     let (status, message, order_status, refund_required) = match outcome {
-        WebhookOutcome::Applied(crate::domain::OrderState::Paid) => (
+        WebhookOutcome::Applied(OrderState::Paid) => (
             200,
             "Payment successful, order marked as paid",
             Some("paid"),

@@ -1,13 +1,13 @@
-//! `flashsale reconcile`: checks the conservation law of API.md for every product,
+//! `flashsale reconcile`: checks the conservation law for every product,
 //! `Redis reservable stock + units of pending orders = PostgreSQL products.stock`,
 //! and exits 1 when any product drifts. Meaningful once the service is idle and every write
 //! has landed (the `journal` column shows changes not yet in PostgreSQL).
 
 use crate::config::Config;
 use crate::domain::ProductId;
-use crate::redis::Keys;
 use crate::redis::cmd::command;
-use crate::redis::scripts::as_int;
+use crate::redis::keys::Keys;
+use crate::redis::reply::as_int;
 use crate::writer::redis::WriterRedis;
 use redis_async::resp::RespValue;
 use tokio_postgres::Client;

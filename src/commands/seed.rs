@@ -1,4 +1,5 @@
-//! `flashsale seed`: the two demo products of API.md, inserted if absent (never overwritten).
+//! `flashsale seed`: the two demo products (ids 1 and 2, see the README), inserted if absent
+//! (never overwritten).
 
 use tokio_postgres::Client;
 

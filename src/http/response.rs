@@ -1,8 +1,10 @@
-//! Responses, and the one mapping from API errors to status, code and body.
+//! Responses, and the one mapping from API errors (and infrastructure failures) to status,
+//! code and body.
 //!
 //! Every error body is `{"message": ..., "code": ...}` (plus `errors` for validation) and
 //! carries no internal detail; infrastructure errors are logged where they are handled, once.
 
+use crate::domain::{Failure, Unavailable};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -115,19 +117,6 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Validation errors by field, in a stable order.
 pub type FieldErrors = BTreeMap<&'static str, Vec<String>>;
-
-/// Why the service cannot take a request now; each says who is at fault and a retry helps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unavailable {
-    /// Redis cannot be reached or did not answer.
-    Redis,
-    /// The queue to PostgreSQL is full: PostgreSQL is behind or down.
-    QueueFull,
-    /// PostgreSQL could not answer or commit.
-    Database,
-    /// SIGTERM: the server is draining.
-    ShuttingDown,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -264,6 +253,16 @@ impl ApiError {
         let mut e = FieldErrors::new();
         e.insert(field, vec![text.into()]);
         ApiError::Validation(e)
+    }
+}
+
+/// What a failed dependency means for the client: 503 (retry) or 500 (a bug).
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> ApiError {
+        match f {
+            Failure::Unavailable(u) => ApiError::Unavailable(u),
+            Failure::Internal => ApiError::Internal,
+        }
     }
 }
 

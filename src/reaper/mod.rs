@@ -10,31 +10,20 @@
 
 pub mod wheel;
 
-use crate::domain::ProductId;
-use crate::lifecycle::{self, ExpireOutcome, WebhookOutcome};
+use crate::domain::{ExpireOutcome, ProductId, WebhookOutcome};
+use crate::lifecycle::expire::expire;
+use crate::lifecycle::load::ensure_loaded;
+use crate::lifecycle::webhook;
+use crate::reaper::wheel::Expiring;
 use crate::redis::cmd::command;
-use crate::redis::scripts::{as_int, as_string, decode_scan, member_orders, scan_cmd};
+use crate::redis::reply::{as_int, as_string};
+use crate::redis::scan::{decode_scan, scan_cmd};
+use crate::redis::scripts::expire::member_orders;
 use crate::time::now_ms;
-use crate::worker::Worker;
+use crate::worker::ctx::Worker;
 use redis_async::resp::RespValue;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// A time at which reservations of a product come due: the score of their pending-set
-/// members, which is their `expires_at`. The wheel holds one such entry (16 bytes) per reserve
-/// call or restored order; the references stay in Redis's pending set and are read from it
-/// when the entry fires, so the server's memory does not grow with every held reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expiring {
-    pub product: ProductId,
-    pub due_ms: i64,
-}
-
-impl Expiring {
-    pub fn new(product: ProductId, due_ms: i64) -> Expiring {
-        Expiring { product, due_ms }
-    }
-}
 
 const TICK: Duration = Duration::from_millis(100);
 /// How often the pending sets are swept for orphans.
@@ -51,14 +40,14 @@ pub async fn run(w: Rc<Worker>) {
     loop {
         monoio::time::sleep(TICK).await;
         let now = now_ms();
-        w.wheel.borrow_mut().advance(now, &mut fired);
+        w.advance_wheel(now, &mut fired);
         if !fired.is_empty() {
             expire_all(&w, std::mem::take(&mut fired), now).await;
         }
-        while let Ok(d) = w.inbox.try_recv() {
+        while let Some(d) = w.next_deferred() {
             let w2 = w.clone();
             monoio::spawn(async move {
-                match lifecycle::apply_webhook(&w2, &d.reference, d.success, d.payload).await {
+                match webhook::apply(&w2, &d.reference, d.success, d.payload).await {
                     Ok(WebhookOutcome::RecordedEarly) | Err(_) => {
                         // Still not applicable; the writer offers it again later.
                     }
@@ -72,9 +61,9 @@ pub async fn run(w: Rc<Worker>) {
             last_sweep = now;
             sweep(&w, now).await;
         }
-        let (sent, writes) = w.redis.pipeline_stats();
+        let (sent, writes) = w.redis().pipeline_stats();
         w.metrics().set_redis_pipeline(sent, writes);
-        w.metrics().set_wheel_len(w.wheel.borrow().len());
+        w.metrics().set_wheel_len(w.wheel_len());
     }
 }
 
@@ -93,11 +82,11 @@ async fn expire_all(w: &Rc<Worker>, mut due: Vec<Expiring>, now: i64) {
     for (e, (again, waited)) in results {
         no_room += waited;
         if let Some(t) = again {
-            w.wheel.borrow_mut().insert(t, e);
+            w.rearm(t, e);
         }
     }
     // Expiries held up by a full queue make new orders wait (see `order_permit`).
-    w.expiry_backlog.set(no_room);
+    w.set_expiry_backlog(no_room);
 }
 
 /// Runs `f` on every item, `CONCURRENCY` tasks at a time (their Redis calls share round
@@ -126,10 +115,10 @@ where
 /// pending set. Returns when to look again (some were not due by Redis's clock, the queue had
 /// no room, or Redis did not answer) and how many orders waited for room in the queue.
 async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, usize) {
-    let keys = w.keys.product_keys(e.product);
+    let keys = w.product_keys(e.product);
     let score = e.due_ms.to_string();
     let members = match w
-        .redis
+        .redis()
         .request(command(&["ZRANGEBYSCORE", &keys.pending, &score, &score]))
         .await
     {
@@ -141,8 +130,8 @@ async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, us
         // Settled already, or Redis lost the product (restarted without its data, or
         // invalidated after a restart): then only a reload from PostgreSQL finds these orders,
         // and it re-arms them.
-        return match w.redis.request(command(&["EXISTS", &keys.stock])).await {
-            Ok(RespValue::Integer(0)) => match lifecycle::ensure_loaded(w, e.product).await {
+        return match w.redis().request(command(&["EXISTS", &keys.stock])).await {
+            Ok(RespValue::Integer(0)) => match ensure_loaded(w, e.product).await {
                 Ok(_) => (None, 0),
                 Err(_) => (Some(now + 1_000), 0),
             },
@@ -156,7 +145,7 @@ async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, us
         let Ok(member) = as_string(member) else {
             continue;
         };
-        let t = match lifecycle::expire(w, e.product, &member, now).await {
+        let t = match expire(w, e.product, &member, now).await {
             ExpireOutcome::Done => continue,
             ExpireOutcome::RetryAt(t) => t,
             ExpireOutcome::NoRoom(t) => {
@@ -177,7 +166,7 @@ async fn rearm(w: &Worker) {
             Ok(n) => {
                 if n > 0 {
                     tracing::info!(
-                        worker = w.id,
+                        worker = w.id(),
                         reservations = n,
                         "timer wheel re-armed from Redis"
                     );
@@ -185,7 +174,7 @@ async fn rearm(w: &Worker) {
                 return;
             }
             Err(e) => {
-                tracing::debug!(worker = w.id, error = %e, "re-arm waits for Redis");
+                tracing::debug!(worker = w.id(), error = %e, "re-arm waits for Redis");
                 monoio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -193,28 +182,28 @@ async fn rearm(w: &Worker) {
 }
 
 async fn scan_pending(w: &Worker) -> Result<usize, String> {
-    let pattern = w.keys.scan_pattern("pending");
+    let pattern = w.keys().scan_pattern("pending");
     let workers = w.cfg().workers as i64;
     let mut cursor = "0".to_string();
     let mut armed = 0;
     loop {
         let v = w
-            .redis
+            .redis()
             .request(scan_cmd(&cursor, &pattern))
             .await
             .map_err(|e| e.to_string())?;
         let (next, keys) = decode_scan(v).map_err(|e| e.to_string())?;
         for k in keys {
-            let Some(pid) = w.keys.product_of_key(&k) else {
+            let Some(pid) = w.keys().product_of_key(&k) else {
                 continue;
             };
-            w.known_products.borrow_mut().insert(pid);
-            if pid.get().rem_euclid(workers) != w.id as i64 {
+            w.remember(pid);
+            if pid.get().rem_euclid(workers) != w.id() as i64 {
                 continue;
             }
             let key = String::from_utf8_lossy(&k).into_owned();
             let entries = w
-                .redis
+                .redis()
                 .request(command(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -233,7 +222,6 @@ fn arm_entries(w: &Worker, pid: ProductId, entries: RespValue) -> usize {
     let RespValue::Array(items) = entries else {
         return 0;
     };
-    let mut wheel = w.wheel.borrow_mut();
     let mut n = 0;
     let mut last = None;
     let mut it = items.into_iter();
@@ -242,7 +230,7 @@ fn arm_entries(w: &Worker, pid: ProductId, entries: RespValue) -> usize {
             continue;
         };
         if last != Some(at) {
-            wheel.insert(at, Expiring::new(pid, at));
+            w.arm(pid, at);
             last = Some(at);
         }
         n += 1;
@@ -252,12 +240,11 @@ fn arm_entries(w: &Worker, pid: ProductId, entries: RespValue) -> usize {
 
 /// Expires reservations overdue by more than the grace: those no live wheel holds.
 async fn sweep(w: &Rc<Worker>, now: i64) {
-    let products: Vec<ProductId> = w.known_products.borrow().iter().copied().collect();
-    for pid in products {
-        let key = w.keys.product_keys(pid).pending;
+    for pid in w.known_products() {
+        let key = w.product_keys(pid).pending.clone();
         let max = (now - SWEEP_GRACE_MS).to_string();
         let Ok(v) = w
-            .redis
+            .redis()
             .request(command(&[
                 "ZRANGEBYSCORE",
                 &key,
@@ -277,7 +264,7 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
             .filter_map(|m| as_string(m).ok())
             .collect();
         if !due.is_empty() {
-            tracing::debug!(worker = w.id, product = %pid, overdue = due.len(), "sweep found overdue reservations");
+            tracing::debug!(worker = w.id(), product = %pid, overdue = due.len(), "sweep found overdue reservations");
             expire_members(w, pid, due, now).await;
         }
     }
@@ -289,7 +276,7 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
 async fn expire_members(w: &Rc<Worker>, pid: ProductId, members: Vec<String>, now: i64) {
     in_groups(members, |member| {
         let w = w.clone();
-        async move { lifecycle::expire(&w, pid, &member, now).await }
+        async move { expire(&w, pid, &member, now).await }
     })
     .await;
 }

@@ -9,6 +9,8 @@
 //! passed. Precision is one tick: an entry fires on the first `advance` at or after its
 //! deadline's tick.
 
+use crate::domain::ProductId;
+
 /// A deadline and the value to hand back when it passes.
 struct Entry<T> {
     deadline_ms: i64,
@@ -78,15 +80,32 @@ impl<T> TimerWheel<T> {
                 }
             }
             // Every bucket gives back what its contents no longer need, an emptied one all of
-            // it. Keeping up to 64 entries' room per bucket (the rule before) let the soak's
-            // resident memory creep up in ~2 MiB steps for minutes, as bucket after bucket met
-            // a new high-water mark (1024 buckets × 2 workers × 1.5 KiB); reallocating a
-            // bucket as it refills costs a few allocations per 100 ms tick.
+            // it: spare room kept per bucket would let resident memory creep up for minutes,
+            // as the expiry waves meet bucket after bucket at a new high-water mark (1024
+            // buckets per worker). Reallocating a bucket as it refills costs a few allocations
+            // per tick.
             if bucket.len() < bucket.capacity() / 4 {
                 bucket.shrink_to(bucket.len() * 2);
             }
         }
         self.next_tick = now_tick;
+    }
+}
+
+/// What the reaper keeps in its wheel: a time at which reservations of a product come due,
+/// the score of their pending-set members (their `expires_at`). One entry (16 bytes) per
+/// reserve call or restored order; the references stay in Redis's pending set and are read
+/// from it when the entry fires, so the server's memory does not grow with every held
+/// reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiring {
+    pub product: ProductId,
+    pub due_ms: i64,
+}
+
+impl Expiring {
+    pub fn new(product: ProductId, due_ms: i64) -> Expiring {
+        Expiring { product, due_ms }
     }
 }
 

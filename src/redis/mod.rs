@@ -1,9 +1,12 @@
-//! Redis: key names, command encoding, the Lua scripts and their replies (shared by workers and
-//! the writer), and the per-core pipelined client the workers use.
+//! Redis: key names (`keys`), command encoding (`cmd`), connecting and the handshake
+//! (`conn`, shared by the workers' pipeline and the writer's client), reading replies
+//! (`reply`, `scan`, `record`), the journal format (`journal`), the Lua scripts one file per
+//! family (`scripts`), the per-core pipelined client of the workers (`pipeline`) and the check
+//! for a restarted Redis (`restart`).
 //!
-//! Key layout (DESIGN.md): every key of product P carries the hash tag `{p:P}` under the
-//! configured prefix, so one product lives in one Redis Cluster slot and every script touches
-//! one product's keys only.
+//! Key layout: every key of product P carries the hash tag `{p:P}` under the configured
+//! prefix, so one product lives in one Redis Cluster slot and every script touches one
+//! product's keys only.
 //!
 //! | key                       | type   | holds                                             |
 //! |---------------------------|--------|---------------------------------------------------|
@@ -17,109 +20,12 @@
 //! | `<pfx>:{p:P}:idem:<key>`  | hash   | the answer to replay for an Idempotency-Key (24 h) |
 
 pub mod cmd;
+pub mod conn;
+pub mod journal;
+pub mod keys;
 pub mod pipeline;
+pub mod record;
+pub mod reply;
 pub mod restart;
+pub mod scan;
 pub mod scripts;
-
-use crate::domain::ProductId;
-
-/// Builds key names under one prefix.
-#[derive(Clone, Debug)]
-pub struct Keys {
-    prefix: String,
-}
-
-/// The fixed keys of one product.
-#[derive(Debug)]
-pub struct ProductKeys {
-    pub stock: String,
-    pub product: String,
-    pub pending: String,
-    pub journal: String,
-    pub users: String,
-}
-
-impl Keys {
-    pub fn new(prefix: &str) -> Self {
-        Keys {
-            prefix: prefix.to_string(),
-        }
-    }
-
-    fn tagged(&self, pid: ProductId, suffix: &str) -> String {
-        format!("{}:{{p:{}}}:{}", self.prefix, pid, suffix)
-    }
-
-    pub fn product_keys(&self, pid: ProductId) -> ProductKeys {
-        ProductKeys {
-            stock: self.tagged(pid, "stock"),
-            product: self.tagged(pid, "product"),
-            pending: self.tagged(pid, "pending"),
-            journal: self.tagged(pid, "journal"),
-            users: self.tagged(pid, "users"),
-        }
-    }
-
-    /// The start of every order-record key of a product (scripts append the reference).
-    pub fn order_prefix(&self, pid: ProductId) -> String {
-        format!("{}:{{p:{}}}:order:", self.prefix, pid)
-    }
-
-    /// Holds the `run_id` of the Redis process whose data was last checked (see `restart`).
-    pub fn run_id_marker(&self) -> String {
-        format!("{}:redis_run_id", self.prefix)
-    }
-
-    pub fn order(&self, pid: ProductId, reference: &str) -> String {
-        format!("{}:{{p:{}}}:order:{}", self.prefix, pid, reference)
-    }
-
-    pub fn idem(&self, pid: ProductId, key: &str) -> String {
-        format!("{}:{{p:{}}}:idem:{}", self.prefix, pid, key)
-    }
-
-    /// The SCAN pattern matching one kind of product key across all products.
-    pub fn scan_pattern(&self, suffix: &str) -> String {
-        // The prefix is validated to hold no glob characters.
-        format!("{}:{{p:*}}:{}", self.prefix, suffix)
-    }
-
-    /// The product a key found by `scan_pattern` belongs to.
-    pub fn product_of_key(&self, key: &[u8]) -> Option<ProductId> {
-        self.split_product_key(key).map(|(pid, _)| pid)
-    }
-
-    /// The product of a product key and what follows its tag (`stock`, `pending`, …,
-    /// `order:<reference>`).
-    pub fn split_product_key<'k>(&self, key: &'k [u8]) -> Option<(ProductId, &'k str)> {
-        let key = std::str::from_utf8(key).ok()?;
-        let rest = key
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix(":{p:")?;
-        let (pid, kind) = rest.split_once("}:")?;
-        Some((ProductId::parse(pid)?, kind))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_share_the_product_hash_tag() {
-        let k = Keys::new("fs");
-        let p = ProductId::new(12).unwrap();
-        let pk = k.product_keys(p);
-        assert_eq!(pk.stock, "fs:{p:12}:stock");
-        assert_eq!(k.order(p, "12-X"), "fs:{p:12}:order:12-X");
-        assert_eq!(k.product_of_key(pk.journal.as_bytes()), Some(p));
-        assert_eq!(k.product_of_key(b"other:{p:12}:journal"), None);
-        assert_eq!(k.scan_pattern("pending"), "fs:{p:*}:pending");
-        assert_eq!(k.split_product_key(pk.stock.as_bytes()), Some((p, "stock")));
-        assert_eq!(
-            k.split_product_key(k.order(p, "x}:stock").as_bytes()),
-            Some((p, "order:x}:stock"))
-        );
-        assert_eq!(k.split_product_key(b"fs:{p:x}:stock"), None);
-    }
-}

@@ -17,8 +17,11 @@
 //! logged once when they start and once when they end.
 
 use crate::config::RedisTarget;
-use crate::redis::Keys;
 use crate::redis::cmd::command;
+use crate::redis::conn::{REPLY_TIMEOUT, connect};
+use crate::redis::keys::Keys;
+use crate::redis::reply::RedisError;
+use crate::redis::restart;
 use crate::redis::scripts::{ScriptCall, is_noscript};
 use bytes::BytesMut;
 use local_sync::{mpsc::unbounded, oneshot};
@@ -32,35 +35,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio_util::codec::Decoder;
 
-/// A reply later than this means Redis is stuck (or stopped): the connection is dropped so
-/// callers get an answer (503) instead of hanging.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Writes are capped so one huge burst does not delay the first callers' replies.
 const MAX_WRITE: usize = 256 * 1024;
 /// The reply buffer's usual room, and the size past which an emptied buffer is replaced.
 const READ_BUF: usize = 64 * 1024;
 const READ_BUF_MAX: usize = 256 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisError {
-    /// Not connected, or the connection died or stalled before the reply. Retry later.
-    Unavailable,
-    /// Redis answered with an error (script error, OOM, LOADING...).
-    Reply(String),
-    /// A reply we could not read.
-    Protocol(String),
-}
-
-impl std::fmt::Display for RedisError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RedisError::Unavailable => f.write_str("Redis unavailable"),
-            RedisError::Reply(e) => write!(f, "Redis error: {e}"),
-            RedisError::Protocol(e) => write!(f, "Redis protocol error: {e}"),
-        }
-    }
-}
 
 struct Request {
     bytes: Vec<u8>,
@@ -149,12 +128,10 @@ async fn supervise(inner: Rc<Inner>) {
     let mut down_since: Option<Instant> = None;
     loop {
         let connected = match connect(&inner.target).await {
-            Ok(mut stream) => {
-                match crate::redis::restart::verify(&mut stream, &inner.keys, &inner.name).await {
-                    Ok(()) => Ok(stream),
-                    Err(e) => Err(format!("checking for a Redis restart: {e}")),
-                }
-            }
+            Ok(mut stream) => match restart::verify(&mut stream, &inner.keys, &inner.name).await {
+                Ok(()) => Ok(stream),
+                Err(e) => Err(format!("checking for a Redis restart: {e}")),
+            },
             Err(e) => Err(e),
         };
         match connected {
@@ -180,57 +157,6 @@ async fn supervise(inner: Rc<Inner>) {
         }
         monoio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
-    }
-}
-
-async fn connect(t: &RedisTarget) -> Result<TcpStream, String> {
-    let stream = monoio::time::timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect((t.host.as_str(), t.port)),
-    )
-    .await
-    .map_err(|_| "connect timed out".to_string())?
-    .map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut stream = stream;
-    if let Some(pw) = &t.password {
-        let cmd = match &t.username {
-            Some(u) => command(&["AUTH", u.as_str(), pw.expose()]),
-            None => command(&["AUTH", pw.expose()]),
-        };
-        roundtrip(&mut stream, cmd).await?;
-    }
-    // Always SELECT, also db 0: a Redis whose default database was changed still gives us ours.
-    roundtrip(&mut stream, command(&["SELECT", &t.db.to_string()])).await?;
-    Ok(stream)
-}
-
-/// One command and its reply on a fresh connection, before pipelining starts. An error reply
-/// is an `Err`.
-pub(crate) async fn roundtrip(stream: &mut TcpStream, cmd: Vec<u8>) -> Result<RespValue, String> {
-    let (res, _) = stream.write_all(cmd).await;
-    res.map_err(|e| e.to_string())?;
-    let mut buf = BytesMut::with_capacity(512);
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    loop {
-        if let Some(v) = RespCodec.decode(&mut buf).map_err(|e| format!("{e:?}"))? {
-            return match v {
-                RespValue::Error(e) => Err(e),
-                v => Ok(v),
-            };
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(8 * 1024);
-        }
-        let (len, cap) = (buf.len(), buf.capacity());
-        let slice = buf.slice_mut(len..cap);
-        let (res, slice) = monoio::time::timeout_at(deadline.into(), stream.read(slice))
-            .await
-            .map_err(|_| "no reply in time".to_string())?;
-        buf = slice.into_inner();
-        if res.map_err(|e| e.to_string())? == 0 {
-            return Err("connection closed during handshake".into());
-        }
     }
 }
 

@@ -12,10 +12,13 @@
 //! others wait for it; several instances may check at once: invalidating twice only costs
 //! one more reload.
 
-use crate::redis::Keys;
 use crate::redis::cmd::command;
-use crate::redis::pipeline::roundtrip;
-use crate::redis::scripts::{as_string, decode_scan, invalidate_call, is_noscript, scan_cmd};
+use crate::redis::conn::roundtrip;
+use crate::redis::keys::Keys;
+use crate::redis::reply::as_string;
+use crate::redis::scan::{decode_scan, scan_cmd};
+use crate::redis::scripts::is_noscript;
+use crate::redis::scripts::load::invalidate_call;
 use monoio::net::TcpStream;
 use redis_async::resp::RespValue;
 use std::collections::BTreeSet;
@@ -24,9 +27,9 @@ use std::time::Duration;
 
 /// The markers whose check a connection of this process is running. Every worker connects
 /// at start-up and after a Redis restart; without this each would make the pass over the
-/// keyspace, and Redis runs them one after the other (1.4 s per pass with 2 M keys here: the
-/// first 202 came 5.9 s after start with 4 workers, 2.6 s with this; 16 workers would have
-/// needed over 20 s). Taken only around connecting, never on the request path.
+/// keyspace, and Redis runs them one after the other, so the first request would wait longer
+/// the more cores the machine has (a pass costs ~0.7 µs per key: 1.4 s with 2 M keys). Taken
+/// only around connecting, never on the request path.
 static CHECKING: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// This connection runs the check of a marker; dropping it (done, failed or cancelled) lets

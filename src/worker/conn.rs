@@ -11,7 +11,7 @@ use crate::api;
 use crate::http::request::{Framing, Refusal, frame};
 use crate::http::response::ApiError;
 use crate::metrics::Route;
-use crate::worker::Worker;
+use crate::worker::ctx::Worker;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -26,17 +26,8 @@ const READ_BUF: usize = 1024;
 /// answers gets them written (or times out) before more of its requests are handled.
 const MAX_PENDING_WRITE: usize = 64 * 1024;
 
-struct Counted<'a>(&'a Worker);
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.connections.set(self.0.connections.get() - 1);
-    }
-}
-
 pub async fn serve(w: Rc<Worker>, mut stream: TcpStream) {
-    w.connections.set(w.connections.get() + 1);
-    let _counted = Counted(&w);
+    let _open = w.open_connection();
     let header_timeout = w.cfg().header_timeout;
     let idle_timeout = w.cfg().idle_timeout;
     let mut rbuf: Vec<u8> = Vec::with_capacity(READ_BUF);
@@ -59,7 +50,7 @@ pub async fn serve(w: Rc<Worker>, mut stream: TcpStream) {
             }
             match frame(&rbuf[consumed..]) {
                 Framing::Complete(req, used) => {
-                    let keep_alive = req.keep_alive && !w.drain.is_on();
+                    let keep_alive = req.keep_alive && !w.drain().is_on();
                     // Boxed: the handler future is large (every endpoint nested), and an idle
                     // connection should not carry its space while it waits for a request.
                     let resp = Box::pin(api::handle(&w, &req)).await;
@@ -143,7 +134,7 @@ pub async fn serve(w: Rc<Worker>, mut stream: TcpStream) {
                     Ok(r) => r,
                     Err(_) => return,
                 },
-                _ = w.drain.wait() => return,
+                _ = w.drain().wait() => return,
             }
         };
         let (res, slice) = result;

@@ -1,7 +1,6 @@
 //! The messages that cross from the workers to the writer thread.
 
-use crate::domain::{OrderRecord, ProductId};
-use crate::redis::scripts::ProductSnapshot;
+use crate::domain::{OrderRecord, ProductId, ProductSnapshot};
 use crate::writer::batch::Batched;
 use futures_channel::oneshot;
 

@@ -17,8 +17,7 @@
 //! the whole transaction fails with a unique violation, and the caller writes the batch again
 //! the idempotent way.
 
-use crate::domain::{OrderRecord, OrderState, ProductId};
-use crate::redis::scripts::ProductSnapshot;
+use crate::domain::{OrderRecord, OrderState, ProductId, ProductSnapshot};
 use crate::time::{from_system_time, rfc3339, to_system_time};
 use std::collections::HashMap;
 use std::time::SystemTime;

@@ -3,13 +3,13 @@
 //! A sequential request/response client over tokio's `TcpStream`, using redis-async's
 //! `RespCodec` for replies. redis-async's own `PairedConnection` would fit a tokio thread, but
 //! it cannot select a database and reconnects silently to database 0, which would make the
-//! writer acknowledge journal entries of another deployment's keyspace; this client `SELECT`s
-//! on every connection. The writer's Redis traffic is one call per product per batch, so a
+//! writer acknowledge journal entries of another deployment's keyspace; this client makes the
+//! same handshake as the workers' connections (`redis::conn`) on every connection. The writer's Redis traffic is one call per product per batch, so a
 //! pipeline would buy nothing here.
 
 use crate::config::RedisTarget;
-use crate::redis::cmd::command;
-use crate::redis::pipeline::RedisError;
+use crate::redis::conn::handshake;
+use crate::redis::reply::RedisError;
 
 use bytes::BytesMut;
 use redis_async::resp::{RespCodec, RespValue};
@@ -44,15 +44,9 @@ impl WriterRedis {
         let _ = s.set_nodelay(true);
         self.conn = Some(s);
         self.buf.clear();
-        if let Some(pw) = self.target.password.clone() {
-            let cmd = match self.target.username.clone() {
-                Some(u) => command(&["AUTH", &u, pw.expose()]),
-                None => command(&["AUTH", pw.expose()]),
-            };
+        for cmd in handshake(&self.target) {
             self.roundtrip(&cmd).await?;
         }
-        let db = self.target.db.to_string();
-        self.roundtrip(&command(&["SELECT", &db])).await?;
         Ok(())
     }
 

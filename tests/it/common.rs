@@ -233,7 +233,7 @@ impl Env {
     }
 
     /// Waits until every change reached PostgreSQL (the journal is empty), then checks the
-    /// conservation law of API.md and that stock was neither lost nor invented.
+    /// conservation law and that stock was neither lost nor invented.
     pub fn assert_conserved(&self, product: i64, initial_stock: i64) {
         wait_until("journal drained", || {
             (self.journal_len(product) == 0).then_some(())

@@ -86,7 +86,7 @@ fn show(bytes: &[u8]) -> String {
     format!("{s:?}")
 }
 
-/// An error body as API.md shapes every one: JSON with `message` and `code`.
+/// An error body as the API shapes every one: JSON with `message` and `code`.
 fn assert_error_body(r: &Resp, code: &str, what: &str) {
     assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
     let v = r.json();
@@ -1254,7 +1254,7 @@ fn a_nul_in_user_id_is_refused_or_stored() {
             assert_unharmed(&env, &srv, pid, &before);
         }
         202 => {
-            // A 202 is a promise (API.md): the order must reach PostgreSQL.
+            // A 202 is a promise: the order must reach PostgreSQL.
             let reference = r.json()["order_reference"].as_str().unwrap().to_string();
             wait_until("the accepted order reaches PostgreSQL", || {
                 env.order_row(&reference)

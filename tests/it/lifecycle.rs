@@ -1,4 +1,4 @@
-//! The order lifecycle of API.md: payment webhooks, expiry, late payments, early webhooks,
+//! The order lifecycle: payment webhooks, expiry, late payments, early webhooks,
 //! orders that exist only in PostgreSQL, Redis losing its data, reconcile, metrics and
 //! configuration. After every scenario the conservation law holds.
 

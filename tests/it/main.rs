@@ -1,5 +1,5 @@
 //! Integration tests: the real binary against real PostgreSQL and Redis. One test binary,
-//! one module per area of API.md.
+//! one module per area of the API.
 
 mod chaos;
 mod common;

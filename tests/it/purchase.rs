@@ -1,4 +1,4 @@
-//! The purchase half of API.md: products, reservations, order lookup, the errors of the
+//! The purchase half of the API: products, reservations, order lookup, the errors of the
 //! conventions, idempotency, per-user limits, lazy loading, concurrency, pipelining, and the
 //! durability of a 202 across SIGKILL and SIGTERM.
 

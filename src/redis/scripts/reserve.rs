@@ -1,0 +1,222 @@
+//! `lua/reserve.lua`: the call for a batch of reservations of one product, and its reply.
+
+use crate::domain::ProductId;
+use crate::redis::keys::{Keys, ProductKeys};
+use crate::redis::reply::{ReplyError, array, as_int, as_string};
+use crate::redis::scripts::{NOT_LOADED, ScriptCall, ScriptId};
+use redis_async::resp::RespValue;
+
+/// One reservation request inside a `reserve.lua` call.
+#[derive(Debug, Clone)]
+pub struct ReserveRequest<'a> {
+    pub reference: &'a str,
+    pub qty: i64,
+    /// `""` when the client named no user.
+    pub user: &'a str,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Builds a `reserve.lua` call for the requests, all for product `pid`.
+pub fn reserve_call(
+    keys: &Keys,
+    pk: &ProductKeys,
+    pid: ProductId,
+    hold_ms: i64,
+    reqs: &[ReserveRequest<'_>],
+) -> ScriptCall {
+    let mut c = ScriptCall::new(ScriptId::Reserve);
+    c.key(&pk.stock)
+        .key(&pk.product)
+        .key(&pk.pending)
+        .key(&pk.journal)
+        .key(&pk.users);
+    for r in reqs {
+        c.key(&keys.order(pid, r.reference));
+        // Without an idempotency key the slot still needs a key of this product's slot.
+        match r.idempotency_key {
+            Some(k) => c.key(&keys.idem(pid, k)),
+            None => c.key(&pk.stock),
+        };
+    }
+    c.int(hold_ms).int(reqs.len() as i64);
+    for r in reqs {
+        c.arg(r.reference)
+            .int(r.qty)
+            .arg(r.user)
+            .arg(if r.idempotency_key.is_some() {
+                "1"
+            } else {
+                "0"
+            });
+    }
+    c
+}
+
+/// The outcome of one reservation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveReply {
+    /// Reserved under the reference the request carried.
+    Reserved {
+        amount_cents: i64,
+        expires_at_ms: i64,
+        created_at_ms: i64,
+    },
+    /// The same Idempotency-Key and body reserved before: answer that order again.
+    Replayed {
+        reference: String,
+        qty: i64,
+        amount_cents: i64,
+        expires_at_ms: i64,
+        created_at_ms: i64,
+    },
+    InsufficientStock,
+    LimitReached,
+    UserRequired,
+    QtyTooLarge {
+        max: i64,
+    },
+    IdempotencyKeyReused,
+}
+
+/// What one `reserve.lua` call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveBatch {
+    /// The journal member covering every reservation of the call (`None` if none).
+    pub journal: Option<String>,
+    /// One reply per request, in order.
+    pub replies: Vec<ReserveReply>,
+}
+
+/// Decodes a `reserve.lua` reply for `n` requests; `None` means the product is not loaded.
+pub fn decode_reserve(v: RespValue, n: usize) -> Result<Option<ReserveBatch>, ReplyError> {
+    if let RespValue::Integer(NOT_LOADED) = v {
+        return Ok(None);
+    }
+    let items = array(v, "reserve reply")?;
+    if items.len() != n + 3 {
+        return Err(ReplyError(format!(
+            "reserve: {} items for {n} requests",
+            items.len()
+        )));
+    }
+    let mut it = items.into_iter();
+    let mut next = || {
+        it.next()
+            .ok_or_else(|| ReplyError("short reserve reply".into()))
+    };
+    let expires_at_ms = as_int(&next()?)?;
+    let created_at_ms = as_int(&next()?)?;
+    let journal = as_string(next()?)?;
+    let num = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| ReplyError(format!("number {s:?} in reserve reply")))
+    };
+    let mut replies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let text = as_string(next()?)?;
+        let mut f = text.split('|');
+        let code = f.next().unwrap_or_default();
+        let mut field = || {
+            f.next()
+                .ok_or_else(|| ReplyError(format!("short reserve item {text:?}")))
+        };
+        replies.push(match code {
+            "0" => ReserveReply::Reserved {
+                amount_cents: num(field()?)?,
+                expires_at_ms,
+                created_at_ms,
+            },
+            "1" => ReserveReply::Replayed {
+                reference: field()?.to_string(),
+                qty: num(field()?)?,
+                amount_cents: num(field()?)?,
+                expires_at_ms: num(field()?)?,
+                created_at_ms: num(field()?)?,
+            },
+            "2" => ReserveReply::InsufficientStock,
+            "3" => ReserveReply::LimitReached,
+            "4" => ReserveReply::UserRequired,
+            "5" => ReserveReply::QtyTooLarge {
+                max: num(field()?)?,
+            },
+            "6" => ReserveReply::IdempotencyKeyReused,
+            other => return Err(ReplyError(format!("reserve code {other:?}"))),
+        });
+    }
+    Ok(Some(ReserveBatch {
+        journal: (!journal.is_empty()).then_some(journal),
+        replies,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::redis::reply::fake::{bulk, int};
+
+    #[test]
+    fn reserve_replies_decode_every_code() {
+        let v = RespValue::Array(vec![
+            bulk("1700000000000"),
+            bulk("1690000000000"),
+            bulk("3-A|pending"),
+            bulk("0|4000"),
+            bulk("1|3-B|2|4000|5|6"),
+            bulk("2"),
+            bulk("3"),
+            bulk("4"),
+            bulk("5|10"),
+            bulk("6"),
+        ]);
+        let b = decode_reserve(v, 7).unwrap().unwrap();
+        assert_eq!(b.journal.as_deref(), Some("3-A|pending"));
+        let r = b.replies;
+        assert_eq!(
+            r[0],
+            ReserveReply::Reserved {
+                amount_cents: 4000,
+                expires_at_ms: 1_700_000_000_000,
+                created_at_ms: 1_690_000_000_000
+            }
+        );
+        assert_eq!(
+            r[1],
+            ReserveReply::Replayed {
+                reference: "3-B".into(),
+                qty: 2,
+                amount_cents: 4000,
+                expires_at_ms: 5,
+                created_at_ms: 6
+            }
+        );
+        assert_eq!(
+            r[2..],
+            [
+                ReserveReply::InsufficientStock,
+                ReserveReply::LimitReached,
+                ReserveReply::UserRequired,
+                ReserveReply::QtyTooLarge { max: 10 },
+                ReserveReply::IdempotencyKeyReused
+            ]
+        );
+        assert_eq!(decode_reserve(int(7), 1).unwrap(), None);
+        let none = RespValue::Array(vec![bulk("1"), bulk("2"), bulk(""), bulk("2")]);
+        assert_eq!(decode_reserve(none, 1).unwrap().unwrap().journal, None);
+    }
+
+    #[test]
+    fn malformed_reserve_replies_are_errors_not_panics() {
+        let head = || vec![bulk("1"), bulk("2"), bulk("")];
+        assert!(decode_reserve(int(3), 1).is_err());
+        assert!(decode_reserve(RespValue::Array(vec![]), 1).is_err());
+        for bad in ["0", "0|x", "42", "", "1|r|2", "5"] {
+            let mut v = head();
+            v.push(bulk(bad));
+            assert!(decode_reserve(RespValue::Array(v), 1).is_err(), "{bad:?}");
+        }
+        let mut v = head();
+        v.push(int(0));
+        assert!(decode_reserve(RespValue::Array(v), 1).is_err());
+    }
+}

@@ -1,0 +1,34 @@
+//! State shared by every thread of `serve`, read-mostly: the configuration, the metrics, the
+//! health flags the writer sets and `/ready` reads, and the handle that closes the handoff.
+//! A leaf: the workers, the writer and the server read it; it imports none of them.
+
+use crate::config::Config;
+use crate::handoff::Closer;
+use crate::metrics::Metrics;
+use crate::sync::{AtomicBool, Ordering};
+
+pub struct Shared {
+    pub cfg: Config,
+    pub metrics: Metrics,
+    /// Set by the writer: its last contact with PostgreSQL succeeded (for `/ready`).
+    pub postgres_up: AtomicBool,
+    /// Set on SIGTERM/SIGINT: the writer stops retrying an unreachable PostgreSQL after the
+    /// grace period instead of forever.
+    pub shutting_down: AtomicBool,
+    /// Reads the handoff's depth and closes it at the end of shutdown.
+    pub closer: Closer,
+}
+
+impl Shared {
+    pub fn postgres_up(&self) -> bool {
+        self.postgres_up.load(Ordering::Relaxed)
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    pub fn handoff_depth(&self) -> usize {
+        self.closer.depth()
+    }
+}

@@ -1,0 +1,659 @@
+//! The `pg-writer` thread: the one consumer of the handoff. It writes order changes to
+//! PostgreSQL in batches, acknowledges them in the Redis journal after the commit, answers
+//! barriers and lookups, and replays the journal at start-up and whenever entries get stuck.
+//!
+//! Shape: a blocking loop over `batch::collect` (crossbeam's blocking receive outside the
+//! runtime) that enters a tokio current-thread runtime only to do the async work of each batch
+//! (`block_on`). Nothing else runs on that runtime besides the PostgreSQL connection task, so
+//! blocking between batches costs nothing.
+//!
+//! Failure model: a batch is retried until it commits. While PostgreSQL is unreachable the
+//! writer holds that one batch (bounded by `FLASHSALE_BATCH_ROWS`), the queue behind it fills,
+//! and new orders get 503: memory stays flat. Callers waiting on a commit (webhooks, lookups)
+//! are answered 503 at once instead of hanging; their rows stay in the batch and are written
+//! when PostgreSQL returns. Rows PostgreSQL refuses (a constraint) are isolated, logged, and
+//! left in the Redis journal; they never block the others.
+
+use crate::config::FINAL_RECORD_TTL_SECS;
+use crate::domain::{OrderRecord, OrderState, ProductId};
+use crate::handoff::HandoffRx;
+use crate::redis::cmd::command;
+use crate::redis::journal::{ack_commands, journal_member, parse_journal_member};
+use crate::redis::keys::Keys;
+use crate::redis::record::{decode_record, record_cmd};
+use crate::redis::reply::as_string;
+use crate::redis::scan::{decode_scan, scan_cmd};
+use crate::shared::Shared;
+use crate::sync::{Arc, Ordering};
+use crate::writer::batch::{BatchPolicy, Collected, collect};
+use crate::writer::msg::{self, DeferredWebhook, WriteError, WriterMsg};
+use crate::writer::pg::{EarlyWrite, OrderWrite, Pg, PgError};
+use crate::writer::redis::WriterRedis;
+use redis_async::resp::RespValue;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// How old an unacknowledged journal entry must be before the periodic replay takes it:
+/// far longer than the writer's normal lag, so live entries are not written twice.
+const STUCK_AFTER_MS: i64 = 30_000;
+const REPLAY_EVERY: Duration = Duration::from_secs(10);
+/// The background SCAN for journals this writer has not seen (another instance's, left by a
+/// crash) takes one step of `scan_cmd`'s COUNT keys this often. A whole SCAN at once blocked
+/// the writer for seconds once Redis held millions of order records, and the queue filled.
+const SCAN_STEP_EVERY: Duration = Duration::from_millis(100);
+const DEFERRED_EVERY: Duration = Duration::from_secs(1);
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// A deferred webhook handed to a worker is offered again after this long if still pending.
+const DEFERRED_RETRY: Duration = Duration::from_secs(10);
+
+/// Starts the writer thread. It returns `true` when everything it received was committed.
+pub fn spawn(
+    shared: Arc<Shared>,
+    rx: HandoffRx<WriterMsg>,
+    inboxes: Vec<crossbeam_channel::Sender<DeferredWebhook>>,
+) -> std::io::Result<std::thread::JoinHandle<bool>> {
+    std::thread::Builder::new()
+        .name("pg-writer".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the writer's runtime");
+                    return false;
+                }
+            };
+            let policy = BatchPolicy {
+                max_rows: shared.cfg.batch_rows,
+                linger: shared.cfg.batch_linger,
+                idle: Duration::from_millis(250),
+            };
+            let mut w = Writer::new(shared, inboxes);
+            rt.block_on(w.startup());
+            let mut batch = Vec::with_capacity(policy.max_rows);
+            loop {
+                match collect(&rx, &policy, &mut batch, Instant::now) {
+                    Collected::Batch => rt.block_on(w.process(&mut batch)),
+                    Collected::Idle => {}
+                    Collected::Closed => break,
+                }
+                batch.clear();
+                rt.block_on(w.periodic());
+            }
+            tracing::info!(
+                unwritten = w.abandoned,
+                "writer drained the queue and stops"
+            );
+            w.abandoned == 0
+        })
+}
+
+pub struct Writer {
+    shared: Arc<Shared>,
+    keys: Keys,
+    pg: Option<Pg>,
+    redis: WriterRedis,
+    inboxes: Vec<crossbeam_channel::Sender<DeferredWebhook>>,
+    next_inbox: usize,
+    /// Deferred webhooks handed to a worker, and when.
+    offered: HashMap<String, Instant>,
+    /// When PostgreSQL was last seen working; `None` while it is down.
+    pg_ok_at: Option<Instant>,
+    /// Set while PostgreSQL is down, to log the outage once.
+    pg_down_since: Option<Instant>,
+    last_replay: Instant,
+    last_deferred: Instant,
+    /// Products whose journal may hold entries: every product this writer was sent a change
+    /// of, and those the scans found. The stuck-entry replay reads only these journals.
+    journaled: HashSet<ProductId>,
+    /// Where the background SCAN for other journals stands (`None`: start a new pass).
+    scan_cursor: Option<String>,
+    last_scan_step: Instant,
+    /// The start-up replay has not run yet (PostgreSQL was down).
+    replay_owed: bool,
+    /// Rows given up at shutdown because PostgreSQL stayed down (they stay in the journal).
+    abandoned: usize,
+}
+
+/// One order change taken out of the batch, with whoever waits on it.
+struct Pending {
+    record: OrderRecord,
+    webhook: Option<msg::WebhookNote>,
+    done: Option<msg::Done>,
+    /// A new reservation straight from a worker (not a replay): PostgreSQL cannot have it.
+    fresh: bool,
+    /// The journal entry of the reservation's batch, removed with its last order.
+    journal: Option<std::sync::Arc<msg::JournalBatch>>,
+}
+
+impl Writer {
+    fn new(
+        shared: Arc<Shared>,
+        inboxes: Vec<crossbeam_channel::Sender<DeferredWebhook>>,
+    ) -> Writer {
+        let now = Instant::now();
+        Writer {
+            keys: Keys::new(&shared.cfg.redis_prefix),
+            redis: WriterRedis::new(shared.cfg.redis.clone()),
+            shared,
+            pg: None,
+            inboxes,
+            next_inbox: 0,
+            offered: HashMap::new(),
+            pg_ok_at: None,
+            pg_down_since: None,
+            last_replay: now,
+            last_deferred: now,
+            journaled: HashSet::new(),
+            scan_cursor: None,
+            last_scan_step: now,
+            replay_owed: true,
+            abandoned: 0,
+        }
+    }
+
+    fn set_pg_up(&mut self, up: bool, error: Option<&str>) {
+        let m = &self.shared.metrics.writer;
+        if up {
+            self.pg_ok_at = Some(Instant::now());
+            if let Some(since) = self.pg_down_since.take() {
+                tracing::info!(
+                    after_ms = since.elapsed().as_millis() as u64,
+                    "PostgreSQL reachable again"
+                );
+            }
+        } else {
+            self.pg_ok_at = None;
+            if self.pg_down_since.is_none() {
+                self.pg_down_since = Some(Instant::now());
+                tracing::warn!(
+                    error = error.unwrap_or("?"),
+                    queue_capacity = self.shared.cfg.queue_capacity,
+                    "PostgreSQL unreachable; orders queue up to the capacity, then get 503"
+                );
+            }
+        }
+        m.postgres_up.set(up as i64);
+        self.shared.postgres_up.store(up, Ordering::Relaxed);
+    }
+
+    /// A connection, (re)connecting if needed.
+    async fn pg(&mut self) -> Result<&mut Pg, PgError> {
+        if self.pg.as_ref().is_some_and(Pg::is_closed) {
+            self.pg = None;
+        }
+        if self.pg.is_none() {
+            match Pg::connect(&self.shared.cfg.database_url).await {
+                Ok(pg) => self.pg = Some(pg),
+                Err(e) => {
+                    self.set_pg_up(false, Some(&e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.pg.as_mut().expect("connected just above"))
+    }
+
+    async fn startup(&mut self) {
+        if self.pg().await.is_ok() {
+            self.set_pg_up(true, None);
+            self.replay_all().await;
+        }
+    }
+
+    /// Writes one batch, then answers its barriers and lookups in arrival order.
+    async fn process(&mut self, batch: &mut Vec<WriterMsg>) {
+        let mut orders: Vec<Pending> = Vec::new();
+        let mut early: Vec<(String, String, Option<msg::Done>)> = Vec::new();
+        let mut control: Vec<WriterMsg> = Vec::new();
+        for m in batch.drain(..) {
+            match m {
+                WriterMsg::Order {
+                    record,
+                    webhook,
+                    done,
+                    journal,
+                } => {
+                    self.journaled.insert(record.product_id);
+                    let fresh =
+                        record.state == OrderState::Pending && webhook.is_none() && done.is_none();
+                    orders.push(Pending {
+                        record,
+                        webhook,
+                        done,
+                        fresh,
+                        journal,
+                    })
+                }
+                WriterMsg::EarlyWebhook {
+                    reference,
+                    payload,
+                    done,
+                } => early.push((reference, payload, Some(done))),
+                other => control.push(other),
+            }
+        }
+        if !orders.is_empty() || !early.is_empty() {
+            self.write(&mut orders, &mut early).await;
+        }
+        for m in control {
+            self.answer(m).await;
+        }
+    }
+
+    /// Commits `orders` and `early`, retrying while PostgreSQL is unreachable.
+    /// Returns true when every row was committed.
+    async fn write(
+        &mut self,
+        orders: &mut [Pending],
+        early: &mut [(String, String, Option<msg::Done>)],
+    ) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        // Fresh reservations only (not replays): the COPY fast path may be tried.
+        let mut copy = orders.iter().all(|p| p.fresh);
+        let mut retries_since_shutdown = None::<Instant>;
+        loop {
+            let started = Instant::now();
+            let result = match self.pg().await {
+                Ok(pg) => {
+                    pg.write(&order_writes(orders), &early_writes(early), copy)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    self.set_pg_up(true, None);
+                    let m = &self.shared.metrics.writer;
+                    m.commit_seconds.observe(started.elapsed().as_secs_f64());
+                    m.batch_rows.observe((orders.len() + early.len()) as f64);
+                    m.rows.inc_by((orders.len() + early.len()) as u64);
+                    let late = orders
+                        .iter()
+                        .filter(|p| p.webhook.as_ref().is_some_and(|w| w.refund_required))
+                        .count();
+                    m.late_payments.inc_by(late as u64);
+                    self.acknowledge(orders).await;
+                    for p in orders.iter_mut() {
+                        if let Some(d) = p.done.take() {
+                            let _ = d.send(Ok(()));
+                        }
+                    }
+                    for e in early.iter_mut() {
+                        if let Some(d) = e.2.take() {
+                            let _ = d.send(Ok(()));
+                        }
+                    }
+                    return true;
+                }
+                Err(PgError::Duplicate) => {
+                    copy = false;
+                }
+                Err(PgError::Rejected(why)) => {
+                    if orders.len() + early.len() > 1 {
+                        // Find the offending rows: write each on its own.
+                        let mut all = true;
+                        for i in 0..orders.len() {
+                            all &= Box::pin(self.write(&mut orders[i..=i], &mut [])).await;
+                        }
+                        for i in 0..early.len() {
+                            all &= Box::pin(self.write(&mut [], &mut early[i..=i])).await;
+                        }
+                        return all;
+                    }
+                    // The order's state matters more than the audit row of its webhook: if the
+                    // payload is what PostgreSQL refuses, write the state without it.
+                    if let Some(p) = orders.first_mut().filter(|p| p.webhook.is_some()) {
+                        tracing::error!(reference = %p.record.reference, error = %why,
+                            "PostgreSQL refused a webhook row; writing the order's state without it");
+                        p.webhook = None;
+                        continue;
+                    }
+                    let what = orders
+                        .first()
+                        .map(|p| p.record.reference.clone())
+                        .or_else(|| early.first().map(|e| e.0.clone()))
+                        .unwrap_or_default();
+                    tracing::error!(reference = %what, error = %why,
+                        "PostgreSQL refused an order change; it stays in the Redis journal (see `flashsale reconcile`)");
+                    fail_all(orders, early, WriteError::Rejected(why));
+                    return false;
+                }
+                Err(PgError::Transient(why)) => {
+                    self.pg = None;
+                    self.set_pg_up(false, Some(&why));
+                    self.shared.metrics.writer.retries.inc();
+                    // Nobody should wait on an outage: callers get 503 now, rows stay here.
+                    fail_all(orders, early, WriteError::Unavailable);
+                    if self.shared.shutting_down() {
+                        let since = *retries_since_shutdown.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.shared.cfg.shutdown_grace {
+                            self.abandoned += orders.len() + early.len();
+                            tracing::error!(
+                                rows = orders.len() + early.len(),
+                                "shutting down while PostgreSQL is unreachable: these changes stay in the Redis journal for the next start"
+                            );
+                            return false;
+                        }
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Drops the journal entries of what was committed, product by product: a batch's
+    /// reservation entry with its last order, a final state's own entry with it. A newer state
+    /// of an order (paid while its reservation was being written) has an entry of its own,
+    /// which stays until that state is committed too.
+    async fn acknowledge(&mut self, orders: &[Pending]) {
+        let mut by_product: HashMap<ProductId, (Vec<String>, Vec<&str>)> = HashMap::new();
+        for p in orders {
+            let r = &p.record;
+            if let Some(j) = &p.journal
+                && j.committed_one()
+            {
+                by_product
+                    .entry(j.product)
+                    .or_default()
+                    .0
+                    .push(j.member.clone());
+            }
+            if r.state.is_final() {
+                let e = by_product.entry(r.product_id).or_default();
+                e.0.push(journal_member(&r.reference, r.state));
+                e.1.push(&r.reference);
+            }
+        }
+        for (pid, (members, finals)) in by_product {
+            let cmds = ack_commands(&self.keys, pid, &members, &finals, FINAL_RECORD_TTL_SECS);
+            if let Err(e) = self.redis.pipeline(&cmds).await {
+                // Harmless: the entries stay journaled and a later replay acknowledges them.
+                tracing::debug!(error = %e, "journal acknowledgement failed");
+            }
+        }
+    }
+
+    async fn answer(&mut self, m: WriterMsg) {
+        match m {
+            WriterMsg::Barrier(done) => {
+                let _ = done.send(Ok(()));
+            }
+            WriterMsg::LoadProduct { product_id, reply } => {
+                let r = match self.pg().await {
+                    Ok(pg) => pg.load_product(product_id).await,
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(self.lookup_result(r));
+            }
+            WriterMsg::FindOrder { reference, reply } => {
+                let r = match self.pg().await {
+                    Ok(pg) => pg.find_order(&reference).await,
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(self.lookup_result(r));
+            }
+            WriterMsg::Order { .. } | WriterMsg::EarlyWebhook { .. } => {
+                unreachable!("rows are written, not answered")
+            }
+        }
+    }
+
+    fn lookup_result<T>(&mut self, r: Result<T, PgError>) -> Result<T, WriteError> {
+        match r {
+            Ok(v) => {
+                self.set_pg_up(true, None);
+                Ok(v)
+            }
+            Err(PgError::Transient(e)) => {
+                self.pg = None;
+                self.set_pg_up(false, Some(&e));
+                Err(WriteError::Unavailable)
+            }
+            Err(PgError::Rejected(e)) => Err(WriteError::Rejected(e)),
+            Err(PgError::Duplicate) => Err(WriteError::Rejected("unique violation".into())),
+        }
+    }
+
+    /// Health check, stuck-journal replay and deferred webhooks, each when due.
+    async fn periodic(&mut self) {
+        let now = Instant::now();
+        if self
+            .pg_ok_at
+            .is_none_or(|t| now.duration_since(t) >= PING_EVERY)
+        {
+            let r = match self.pg().await {
+                Ok(pg) => pg.ping().await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => self.set_pg_up(true, None),
+                Err(e) => {
+                    self.pg = None;
+                    self.set_pg_up(false, Some(&e.to_string()));
+                }
+            }
+        }
+        if self.pg_ok_at.is_none() {
+            return;
+        }
+        if self.replay_owed {
+            self.replay_all().await;
+        } else {
+            if now.duration_since(self.last_scan_step) >= SCAN_STEP_EVERY {
+                self.last_scan_step = now;
+                // An error only restarts the pass; the next step retries.
+                let _ = self.scan_step().await;
+            }
+            if now.duration_since(self.last_replay) >= REPLAY_EVERY
+                && self.shared.handoff_depth() < self.shared.cfg.queue_capacity / 4
+            {
+                self.last_replay = now;
+                self.replay(Some(crate::time::now_ms() - STUCK_AFTER_MS))
+                    .await;
+            }
+        }
+        if now.duration_since(self.last_deferred) >= DEFERRED_EVERY {
+            self.last_deferred = now;
+            self.offer_deferred().await;
+        }
+    }
+
+    /// The start-up replay: every journal in Redis, whoever wrote it (a crash leaves entries
+    /// that only this replay finds), found by a whole SCAN pass: the background scan's steps
+    /// run back to back.
+    async fn replay_all(&mut self) {
+        self.scan_cursor = None;
+        loop {
+            match self.scan_step().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "journal replay waits for Redis");
+                    return;
+                }
+            }
+        }
+        self.replay_owed = false;
+        self.replay(None).await;
+    }
+
+    /// One step of a SCAN for journals: those it finds join `journaled`. `Ok(true)` when the
+    /// step ended a pass. After an error the next step starts a new pass (a restarted Redis
+    /// has other cursors).
+    async fn scan_step(&mut self) -> Result<bool, String> {
+        let cursor = self.scan_cursor.take().unwrap_or_else(|| "0".to_string());
+        let pattern = self.keys.scan_pattern("journal");
+        let v = self
+            .redis
+            .request(&scan_cmd(&cursor, &pattern))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (next, keys) = decode_scan(v).map_err(|e| e.to_string())?;
+        self.journaled
+            .extend(keys.iter().filter_map(|k| self.keys.product_of_key(k)));
+        self.scan_cursor = next;
+        Ok(self.scan_cursor.is_none())
+    }
+
+    /// Writes the entries older than `before` (all of them when `None`) of the journals in
+    /// `journaled` to PostgreSQL.
+    async fn replay(&mut self, before: Option<i64>) {
+        let pids: Vec<ProductId> = self.journaled.iter().copied().collect();
+        let max = before.map_or("+inf".to_string(), |b| b.to_string());
+        let limit = self.shared.cfg.batch_rows.to_string();
+        let mut replayed = 0usize;
+        for pid in pids {
+            let key = self.keys.product_keys(pid).journal;
+            let Ok(RespValue::Array(refs)) = self
+                .redis
+                .request(&command(&[
+                    "ZRANGEBYSCORE",
+                    &key,
+                    "-inf",
+                    &max,
+                    "LIMIT",
+                    "0",
+                    &limit,
+                ]))
+                .await
+            else {
+                continue;
+            };
+            let mut orders = Vec::new();
+            let mut members = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            'members: for member in refs {
+                let Ok(member) = as_string(member) else {
+                    continue;
+                };
+                let Some((references, _)) = parse_journal_member(&member) else {
+                    // Not ours: drop it rather than trip over it at every replay.
+                    let _ = self.redis.request(&command(&["ZREM", &key, &member])).await;
+                    continue;
+                };
+                for reference in references {
+                    if !seen.insert(reference.to_string()) {
+                        continue;
+                    }
+                    let Ok(v) = self
+                        .redis
+                        .request(&record_cmd(&self.keys.order(pid, reference)))
+                        .await
+                    else {
+                        continue 'members;
+                    };
+                    match decode_record(v, pid, reference) {
+                        Ok(Some(record)) => orders.push(Pending {
+                            record,
+                            webhook: None,
+                            done: None,
+                            fresh: false,
+                            journal: None,
+                        }),
+                        // No record (it expired long after its commit): nothing to write.
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, reference, "journal entry with an unreadable record");
+                            continue 'members;
+                        }
+                    }
+                }
+                members.push(member);
+            }
+            replayed += orders.len();
+            // The entries go once what they name is committed (or when nothing was left to
+            // write for them).
+            if orders.is_empty() || self.write(&mut orders, &mut []).await {
+                let cmds = ack_commands(&self.keys, pid, &members, &[], FINAL_RECORD_TTL_SECS);
+                let _ = self.redis.pipeline(&cmds).await;
+            }
+        }
+        if replayed > 0 {
+            self.shared
+                .metrics
+                .writer
+                .journal_replayed
+                .inc_by(replayed as u64);
+            tracing::info!(
+                orders = replayed,
+                stuck_only = before.is_some(),
+                "replayed the Redis journal into PostgreSQL"
+            );
+        }
+    }
+
+    /// Hands pending webhooks whose order now exists to the workers, which apply them.
+    async fn offer_deferred(&mut self) {
+        if self.inboxes.is_empty() {
+            return;
+        }
+        let Some(pg) = self.pg.as_ref() else { return };
+        let Ok(found) = pg.applicable_webhooks(100).await else {
+            return;
+        };
+        let now = Instant::now();
+        self.offered
+            .retain(|_, t| now.duration_since(*t) < DEFERRED_RETRY);
+        for (reference, success, payload) in found {
+            if self.offered.contains_key(&reference) {
+                continue;
+            }
+            let inbox = &self.inboxes[self.next_inbox % self.inboxes.len()];
+            self.next_inbox += 1;
+            if inbox
+                .try_send(DeferredWebhook {
+                    reference: reference.clone(),
+                    success,
+                    payload,
+                })
+                .is_ok()
+            {
+                self.offered.insert(reference, now);
+            }
+        }
+    }
+}
+
+fn order_writes(orders: &[Pending]) -> Vec<OrderWrite<'_>> {
+    orders
+        .iter()
+        .map(|p| OrderWrite {
+            record: &p.record,
+            webhook: p
+                .webhook
+                .as_ref()
+                .map(|w| (w.payload.as_str(), w.refund_required)),
+        })
+        .collect()
+}
+
+fn early_writes(early: &[(String, String, Option<msg::Done>)]) -> Vec<EarlyWrite<'_>> {
+    early
+        .iter()
+        .map(|(r, p, _)| EarlyWrite {
+            reference: r,
+            payload: p,
+        })
+        .collect()
+}
+
+fn fail_all(
+    orders: &mut [Pending],
+    early: &mut [(String, String, Option<msg::Done>)],
+    e: WriteError,
+) {
+    for p in orders.iter_mut() {
+        if let Some(d) = p.done.take() {
+            let _ = d.send(Err(e.clone()));
+        }
+    }
+    for x in early.iter_mut() {
+        if let Some(d) = x.2.take() {
+            let _ = d.send(Err(e.clone()));
+        }
+    }
+}

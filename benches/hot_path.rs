@@ -20,7 +20,7 @@
 //! - `writer_batch`: `writer::batch::collect` on a real `handoff` holding 1 000 one-row
 //!   messages, two batches of `max_rows = 500` with no linger; and the same with the 1 000
 //!   permits + sends included (the workers' side of the queue, uncontended). Per message.
-//! - `redis_decode`: `redis::scripts::decode_reserve` for 1 and 16 requests and
+//! - `redis_decode`: `redis::scripts::reserve::decode_reserve` for 1 and 16 requests and
 //!   `decode_transition` (a `pay.lua` reply), on replies shaped like the scripts' own. The
 //!   reply is cloned outside the measurement. Per request.
 //! - `redis_encode`: `redis::scripts::reserve_call` + `encode(false)` (EVALSHA) for 1 and 16
@@ -479,7 +479,7 @@ fn redis_decode(c: &mut Criterion) {
     let pid = pid();
     let reference = reference(1);
     for n in [1, 16] {
-        let r = decode_reserve(reserve_reply(n), n as usize).expect("well-formed");
+        let r = decode_reserve(reserve_reply(n), pid, n as usize).expect("well-formed");
         let r = r.expect("loaded");
         assert_eq!(r.replies.len(), n as usize);
         assert!(matches!(r.replies[0], ReserveReply::Reserved { .. }));
@@ -496,7 +496,7 @@ fn redis_decode(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("decode_reserve", n), &reply, |b, reply| {
             b.iter_batched(
                 || reply.clone(),
-                |v| decode_reserve(v, n as usize),
+                |v| decode_reserve(v, pid, n as usize),
                 BatchSize::SmallInput,
             )
         });

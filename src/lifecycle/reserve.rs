@@ -96,24 +96,7 @@ pub async fn reserve(w: &Rc<Worker>, order: NewOrder) -> Result<ReserveOutcome, 
             );
             ReserveOutcome::Reserved(record)
         }
-        ReserveReply::Replayed {
-            reference,
-            qty,
-            amount_cents,
-            expires_at_ms,
-            ..
-        } => ReserveOutcome::Replayed {
-            reference,
-            product_id: pid,
-            qty,
-            amount_cents,
-            expires_at_ms,
-        },
-        ReserveReply::InsufficientStock => ReserveOutcome::InsufficientStock,
-        ReserveReply::LimitReached => ReserveOutcome::LimitReached,
-        ReserveReply::UserRequired => ReserveOutcome::UserRequired,
-        ReserveReply::QtyTooLarge { max } => ReserveOutcome::QtyTooLarge { max },
-        ReserveReply::IdempotencyKeyReused => ReserveOutcome::IdempotencyKeyReused,
+        ReserveReply::Not(outcome) => outcome,
     })
 }
 
@@ -165,7 +148,7 @@ async fn call(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
     };
     w.metrics().reserve_call();
     let outcome = match w.redis().eval(&script).await {
-        Ok(v) => decode_reserve(v, batch.len()).map_err(reply_failure),
+        Ok(v) => decode_reserve(v, pid, batch.len()).map_err(reply_failure),
         Err(e) => Err(redis_failure(e)),
     };
     match outcome {

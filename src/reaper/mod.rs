@@ -15,7 +15,7 @@ use crate::lifecycle::expire::expire;
 use crate::lifecycle::load::ensure_loaded;
 use crate::lifecycle::webhook;
 use crate::reaper::wheel::Expiring;
-use crate::redis::cmd::command;
+use crate::redis::cmd::{command, oldest_members};
 use crate::redis::reply::{as_int, as_string};
 use crate::redis::scan::{decode_scan, scan_cmd};
 use crate::redis::scripts::expire::member_orders;
@@ -30,6 +30,8 @@ const TICK: Duration = Duration::from_millis(100);
 const SWEEP_EVERY_MS: i64 = 1_000;
 /// An entry overdue by more than this has no live wheel holding it.
 const SWEEP_GRACE_MS: i64 = 1_000;
+/// Most overdue members one sweep takes per product; the rest wait for the next sweep.
+const SWEEP_BATCH: usize = 500;
 /// Expiries run concurrently in groups of this size: they share Redis round trips.
 const CONCURRENCY: usize = 256;
 
@@ -245,15 +247,7 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
         let max = (now - SWEEP_GRACE_MS).to_string();
         let Ok(v) = w
             .redis()
-            .request(command(&[
-                "ZRANGEBYSCORE",
-                &key,
-                "-inf",
-                &max,
-                "LIMIT",
-                "0",
-                "500",
-            ]))
+            .request(oldest_members(&key, &max, SWEEP_BATCH))
             .await
         else {
             return;

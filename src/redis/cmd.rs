@@ -62,6 +62,13 @@ pub fn command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
     c.finish()
 }
 
+/// `ZRANGEBYSCORE <key> -inf <max> LIMIT 0 <limit>`: the oldest members of a sorted set
+/// scored up to `max` (`+inf` for all), at most `limit` of them.
+pub fn oldest_members(key: &str, max: &str, limit: usize) -> Vec<u8> {
+    let limit = itoa::Buffer::new().format(limit).to_string();
+    command(&["ZRANGEBYSCORE", key, "-inf", max, "LIMIT", "0", &limit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@
 use crate::config::FINAL_RECORD_TTL_SECS;
 use crate::domain::{OrderRecord, OrderState, ProductId};
 use crate::handoff::HandoffRx;
-use crate::redis::cmd::command;
+use crate::redis::cmd::{command, oldest_members};
 use crate::redis::journal::{ack_commands, journal_member, parse_journal_member};
 use crate::redis::keys::Keys;
 use crate::redis::record::{decode_record, record_cmd};
@@ -504,21 +504,12 @@ impl Writer {
     async fn replay(&mut self, before: Option<i64>) {
         let pids: Vec<ProductId> = self.journaled.iter().copied().collect();
         let max = before.map_or("+inf".to_string(), |b| b.to_string());
-        let limit = self.shared.cfg.batch_rows.to_string();
         let mut replayed = 0usize;
         for pid in pids {
             let key = self.keys.product_keys(pid).journal;
             let Ok(RespValue::Array(refs)) = self
                 .redis
-                .request(&command(&[
-                    "ZRANGEBYSCORE",
-                    &key,
-                    "-inf",
-                    &max,
-                    "LIMIT",
-                    "0",
-                    &limit,
-                ]))
+                .request(&oldest_members(&key, &max, self.shared.cfg.batch_rows))
                 .await
             else {
                 continue;

@@ -1,6 +1,6 @@
 //! `lua/reserve.lua`: the call for a batch of reservations of one product, and its reply.
 
-use crate::domain::ProductId;
+use crate::domain::{ProductId, ReserveOutcome};
 use crate::redis::keys::{Keys, ProductKeys};
 use crate::redis::reply::{ReplyError, array, as_int, as_string};
 use crate::redis::scripts::{NOT_LOADED, ScriptCall, ScriptId};
@@ -52,7 +52,7 @@ pub fn reserve_call(
     c
 }
 
-/// The outcome of one reservation request.
+/// The reply to one reservation request of a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReserveReply {
     /// Reserved under the reference the request carried.
@@ -61,21 +61,8 @@ pub enum ReserveReply {
         expires_at_ms: i64,
         created_at_ms: i64,
     },
-    /// The same Idempotency-Key and body reserved before: answer that order again.
-    Replayed {
-        reference: String,
-        qty: i64,
-        amount_cents: i64,
-        expires_at_ms: i64,
-        created_at_ms: i64,
-    },
-    InsufficientStock,
-    LimitReached,
-    UserRequired,
-    QtyTooLarge {
-        max: i64,
-    },
-    IdempotencyKeyReused,
+    /// Nothing reserved by this request, and why (never `Reserved` or `ProductNotFound`).
+    Not(ReserveOutcome),
 }
 
 /// What one `reserve.lua` call did.
@@ -87,8 +74,13 @@ pub struct ReserveBatch {
     pub replies: Vec<ReserveReply>,
 }
 
-/// Decodes a `reserve.lua` reply for `n` requests; `None` means the product is not loaded.
-pub fn decode_reserve(v: RespValue, n: usize) -> Result<Option<ReserveBatch>, ReplyError> {
+/// Decodes a `reserve.lua` reply for `n` requests of product `pid`; `None` means the product
+/// is not loaded.
+pub fn decode_reserve(
+    v: RespValue,
+    pid: ProductId,
+    n: usize,
+) -> Result<Option<ReserveBatch>, ReplyError> {
     if let RespValue::Integer(NOT_LOADED) = v {
         return Ok(None);
     }
@@ -126,20 +118,25 @@ pub fn decode_reserve(v: RespValue, n: usize) -> Result<Option<ReserveBatch>, Re
                 expires_at_ms,
                 created_at_ms,
             },
-            "1" => ReserveReply::Replayed {
-                reference: field()?.to_string(),
-                qty: num(field()?)?,
-                amount_cents: num(field()?)?,
-                expires_at_ms: num(field()?)?,
-                created_at_ms: num(field()?)?,
-            },
-            "2" => ReserveReply::InsufficientStock,
-            "3" => ReserveReply::LimitReached,
-            "4" => ReserveReply::UserRequired,
-            "5" => ReserveReply::QtyTooLarge {
+            "1" => {
+                let replayed = ReserveOutcome::Replayed {
+                    reference: field()?.to_string(),
+                    product_id: pid,
+                    qty: num(field()?)?,
+                    amount_cents: num(field()?)?,
+                    expires_at_ms: num(field()?)?,
+                };
+                // The creation time completes the shape; the 202 does not show it.
+                num(field()?)?;
+                ReserveReply::Not(replayed)
+            }
+            "2" => ReserveReply::Not(ReserveOutcome::InsufficientStock),
+            "3" => ReserveReply::Not(ReserveOutcome::LimitReached),
+            "4" => ReserveReply::Not(ReserveOutcome::UserRequired),
+            "5" => ReserveReply::Not(ReserveOutcome::QtyTooLarge {
                 max: num(field()?)?,
-            },
-            "6" => ReserveReply::IdempotencyKeyReused,
+            }),
+            "6" => ReserveReply::Not(ReserveOutcome::IdempotencyKeyReused),
             other => return Err(ReplyError(format!("reserve code {other:?}"))),
         });
     }
@@ -155,6 +152,10 @@ mod tests {
 
     use crate::redis::reply::fake::{bulk, int};
 
+    fn pid() -> ProductId {
+        ProductId::new(3).unwrap()
+    }
+
     #[test]
     fn reserve_replies_decode_every_code() {
         let v = RespValue::Array(vec![
@@ -169,7 +170,7 @@ mod tests {
             bulk("5|10"),
             bulk("6"),
         ]);
-        let b = decode_reserve(v, 7).unwrap().unwrap();
+        let b = decode_reserve(v, pid(), 7).unwrap().unwrap();
         assert_eq!(b.journal.as_deref(), Some("3-A|pending"));
         let r = b.replies;
         assert_eq!(
@@ -182,41 +183,48 @@ mod tests {
         );
         assert_eq!(
             r[1],
-            ReserveReply::Replayed {
+            ReserveReply::Not(ReserveOutcome::Replayed {
                 reference: "3-B".into(),
+                product_id: pid(),
                 qty: 2,
                 amount_cents: 4000,
                 expires_at_ms: 5,
-                created_at_ms: 6
-            }
+            })
         );
         assert_eq!(
             r[2..],
             [
-                ReserveReply::InsufficientStock,
-                ReserveReply::LimitReached,
-                ReserveReply::UserRequired,
-                ReserveReply::QtyTooLarge { max: 10 },
-                ReserveReply::IdempotencyKeyReused
+                ReserveOutcome::InsufficientStock,
+                ReserveOutcome::LimitReached,
+                ReserveOutcome::UserRequired,
+                ReserveOutcome::QtyTooLarge { max: 10 },
+                ReserveOutcome::IdempotencyKeyReused
             ]
+            .map(ReserveReply::Not)
         );
-        assert_eq!(decode_reserve(int(7), 1).unwrap(), None);
+        assert_eq!(decode_reserve(int(7), pid(), 1).unwrap(), None);
         let none = RespValue::Array(vec![bulk("1"), bulk("2"), bulk(""), bulk("2")]);
-        assert_eq!(decode_reserve(none, 1).unwrap().unwrap().journal, None);
+        assert_eq!(
+            decode_reserve(none, pid(), 1).unwrap().unwrap().journal,
+            None
+        );
     }
 
     #[test]
     fn malformed_reserve_replies_are_errors_not_panics() {
         let head = || vec![bulk("1"), bulk("2"), bulk("")];
-        assert!(decode_reserve(int(3), 1).is_err());
-        assert!(decode_reserve(RespValue::Array(vec![]), 1).is_err());
+        assert!(decode_reserve(int(3), pid(), 1).is_err());
+        assert!(decode_reserve(RespValue::Array(vec![]), pid(), 1).is_err());
         for bad in ["0", "0|x", "42", "", "1|r|2", "5"] {
             let mut v = head();
             v.push(bulk(bad));
-            assert!(decode_reserve(RespValue::Array(v), 1).is_err(), "{bad:?}");
+            assert!(
+                decode_reserve(RespValue::Array(v), pid(), 1).is_err(),
+                "{bad:?}"
+            );
         }
         let mut v = head();
         v.push(int(0));
-        assert!(decode_reserve(RespValue::Array(v), 1).is_err());
+        assert!(decode_reserve(RespValue::Array(v), pid(), 1).is_err());
     }
 }

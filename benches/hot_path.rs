@@ -51,6 +51,8 @@ use std::time::{Duration, Instant};
 /// A fixed "now" in Unix milliseconds, so every run builds the same inputs.
 const NOW_MS: i64 = 1_760_000_000_000;
 /// The default hold (`FLASHSALE_HOLD_SECS` = 600).
+/// The lifetime of idempotency entries the benchmarked calls carry.
+const IDEM_TTL_SECS: u64 = 86_400;
 const HOLD_MS: i64 = 600_000;
 const ORDER_BODY: &str = r#"{"product_id":1,"qty":1,"user_id":"user-4821"}"#;
 const IDEMPOTENCY_KEY: &str = "9b2f6c1e-4a7d-4e0b-8f3a-2d5c7e9a1b04";
@@ -521,7 +523,9 @@ fn redis_encode(c: &mut Criterion) {
     let pid = pid();
     let pk = keys.product_keys(pid);
     let refs: Vec<String> = (0..16).map(reference).collect();
-    let idem: Vec<String> = (0..16).map(|i| format!("{IDEMPOTENCY_KEY}-{i}")).collect();
+    let idem: Vec<String> = (0..16)
+        .map(|i| keys.idem(pid, "user:user-4821", &format!("{IDEMPOTENCY_KEY}-{i}")))
+        .collect();
     let reqs: Vec<ReserveRequest<'_>> = refs
         .iter()
         .zip(&idem)
@@ -529,12 +533,12 @@ fn redis_encode(c: &mut Criterion) {
             reference: r,
             qty: 1,
             user: "user-4821",
-            idempotency_key: Some(k),
+            idem_key: Some(k),
         })
         .collect();
-    let one = reserve_call(&keys, &pk, pid, HOLD_MS, &reqs[..1]).encode(false);
-    // 3 + 5 product keys + 2 keys and 4 arguments per request + hold and count.
-    assert!(one.starts_with(b"*16\r\n$7\r\nEVALSHA\r\n"));
+    let one = reserve_call(&keys, &pk, pid, HOLD_MS, IDEM_TTL_SECS, &reqs[..1]).encode(false);
+    // 3 + 5 product keys + 2 keys and 4 arguments per request + hold, lifetime and count.
+    assert!(one.starts_with(b"*17\r\n$7\r\nEVALSHA\r\n"));
 
     let mut g = c.benchmark_group("redis_encode");
     for n in [1usize, 16] {
@@ -543,7 +547,10 @@ fn redis_encode(c: &mut Criterion) {
             BenchmarkId::new("reserve_call_evalsha", n),
             &reqs[..n],
             |b, reqs| {
-                b.iter(|| reserve_call(&keys, &pk, pid, HOLD_MS, black_box(reqs)).encode(false))
+                b.iter(|| {
+                    reserve_call(&keys, &pk, pid, HOLD_MS, IDEM_TTL_SECS, black_box(reqs))
+                        .encode(false)
+                })
             },
         );
     }
@@ -551,7 +558,15 @@ fn redis_encode(c: &mut Criterion) {
     g.bench_function("reserve_call_evalsha_with_product_keys/1", |b| {
         b.iter(|| {
             let pk = keys.product_keys(black_box(pid));
-            reserve_call(&keys, &pk, pid, HOLD_MS, black_box(&reqs[..1])).encode(false)
+            reserve_call(
+                &keys,
+                &pk,
+                pid,
+                HOLD_MS,
+                IDEM_TTL_SECS,
+                black_box(&reqs[..1]),
+            )
+            .encode(false)
         })
     });
     g.finish();

@@ -99,6 +99,9 @@ local function cancel(stock_key, order_key, pending_key, journal_key, users_key,
   redis.call('ZREM', pending_key, ref)
   journal(journal_key, now, ref, reason)
   if rec.uc == '1' then
-    redis.call('HINCRBY', users_key, rec.user, -rec.qty)
+    -- A buyer holding nothing is forgotten, so the hash only grows with active buyers.
+    if redis.call('HINCRBY', users_key, rec.user, -rec.qty) <= 0 then
+      redis.call('HDEL', users_key, rec.user)
+    end
   end
 end

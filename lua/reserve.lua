@@ -6,10 +6,12 @@
 --                   its reservations, their references joined by NUL (see lib.lua)
 -- KEYS[4] journal   zset: '<reference>|<state>' -> time of a change not yet in PostgreSQL
 -- KEYS[5] users     hash: user id -> units pending or paid (kept only for limited products)
--- then per request i (1-based): KEYS[4 + 2i] order record, KEYS[5 + 2i] idempotency hash
--- ARGV[1] hold time in ms; ARGV[2] number of requests n;
--- then per request i: ARGV[4i-1] reference, ARGV[4i] qty, ARGV[4i+1] user id ('' for none),
--- ARGV[4i+2] '1' when an Idempotency-Key was given.
+-- then per request i (1-based): KEYS[4 + 2i] order record, KEYS[5 + 2i] the key remembering
+-- its Idempotency-Key (named by a hash of the buyer and the key, so scoped to the buyer and
+-- this product; another key of this product when the request has none)
+-- ARGV[1] hold time in ms; ARGV[2] lifetime of idempotency entries in s; ARGV[3] number of
+-- requests n; then per request i: ARGV[4i] reference, ARGV[4i+1] qty, ARGV[4i+2] user id
+-- ('' for none), ARGV[4i+3] '1' when an Idempotency-Key was given.
 --
 -- Returns the integer 7 when the product is not loaded (nothing changed), else the flat array
 -- {expires, created, journal member ('' when nothing was reserved), reply 1, ..., reply n}
@@ -38,7 +40,7 @@ stock = tonumber(stock)
 local meta = redis.call('HMGET', KEYS[2], 'price', 'max', 'limit')
 local price, max_qty = tonumber(meta[1]), tonumber(meta[2])
 local limit = tonumber(meta[3] or '')
-local hold, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local hold, idem_ttl, n = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 local now_s, exp_s = int(now), int(now + hold)
 local out = {}
@@ -48,21 +50,16 @@ local idem_seen = {}
 
 for i = 1, n do
   local order_key, idem_key = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
-  local ref, qty_s, user = ARGV[4 * i - 1], ARGV[4 * i], ARGV[4 * i + 1]
+  local ref, qty_s, user = ARGV[4 * i], ARGV[4 * i + 1], ARGV[4 * i + 2]
   local qty = tonumber(qty_s)
-  local has_idem = ARGV[4 * i + 2] == '1'
+  local has_idem = ARGV[4 * i + 3] == '1'
   local r
   if has_idem then
-    local prev = idem_seen[idem_key]
-    if not prev then
-      local p = redis.call('HMGET', idem_key, 'ref', 'qty', 'user', 'amt', 'exp', 'ct')
-      if p[1] then
-        prev = p
-      end
-    end
+    -- '<ref>|<qty>|<amount>|<expires>|<created>' of the reservation the key made.
+    local prev = idem_seen[idem_key] or redis.call('GET', idem_key)
     if prev then
-      if tonumber(prev[2]) == qty and prev[3] == user then
-        r = '1|' .. prev[1] .. '|' .. prev[2] .. '|' .. prev[4] .. '|' .. prev[5] .. '|' .. prev[6]
+      if tonumber(string.match(prev, '^[^|]*|([^|]*)|')) == qty then
+        r = '1|' .. prev
       else
         r = '6'
       end
@@ -88,10 +85,9 @@ for i = 1, n do
         redis.call('HINCRBY', KEYS[5], user, qty)
       end
       if has_idem then
-        redis.call('HSET', idem_key, 'ref', ref, 'qty', qty_s, 'user', user, 'amt', amount,
-                   'exp', exp_s, 'ct', now_s)
-        redis.call('EXPIRE', idem_key, 86400)
-        idem_seen[idem_key] = {ref, qty_s, user, amount, exp_s, now_s}
+        local remembered = ref .. '|' .. qty_s .. '|' .. amount .. '|' .. exp_s .. '|' .. now_s
+        redis.call('SET', idem_key, remembered, 'EX', idem_ttl)
+        idem_seen[idem_key] = remembered
       end
       r = '0|' .. amount
     end

@@ -28,12 +28,25 @@ pub const DEFAULT_BATCH_ROWS: usize = 500;
 /// `FLASHSALE_BATCH_LINGER_MS`: under load batches fill on their own; when traffic is light,
 /// a 2 ms wait saves transactions at a cost nobody notices.
 pub const DEFAULT_BATCH_LINGER_MS: u64 = 2;
-/// `FLASHSALE_HEADER_TIMEOUT_SECS`: a request must arrive whole within this time of its first
-/// byte, so a client sending one byte a second cannot hold a connection.
+/// `FLASHSALE_HEADER_TIMEOUT_SECS`: a connection's first request head must arrive within this
+/// time of the accept (whether or not a byte was sent), and every later one within this time
+/// of its first byte, so neither silent connections nor one byte a second can hold a
+/// descriptor.
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// `FLASHSALE_IDLE_TIMEOUT_SECS`: keep-alive connections with no request for this long are
 /// closed; longer than the usual 60 s of load balancers so they close first.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
+/// `FLASHSALE_MAX_CONNECTIONS_PER_IP`: enough for a proxy or a large NAT in front of many
+/// buyers, far below what one client would need to exhaust the descriptors.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+/// Descriptors kept out of `FLASHSALE_MAX_CONNECTIONS`'s default for what the server itself
+/// opens: listeners, Redis and PostgreSQL connections, io_uring instances, log files.
+pub const FD_RESERVE: usize = 256;
+/// `FLASHSALE_IDEMPOTENCY_TTL_SECS`: a day, longer than any client retries a request.
+pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 86_400;
+/// `FLASHSALE_UNMATCHED_WEBHOOK_DAYS`: a week for a provider's webhook to find its order
+/// (an order written by another tool, late) before the row is deleted.
+pub const DEFAULT_UNMATCHED_WEBHOOK_DAYS: u64 = 7;
 /// `FLASHSALE_SHUTDOWN_GRACE_SECS`: how long SIGTERM waits for in-flight requests.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Final order records stay in Redis this long after PostgreSQL has them (GET and webhook
@@ -161,6 +174,15 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// `FLASHSALE_SHUTDOWN_GRACE_SECS`: time given to in-flight requests on SIGTERM.
     pub shutdown_grace: Duration,
+    /// `FLASHSALE_MAX_CONNECTIONS`: open connections in all; `None` derives it from the
+    /// open-file limit at start-up (less [`FD_RESERVE`]).
+    pub max_connections: Option<usize>,
+    /// `FLASHSALE_MAX_CONNECTIONS_PER_IP`: open connections from one client address.
+    pub max_connections_per_ip: usize,
+    /// `FLASHSALE_IDEMPOTENCY_TTL_SECS`: how long an Idempotency-Key is remembered.
+    pub idempotency_ttl: Duration,
+    /// `FLASHSALE_UNMATCHED_WEBHOOK_DAYS`: how long a webhook for an unknown reference waits.
+    pub unmatched_webhook_days: u64,
 }
 
 /// A configuration error: names the variable and says what is wrong.
@@ -277,6 +299,32 @@ impl Config {
             3_600,
         )?);
 
+        let max_connections = match var("FLASHSALE_MAX_CONNECTIONS") {
+            None => None,
+            Some(_) => Some(num(&var, "FLASHSALE_MAX_CONNECTIONS", 0, 1, 10_000_000)? as usize),
+        };
+        let max_connections_per_ip = num(
+            &var,
+            "FLASHSALE_MAX_CONNECTIONS_PER_IP",
+            DEFAULT_MAX_CONNECTIONS_PER_IP as u64,
+            1,
+            10_000_000,
+        )? as usize;
+        let idempotency_ttl = Duration::from_secs(num(
+            &var,
+            "FLASHSALE_IDEMPOTENCY_TTL_SECS",
+            DEFAULT_IDEMPOTENCY_TTL_SECS,
+            1,
+            30 * 86_400,
+        )?);
+        let unmatched_webhook_days = num(
+            &var,
+            "FLASHSALE_UNMATCHED_WEBHOOK_DAYS",
+            DEFAULT_UNMATCHED_WEBHOOK_DAYS,
+            1,
+            3_650,
+        )?;
+
         Ok(Config {
             listen,
             workers,
@@ -291,6 +339,10 @@ impl Config {
             header_timeout,
             idle_timeout,
             shutdown_grace,
+            max_connections,
+            max_connections_per_ip,
+            idempotency_ttl,
+            unmatched_webhook_days,
         })
     }
 
@@ -364,6 +416,10 @@ mod tests {
             ("DATABASE_URL", "mysql://x"),
             ("FLASHSALE_REDIS_PREFIX", "has space"),
             ("FLASHSALE_QUEUE_CAPACITY", "lots"),
+            ("FLASHSALE_MAX_CONNECTIONS", "0"),
+            ("FLASHSALE_MAX_CONNECTIONS_PER_IP", "x"),
+            ("FLASHSALE_IDEMPOTENCY_TTL_SECS", "0"),
+            ("FLASHSALE_UNMATCHED_WEBHOOK_DAYS", "-1"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert!(e.0.starts_with(k), "{e}");

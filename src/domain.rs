@@ -220,6 +220,8 @@ pub enum Unavailable {
     Database,
     /// SIGTERM: the server is draining.
     ShuttingDown,
+    /// A connection cap is reached (in all or for this client address).
+    TooManyConnections,
 }
 
 /// Broken infrastructure, as opposed to a business outcome: the operation did nothing that a

@@ -66,6 +66,8 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod lifecycle;
 #[cfg(feature = "server")]
+pub mod limits;
+#[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod reaper;

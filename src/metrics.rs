@@ -5,6 +5,8 @@
 //! scrape sums the blocks and encodes them with `prometheus-client`. The writer thread owns the
 //! histograms of batch size and commit latency.
 
+use crate::domain::Unavailable;
+use crate::limits::connections::Over;
 use crate::sync::Arc;
 use crossbeam_utils::CachePadded;
 use prometheus_client::collector::Collector;
@@ -142,7 +144,13 @@ impl Webhook {
 }
 
 /// Why a 503 was sent (`reason` label), indexed by `domain::Unavailable`.
-const UNAVAILABLE_REASONS: [&str; 4] = ["redis", "queue_full", "database", "shutting_down"];
+const UNAVAILABLE_REASONS: [&str; 5] = [
+    "redis",
+    "queue_full",
+    "database",
+    "shutting_down",
+    "too_many_connections",
+];
 
 /// One worker's counters. Only that worker writes them.
 #[derive(Default)]
@@ -151,11 +159,15 @@ pub struct WorkerMetrics {
     reservations: [AtomicU64; Reservation::ALL.len()],
     webhooks: [AtomicU64; Webhook::ALL.len()],
     unavailable: [AtomicU64; UNAVAILABLE_REASONS.len()],
+    /// Connections closed at accept, by the cap they were over (`limits::connections::Over`).
+    connections_refused: [AtomicU64; 2],
     expiries: AtomicU64,
     /// `reserve.lua` calls: reservation requests ÷ calls is the mean batch.
     reserve_calls: AtomicU64,
     /// Entries this worker's timer wheel holds (a gauge): one per reserve call or restored order.
     wheel_len: AtomicU64,
+    /// Connections this worker has open (a gauge, updated every reaper tick).
+    open_connections: AtomicU64,
     redis_commands: AtomicU64,
     redis_writes: AtomicU64,
 }
@@ -170,8 +182,14 @@ impl WorkerMetrics {
     pub fn webhook(&self, o: Webhook) {
         self.webhooks[o as usize].fetch_add(1, Relaxed);
     }
-    pub fn unavailable(&self, u: crate::domain::Unavailable) {
+    pub fn unavailable(&self, u: Unavailable) {
         self.unavailable[u as usize].fetch_add(1, Relaxed);
+    }
+    /// A connection closed at accept for being over a cap (its 503 is counted here, not as
+    /// a request).
+    pub fn connection_refused(&self, over: Over) {
+        self.unavailable[Unavailable::TooManyConnections as usize].fetch_add(1, Relaxed);
+        self.connections_refused[over as usize].fetch_add(1, Relaxed);
     }
     pub fn reserve_call(&self) {
         self.reserve_calls.fetch_add(1, Relaxed);
@@ -179,6 +197,9 @@ impl WorkerMetrics {
 
     pub fn expired(&self) {
         self.expiries.fetch_add(1, Relaxed);
+    }
+    pub fn set_open_connections(&self, n: usize) {
+        self.open_connections.store(n as u64, Relaxed);
     }
     pub fn set_wheel_len(&self, n: usize) {
         self.wheel_len.store(n as u64, Relaxed);
@@ -376,7 +397,19 @@ impl Collector for Sums {
                 ConstCounter::new(v).encode(m.encode_family(&[("reason", *r)])?)?;
             }
         }
-        let counters: [(&str, &str, u64); 2] = [
+        {
+            let mut m = enc.encode_descriptor(
+                "connections_refused",
+                "Connections closed at accept (with a 503) for being over a cap, by cap",
+                None,
+                c.metric_type(),
+            )?;
+            for (i, cap) in ["total", "per_ip"].iter().enumerate() {
+                let v = self.sum(|w| &w.connections_refused[i]);
+                ConstCounter::new(v).encode(m.encode_family(&[("cap", *cap)])?)?;
+            }
+        }
+        let counters: [(&str, &str, u64); 4] = [
             (
                 "expiries",
                 "Reservations cancelled because their hold passed",
@@ -387,12 +420,22 @@ impl Collector for Sums {
                 "Calls of reserve.lua; reservation requests that reached Redis ÷ calls = the mean micro-batch",
                 self.sum(|w| &w.reserve_calls),
             ),
+            (
+                "redis_commands_sent",
+                "Commands sent on the workers' Redis pipelines",
+                self.sum(|w| &w.redis_commands),
+            ),
+            (
+                "redis_writes",
+                "Socket writes carrying them (commands / writes = pipeline depth)",
+                self.sum(|w| &w.redis_writes),
+            ),
         ];
         for (name, help, v) in counters {
             let c = ConstCounter::new(v);
             c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
-        let gauges: [(&str, &str, i64); 5] = [
+        let gauges: [(&str, &str, i64); 4] = [
             (
                 "handoff_queue_depth",
                 "Messages queued or promised to the PostgreSQL writer",
@@ -409,14 +452,9 @@ impl Collector for Sums {
                 self.sum(|w| &w.wheel_len) as i64,
             ),
             (
-                "redis_commands_sent",
-                "Commands sent on the workers' Redis pipelines",
-                self.sum(|w| &w.redis_commands) as i64,
-            ),
-            (
-                "redis_writes",
-                "Socket writes carrying them (commands / writes = pipeline depth)",
-                self.sum(|w| &w.redis_writes) as i64,
+                "open_connections",
+                "HTTP connections open now",
+                self.sum(|w| &w.open_connections) as i64,
             ),
         ];
         for (name, help, v) in gauges {

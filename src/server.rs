@@ -11,8 +11,9 @@
 //! exits at once (the Redis journal still holds whatever was not committed).
 
 use crate::commands;
-use crate::config::Config;
+use crate::config::{Config, FD_RESERVE};
 use crate::handoff::handoff;
+use crate::limits::connections::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::shared::Shared;
 use crate::sync::{Arc, AtomicBool, Ordering};
@@ -63,27 +64,43 @@ fn migrate(cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// Raises the open-file limit to its hard maximum: every connection is a descriptor, and the
-/// usual soft limit of 1024 would refuse connections long before memory runs out.
-fn raise_fd_limit() {
+/// usual soft limit of 1024 would refuse connections long before memory runs out. Returns
+/// the limit in force.
+fn raise_fd_limit() -> usize {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
     unsafe {
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                lim = wanted;
+            } else {
                 tracing::warn!("could not raise the open-file limit");
             }
         }
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
     }
 }
 
 pub fn serve(cfg: Config) -> anyhow::Result<i32> {
     cfg.require_secret()?;
-    raise_fd_limit();
+    let fd_limit = raise_fd_limit();
     migrate(&cfg)?;
+    // Connections may take every descriptor but those the server needs itself, so the accept
+    // loop refuses with a 503 instead of failing with EMFILE.
+    let max_connections = cfg
+        .max_connections
+        .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1));
+    let connections = ConnectionLimits::new(max_connections, cfg.max_connections_per_ip);
 
     let workers = cfg.workers;
     let (tx, rx) = handoff::<WriterMsg>(cfg.queue_capacity);
@@ -94,6 +111,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         postgres_up: AtomicBool::new(false),
         shutting_down: AtomicBool::new(false),
         closer: closer.clone(),
+        connections,
         cfg,
     });
 
@@ -141,7 +159,8 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         }
     }
 
-    tracing::info!(%addr, workers, hold_secs = shared.cfg.hold.as_secs(), "flashsale serving");
+    tracing::info!(%addr, workers, hold_secs = shared.cfg.hold.as_secs(), max_connections,
+        max_connections_per_ip = shared.cfg.max_connections_per_ip, "flashsale serving");
     println!("flashsale listening on http://{addr}");
 
     let mut signals = Signals::new([SIGTERM, SIGINT])?;

@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::handoff::Closer;
+use crate::limits::connections::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::sync::{AtomicBool, Ordering};
 
@@ -17,6 +18,8 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Reads the handoff's depth and closes it at the end of shutdown.
     pub closer: Closer,
+    /// Connection caps, in all and per client address, across the workers.
+    pub connections: std::sync::Arc<ConnectionLimits>,
 }
 
 impl Shared {

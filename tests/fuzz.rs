@@ -12,7 +12,7 @@
 use flashsale::api::{orders, webhook};
 use flashsale::config::{MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use flashsale::domain::MAX_REFERENCE_LEN;
-use flashsale::http::request::{Framing, Refusal, frame};
+use flashsale::http::request::{Framer, Framing, Refusal, frame};
 use flashsale::http::response::ApiError;
 use hmac::{Hmac, KeyInit, Mac};
 use proptest::prelude::*;
@@ -48,7 +48,27 @@ struct Framed {
 /// Frames `buf` and checks what must hold for every input: a complete request took at least
 /// one byte and no more than there were, and its body is within the limit.
 fn frame_checked(buf: &[u8]) -> Result<Option<Framed>, Refusal> {
-    match frame(buf) {
+    checked(buf, frame(buf))
+}
+
+/// Feeds `buf` to one incremental framer in the pieces `cuts` make, as a connection receives
+/// it, and returns the first answer that is not "more bytes needed" (or the last one).
+fn frame_fed(buf: &[u8], cuts: &[Index]) -> Result<Option<Framed>, Refusal> {
+    let mut ends: Vec<usize> = cuts.iter().map(|c| c.index(buf.len() + 1)).collect();
+    ends.push(buf.len());
+    ends.sort_unstable();
+    let mut f = Framer::default();
+    for end in ends {
+        match checked(&buf[..end], f.frame(&buf[..end])) {
+            Ok(None) if end < buf.len() => continue,
+            other => return other,
+        }
+    }
+    Ok(None)
+}
+
+fn checked(buf: &[u8], framing: Framing<'_>) -> Result<Option<Framed>, Refusal> {
+    match framing {
         Framing::Complete(req, used) => {
             assert!(used > 0, "a request of no bytes");
             assert!(used <= buf.len(), "consumed {used} of {} bytes", buf.len());
@@ -460,6 +480,18 @@ proptest! {
         let first = frame_checked(&buf).unwrap().unwrap();
         prop_assert_eq!(&first, &a.expected());
         prop_assert_eq!(frame_checked(&buf[first.used..]), Ok(Some(b.expected())));
+    }
+
+    #[test]
+    fn bytes_fed_in_pieces_frame_as_all_at_once(
+        buf in prop_oneof![
+            built().prop_map(|b| b.render()),
+            (built(), token_soup()).prop_map(|(b, t)| [b.render(), t].concat()),
+            token_soup(),
+        ],
+        cuts in prop::collection::vec(any::<Index>(), 0..12),
+    ) {
+        prop_assert_eq!(frame_fed(&buf, &cuts), frame_checked(&buf));
     }
 
     #[test]

@@ -19,11 +19,13 @@ use crate::http::request::Request;
 use crate::http::response::{ApiError, Response};
 use crate::metrics::Route;
 use crate::worker::ctx::Worker;
+use std::net::IpAddr;
 use std::rc::Rc;
 
-/// Handles one request; every outcome, error or not, becomes a response here.
-pub async fn handle(w: &Rc<Worker>, req: &Request<'_>) -> Response {
-    let (route, result) = dispatch(w, req).await;
+/// Handles one request from the client at `peer`; every outcome, error or not, becomes a
+/// response here.
+pub async fn handle(w: &Rc<Worker>, req: &Request<'_>, peer: IpAddr) -> Response {
+    let (route, result) = dispatch(w, req, peer).await;
     let resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -37,7 +39,11 @@ pub async fn handle(w: &Rc<Worker>, req: &Request<'_>) -> Response {
     resp
 }
 
-async fn dispatch(w: &Rc<Worker>, req: &Request<'_>) -> (Route, Result<Response, ApiError>) {
+async fn dispatch(
+    w: &Rc<Worker>,
+    req: &Request<'_>,
+    client: IpAddr,
+) -> (Route, Result<Response, ApiError>) {
     let path = req.path.strip_prefix('/').unwrap_or(req.path);
     let mut parts = path.split('/');
     let segs = (parts.next(), parts.next(), parts.next(), parts.next());
@@ -55,7 +61,7 @@ async fn dispatch(w: &Rc<Worker>, req: &Request<'_>) -> (Route, Result<Response,
         (Some("api"), Some("orders"), None, None) => (
             Route::OrderCreate,
             if post {
-                orders::create(w, req).await
+                orders::create(w, req, client).await
             } else {
                 Err(ApiError::MethodNotAllowed("POST"))
             },

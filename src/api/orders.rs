@@ -15,6 +15,7 @@ use crate::time::rfc3339_ms;
 use crate::worker::ctx::Worker;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::net::IpAddr;
 use std::rc::Rc;
 
 #[derive(Deserialize)]
@@ -103,9 +104,13 @@ pub fn accepted(
     )
 }
 
-pub async fn create(w: &Rc<Worker>, req: &Request<'_>) -> Result<Response, ApiError> {
+pub async fn create(
+    w: &Rc<Worker>,
+    req: &Request<'_>,
+    client: IpAddr,
+) -> Result<Response, ApiError> {
     let result = match parse(&req.body, req.idempotency_key) {
-        Ok(order) => reserve(w, order).await.map_err(ApiError::from),
+        Ok(order) => reserve(w, order, client).await.map_err(ApiError::from),
         Err(e) => Err(e),
     };
     w.metrics().reservation(metric(&result));

@@ -217,6 +217,9 @@ impl ApiError {
             ApiError::Unavailable(Unavailable::ShuttingDown) => {
                 "The service is restarting; retry shortly"
             }
+            ApiError::Unavailable(Unavailable::TooManyConnections) => {
+                "Too many open connections; retry shortly"
+            }
         }
     }
 
@@ -236,7 +239,10 @@ impl ApiError {
         match self {
             ApiError::Unavailable(u) => {
                 r.retry_after = Some(1);
-                r.close = u == Unavailable::ShuttingDown;
+                r.close = matches!(
+                    u,
+                    Unavailable::ShuttingDown | Unavailable::TooManyConnections
+                );
             }
             ApiError::MethodNotAllowed(allow) => r.allow = Some(allow),
             ApiError::BadRequest(_)

@@ -29,6 +29,7 @@ use crate::worker::ctx::Worker;
 use crate::worker::reserve_queues::{CallResult, Queued, Reservation};
 use crate::writer::msg::{JournalBatch, WriterMsg};
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -39,17 +40,32 @@ use std::task::{Context, Poll};
 /// this bounds the latency one batch adds to other clients (~64 × a few µs).
 pub const MAX_BATCH: usize = 64;
 
-/// Reserves `order.qty` units of `order.product_id` for a new order.
-pub async fn reserve(w: &Rc<Worker>, order: NewOrder) -> Result<ReserveOutcome, Failure> {
+/// Reserves `order.qty` units of `order.product_id` for a new order from `client`.
+///
+/// An Idempotency-Key belongs to its buyer and product: the buyer is the order's `user_id`,
+/// or, for an anonymous order, the client address, so that two anonymous clients sending the
+/// same key never see each other's order.
+pub async fn reserve(
+    w: &Rc<Worker>,
+    order: NewOrder,
+    client: IpAddr,
+) -> Result<ReserveOutcome, Failure> {
     let pid = order.product_id;
     let reference = new_reference(pid, ulid::Ulid::generate().0);
     // The place in the queue comes first: a full queue must refuse before stock is touched.
     let p = order_permit(w)?;
+    let idem_key = order.idempotency_key.as_deref().map(|key| {
+        let scope = match &order.user_id {
+            Some(u) => format!("user:{u}"),
+            None => format!("addr:{client}"),
+        };
+        w.keys().idem(pid, &scope, key)
+    });
     let request = Reservation {
         reference: reference.clone(),
         qty: order.qty,
         user: order.user_id.clone().unwrap_or_default(),
-        idempotency_key: order.idempotency_key.clone(),
+        idem_key,
     };
     let mut reply = None;
     for _ in 0..2 {
@@ -141,10 +157,11 @@ async fn call(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
                 reference: &q.req.reference,
                 qty: q.req.qty,
                 user: &q.req.user,
-                idempotency_key: q.req.idempotency_key.as_deref(),
+                idem_key: q.req.idem_key.as_deref(),
             })
             .collect();
-        reserve_call(w.keys(), &keys, pid, w.hold_ms(), &reqs)
+        let ttl = w.cfg().idempotency_ttl.as_secs();
+        reserve_call(w.keys(), &keys, pid, w.hold_ms(), ttl, &reqs)
     };
     w.metrics().reserve_call();
     let outcome = match w.redis().eval(&script).await {

@@ -66,6 +66,7 @@ pub async fn run(w: Rc<Worker>) {
         let (sent, writes) = w.redis().pipeline_stats();
         w.metrics().set_redis_pipeline(sent, writes);
         w.metrics().set_wheel_len(w.wheel_len());
+        w.metrics().set_open_connections(w.open_connections());
     }
 }
 
@@ -196,7 +197,7 @@ async fn scan_pending(w: &Worker) -> Result<usize, String> {
             .map_err(|e| e.to_string())?;
         let (next, keys) = decode_scan(v).map_err(|e| e.to_string())?;
         for k in keys {
-            let Some(pid) = w.keys().product_of_key(&k) else {
+            let Some(pid) = w.keys().product_if(&k, "pending") else {
                 continue;
             };
             w.remember(pid);

@@ -54,19 +54,39 @@ impl Keys {
         format!("{}:{{p:{}}}:order:{}", self.prefix, pid, reference)
     }
 
-    pub fn idem(&self, pid: ProductId, key: &str) -> String {
-        format!("{}:{{p:{}}}:idem:{}", self.prefix, pid, key)
+    /// The key remembering an Idempotency-Key of one buyer (`scope`) for one product. The
+    /// client's text never appears in the name: it is hashed with the buyer (SHA-256, the
+    /// first 128 bits in hex), so a key cannot look like another kind of key, cannot address
+    /// another buyer's entry, and takes 32 bytes however long it was.
+    pub fn idem(&self, pid: ProductId, scope: &str, key: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(scope.as_bytes());
+        h.update([0u8]);
+        h.update(key.as_bytes());
+        let digest = h.finalize();
+        format!(
+            "{}:{{p:{}}}:idem:{}",
+            self.prefix,
+            pid,
+            hex::encode(&digest[..16])
+        )
     }
 
-    /// The SCAN pattern matching one kind of product key across all products.
+    /// The SCAN pattern matching one kind of product key across all products. It matches
+    /// more than that kind (`*` spans `}:order:x}:` in a key whose reference ends in
+    /// `}:pending`), so every key a scan finds is checked with [`Keys::product_if`].
     pub fn scan_pattern(&self, suffix: &str) -> String {
         // The prefix is validated to hold no glob characters.
         format!("{}:{{p:*}}:{}", self.prefix, suffix)
     }
 
-    /// The product a key found by `scan_pattern` belongs to.
-    pub fn product_of_key(&self, key: &[u8]) -> Option<ProductId> {
-        self.split_product_key(key).map(|(pid, _)| pid)
+    /// The product of `key` when it is exactly the `kind` key of a product (`pending`,
+    /// `journal`, ...), else `None`.
+    pub fn product_if(&self, key: &[u8], kind: &str) -> Option<ProductId> {
+        self.split_product_key(key)
+            .filter(|(_, k)| *k == kind)
+            .map(|(pid, _)| pid)
     }
 
     /// The product of a product key and what follows its tag (`stock`, `pending`, …,
@@ -92,8 +112,27 @@ mod tests {
         let pk = k.product_keys(p);
         assert_eq!(pk.stock, "fs:{p:12}:stock");
         assert_eq!(k.order(p, "12-X"), "fs:{p:12}:order:12-X");
-        assert_eq!(k.product_of_key(pk.journal.as_bytes()), Some(p));
-        assert_eq!(k.product_of_key(b"other:{p:12}:journal"), None);
+        assert_eq!(k.product_if(pk.journal.as_bytes(), "journal"), Some(p));
+        assert_eq!(k.product_if(pk.journal.as_bytes(), "pending"), None);
+        assert_eq!(k.product_if(b"other:{p:12}:journal", "journal"), None);
+        // Key text that ends like another kind is not that kind.
+        let tricky = k.order(p, "x}:pending");
+        assert_eq!(k.product_if(tricky.as_bytes(), "pending"), None);
+        let idem = k.idem(p, "user:a", "x}:journal");
+        assert_eq!(k.product_if(idem.as_bytes(), "journal"), None);
+        assert!(
+            !idem.contains("x}:journal"),
+            "client text never appears in a key"
+        );
+        assert_ne!(
+            idem,
+            k.idem(p, "user:b", "x}:journal"),
+            "keys are per buyer"
+        );
+        assert_ne!(
+            idem,
+            k.idem(ProductId::new(13).unwrap(), "user:a", "x}:journal")
+        );
         assert_eq!(k.scan_pattern("pending"), "fs:{p:*}:pending");
         assert_eq!(k.split_product_key(pk.stock.as_bytes()), Some((p, "stock")));
         assert_eq!(

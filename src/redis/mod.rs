@@ -16,8 +16,13 @@
 //! | `<pfx>:{p:P}:pending`     | zset   | references joined by NUL → expiry (ms), one member per reserve call or restored order: what the reaper watches |
 //! | `<pfx>:{p:P}:journal`     | zset   | changes owed to PostgreSQL → time (ms): `<ref>,<ref>,…|pending` per reserve call, `<ref>|<state>` per later change |
 //! | `<pfx>:redis_run_id`      | string | the Redis `run_id` whose data was last checked (see `restart`) |
-//! | `<pfx>:{p:P}:users`       | hash   | user → units pending or paid (limited products)   |
-//! | `<pfx>:{p:P}:idem:<key>`  | hash   | the answer to replay for an Idempotency-Key (24 h) |
+//! | `<pfx>:{p:P}:users`       | hash   | user → units pending or paid (limited products; a user at 0 is removed) |
+//! | `<pfx>:{p:P}:idem:<hash>` | string | `ref|qty|amt|exp|ct` to replay for an Idempotency-Key; `<hash>` is 128 bits of SHA-256 of the buyer and the key (`FLASHSALE_IDEMPOTENCY_TTL_SECS`) |
+//!
+//! Client text never decides the kind of a key: idempotency keys are hashed, user ids are
+//! fields of a hash, and references in key names are ours (`<pid>-<ULID>`) or come from
+//! PostgreSQL. Every SCAN still checks the exact kind of each key it finds
+//! (`Keys::product_if`), since a glob cannot.
 
 pub mod cmd;
 pub mod conn;

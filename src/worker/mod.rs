@@ -22,7 +22,7 @@ use crate::time::now_ms;
 use crate::worker::ctx::Worker;
 use crate::writer::msg::{DeferredWebhook, WriterMsg};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Which I/O driver a runtime got, for the start-up log.
 pub fn driver_name() -> &'static str {
@@ -72,10 +72,19 @@ pub fn run(
         loop {
             monoio::select! {
                 r = listener.accept() => match r {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
                         accept_errors_logged = false;
-                        let _ = stream.set_nodelay(true);
-                        monoio::spawn(conn::serve(w.clone(), stream));
+                        let accepted = Instant::now();
+                        match w.shared().connections.admit(peer.ip()) {
+                            Ok(slot) => {
+                                let _ = stream.set_nodelay(true);
+                                monoio::spawn(conn::serve(w.clone(), stream, slot, peer.ip(), accepted));
+                            }
+                            Err(over) => {
+                                w.metrics().connection_refused(over);
+                                monoio::spawn(conn::refuse(stream));
+                            }
+                        }
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning; log once per streak.

@@ -20,7 +20,8 @@ pub struct Reservation {
     pub qty: i64,
     /// `""` when no user was named.
     pub user: String,
-    pub idempotency_key: Option<String>,
+    /// The key remembering its Idempotency-Key (`Keys::idem`), if it has one.
+    pub idem_key: Option<String>,
 }
 
 /// A reservation's reply, with the journal entry of its call when it reserved.
@@ -71,7 +72,7 @@ mod tests {
                 reference: "1-A".into(),
                 qty: 1,
                 user: String::new(),
-                idempotency_key: None,
+                idem_key: None,
             },
             reply: oneshot::channel().0,
         }

@@ -493,8 +493,10 @@ impl Writer {
             .await
             .map_err(|e| e.to_string())?;
         let (next, keys) = decode_scan(v).map_err(|e| e.to_string())?;
-        self.journaled
-            .extend(keys.iter().filter_map(|k| self.keys.product_of_key(k)));
+        self.journaled.extend(
+            keys.iter()
+                .filter_map(|k| self.keys.product_if(k, "journal")),
+        );
         self.scan_cursor = next;
         Ok(self.scan_cursor.is_none())
     }

@@ -13,7 +13,8 @@ pub struct ReserveRequest<'a> {
     pub qty: i64,
     /// `""` when the client named no user.
     pub user: &'a str,
-    pub idempotency_key: Option<&'a str>,
+    /// The key remembering this request's Idempotency-Key (`Keys::idem`), if it has one.
+    pub idem_key: Option<&'a str>,
 }
 
 /// Builds a `reserve.lua` call for the requests, all for product `pid`.
@@ -22,6 +23,7 @@ pub fn reserve_call(
     pk: &ProductKeys,
     pid: ProductId,
     hold_ms: i64,
+    idem_ttl_secs: u64,
     reqs: &[ReserveRequest<'_>],
 ) -> ScriptCall {
     let mut c = ScriptCall::new(ScriptId::Reserve);
@@ -33,21 +35,19 @@ pub fn reserve_call(
     for r in reqs {
         c.key(&keys.order(pid, r.reference));
         // Without an idempotency key the slot still needs a key of this product's slot.
-        match r.idempotency_key {
-            Some(k) => c.key(&keys.idem(pid, k)),
+        match r.idem_key {
+            Some(k) => c.key(k),
             None => c.key(&pk.stock),
         };
     }
-    c.int(hold_ms).int(reqs.len() as i64);
+    c.int(hold_ms)
+        .int(idem_ttl_secs as i64)
+        .int(reqs.len() as i64);
     for r in reqs {
         c.arg(r.reference)
             .int(r.qty)
             .arg(r.user)
-            .arg(if r.idempotency_key.is_some() {
-                "1"
-            } else {
-                "0"
-            });
+            .arg(if r.idem_key.is_some() { "1" } else { "0" });
     }
     c
 }

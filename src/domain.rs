@@ -222,6 +222,8 @@ pub enum Unavailable {
     ShuttingDown,
     /// A connection cap is reached (in all or for this client address).
     TooManyConnections,
+    /// The read path to PostgreSQL has more lookups waiting than it takes.
+    ReadQueueFull,
 }
 
 /// Broken infrastructure, as opposed to a business outcome: the operation did nothing that a

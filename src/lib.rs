@@ -60,6 +60,8 @@ pub mod commands;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod db;
+#[cfg(feature = "server")]
 pub mod domain;
 #[cfg(feature = "server")]
 pub mod http;
@@ -69,6 +71,8 @@ pub mod lifecycle;
 pub mod limits;
 #[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod reader;
 #[cfg(feature = "server")]
 pub mod reaper;
 #[cfg(feature = "server")]

@@ -144,12 +144,13 @@ impl Webhook {
 }
 
 /// Why a 503 was sent (`reason` label), indexed by `domain::Unavailable`.
-const UNAVAILABLE_REASONS: [&str; 5] = [
+const UNAVAILABLE_REASONS: [&str; 6] = [
     "redis",
     "queue_full",
     "database",
     "shutting_down",
     "too_many_connections",
+    "read_queue_full",
 ];
 
 /// One worker's counters. Only that worker writes them.

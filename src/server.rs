@@ -15,6 +15,7 @@ use crate::config::{Config, FD_RESERVE};
 use crate::handoff::handoff;
 use crate::limits::connections::ConnectionLimits;
 use crate::metrics::Metrics;
+use crate::reader;
 use crate::shared::Shared;
 use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::worker;
@@ -131,6 +132,12 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         .map(|_| crossbeam_channel::bounded(1024))
         .unzip();
     let writer = writer::spawn(shared.clone(), rx, inbox_tx)?;
+    let (reader_tx, reader) = reader::spawn(shared.cfg.database_url.clone())?;
+    let links = |inbox| worker::ctx::Links {
+        handoff: tx.clone(),
+        reader: reader_tx.clone(),
+        inbox,
+    };
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut stops = Vec::with_capacity(workers);
@@ -139,19 +146,20 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         let (stop_tx, stop_rx) = futures_channel::oneshot::channel();
         stops.push(stop_tx);
         let shared = shared.clone();
-        let tx = tx.clone();
+        let links = links(inbox);
         let ready = ready_tx.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("fs-worker-{id}"))
                 .spawn(move || {
-                    if let Err(e) = worker::run(id, shared, listener, tx, inbox, stop_rx, ready) {
+                    if let Err(e) = worker::run(id, shared, listener, links, stop_rx, ready) {
                         tracing::error!(worker = id, error = %e, "worker failed");
                     }
                 })?,
         );
     }
     drop(tx);
+    drop(reader_tx);
     drop(ready_tx);
     for _ in 0..workers {
         if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
@@ -185,6 +193,10 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
     }
     closer.close();
     let clean = writer.join().unwrap_or(false);
+    // The reader is not joined: it holds nothing that must be flushed, and a worker's sender
+    // may outlive its runtime (monoio does not drop tasks parked on io_uring), so it may never
+    // see its channel close. The process exit ends it.
+    drop(reader);
     if clean {
         tracing::info!("shutdown complete: everything accepted is in PostgreSQL");
         Ok(0)

@@ -220,6 +220,9 @@ impl ApiError {
             ApiError::Unavailable(Unavailable::TooManyConnections) => {
                 "Too many open connections; retry shortly"
             }
+            ApiError::Unavailable(Unavailable::ReadQueueFull) => {
+                "The service is busy looking up orders and products; retry shortly"
+            }
         }
     }
 

@@ -1,17 +1,23 @@
-//! What Redis lacks, read from PostgreSQL: products loaded into Redis on first use (after a
-//! writer barrier, so every reservation handed over so far is counted), and orders that only
-//! PostgreSQL has. Also the two reads of the API, which look in Redis first: a product with
-//! its live stock, and an order.
+//! What Redis lacks, read from PostgreSQL through the reader (never through the writer's
+//! queue): products loaded into Redis on first use, and orders that only PostgreSQL has. Also
+//! the two reads of the API, which look in Redis first: a product with its live stock, and an
+//! order.
+//!
+//! A load reads its snapshot after a writer barrier, so every reservation handed over so far
+//! is counted; it asks the reader first whether the product exists at all, so that requests
+//! for unknown products never reach the writer. What PostgreSQL says does not exist is
+//! remembered on this core for a second (`worker::misses`).
 
 use crate::domain::{Failure, OrderRecord, ProductId, Unavailable, product_of_reference};
-use crate::lifecycle::queue::ask_writer;
+use crate::lifecycle::queue::barrier;
 use crate::lifecycle::{redis_failure, reply_failure};
+use crate::reader::{ReadError, ReadMsg};
 use crate::redis::record::{decode_record, record_cmd};
 use crate::redis::scripts::load::{decode_load, load_call};
 use crate::redis::scripts::product::{ProductView, decode_product, product_call};
 use crate::worker::ctx::Worker;
 use crate::worker::flight::Joined;
-use crate::writer::msg::WriterMsg;
+use std::time::Instant;
 
 /// Makes sure product `pid` is in Redis; `false` when PostgreSQL has no such product.
 /// Concurrent callers on this worker share one load.
@@ -31,11 +37,31 @@ pub async fn ensure_loaded(w: &Worker, pid: ProductId) -> Result<bool, Failure> 
 }
 
 async fn load(w: &Worker, pid: ProductId) -> Result<bool, Failure> {
-    let snapshot = ask_writer(w, |reply| WriterMsg::LoadProduct {
-        product_id: pid,
-        reply,
-    })
-    .await?;
+    let now = Instant::now();
+    if w.missing_products().recent(&pid, now) {
+        return Ok(false);
+    }
+    let exists = w
+        .reader()
+        .ask(|reply| ReadMsg::ProductExists {
+            product_id: pid,
+            reply,
+        })
+        .await
+        .map_err(read_failure)?;
+    if !exists {
+        w.missing_products().remember(pid, now);
+        return Ok(false);
+    }
+    barrier(w).await?;
+    let snapshot = w
+        .reader()
+        .ask(|reply| ReadMsg::Snapshot {
+            product_id: pid,
+            reply,
+        })
+        .await
+        .map_err(read_failure)?;
     let Some(snapshot) = snapshot else {
         return Ok(false);
     };
@@ -57,13 +83,32 @@ async fn load(w: &Worker, pid: ProductId) -> Result<bool, Failure> {
     Ok(true)
 }
 
-/// Reads an order from PostgreSQL (after everything queued before is committed).
+/// Reads an order from PostgreSQL.
 pub async fn find_order(w: &Worker, reference: &str) -> Result<Option<OrderRecord>, Failure> {
-    ask_writer(w, |reply| WriterMsg::FindOrder {
-        reference: reference.to_string(),
-        reply,
+    let now = Instant::now();
+    let reference = reference.to_string();
+    if w.missing_orders().recent(&reference, now) {
+        return Ok(None);
+    }
+    let found = w
+        .reader()
+        .ask(|reply| ReadMsg::Order {
+            reference: reference.clone(),
+            reply,
+        })
+        .await
+        .map_err(read_failure)?;
+    if found.is_none() {
+        w.missing_orders().remember(reference, now);
+    }
+    Ok(found)
+}
+
+fn read_failure(e: ReadError) -> Failure {
+    Failure::Unavailable(match e {
+        ReadError::Busy => Unavailable::ReadQueueFull,
+        ReadError::Unavailable => Unavailable::Database,
     })
-    .await
 }
 
 /// A product with its live reservable stock, loading it first if Redis does not have it;

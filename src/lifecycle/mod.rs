@@ -11,10 +11,12 @@
 //! - every script that changes an order also journals the change in Redis, in the same atomic
 //!   step, and the writer removes the journal entry only after PostgreSQL committed it: a crash
 //!   between the two is replayed, never lost;
-//! - a product is loaded only after a writer barrier (the `LoadProduct` message is processed
-//!   after everything queued before it is committed), so PostgreSQL's pending orders include
-//!   every reservation handed over so far, and `load.lua` installs the stock only if no live
-//!   counter exists;
+//! - a product's snapshot is read (by the reader, not the writer) only after a writer barrier
+//!   (a `Barrier` message completes after everything queued before it is committed), so
+//!   PostgreSQL's pending orders include every reservation handed over so far, and `load.lua`
+//!   installs the stock only if no live counter exists;
+//! - lookups (orders, whether a product exists) go to the reader and never wait in, or take a
+//!   place of, the writer's queue, which is kept for changes;
 //! - a webhook's answer waits for the writer's commit, so a 2xx means the effect is durable.
 //!
 //! Results are [`crate::domain`] outcomes; `Err` is a [`Failure`] (infrastructure). The two

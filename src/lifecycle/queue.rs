@@ -7,7 +7,7 @@
 use crate::domain::{Failure, Unavailable};
 use crate::handoff::{Permit, Refused};
 use crate::worker::ctx::Worker;
-use crate::writer::msg::{Reply, WriteError, WriterMsg};
+use crate::writer::msg::{Done, WriteError, WriterMsg};
 
 /// A place in the writer's queue for a new order.
 ///
@@ -43,20 +43,17 @@ pub fn hand_over(permit: Permit<'_, WriterMsg>, msg: WriterMsg) {
     }
 }
 
-/// Sends a question to the writer and waits for its answer.
-pub async fn ask_writer<T>(
-    w: &Worker,
-    make: impl FnOnce(Reply<T>) -> WriterMsg,
-) -> Result<T, Failure> {
-    commit(permit(w)?, make).await
+/// Waits until everything handed to the writer before is committed.
+pub async fn barrier(w: &Worker) -> Result<(), Failure> {
+    commit(permit(w)?, WriterMsg::Barrier).await
 }
 
-/// Hands over a message carrying a reply sender (a `Done` or a `Reply`) and waits until the
-/// writer answers it, which it does after the commit.
-pub async fn commit<T>(
+/// Hands over a message carrying a `Done` and waits until the writer answers it, which it
+/// does after the commit.
+pub async fn commit(
     permit: Permit<'_, WriterMsg>,
-    make: impl FnOnce(Reply<T>) -> WriterMsg,
-) -> Result<T, Failure> {
+    make: impl FnOnce(Done) -> WriterMsg,
+) -> Result<(), Failure> {
     let (tx, rx) = futures_channel::oneshot::channel();
     hand_over(permit, make(tx));
     match rx.await {

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::domain::{Failure, ProductId};
 use crate::handoff::HandoffTx;
 use crate::metrics::WorkerMetrics;
+use crate::reader::ReaderTx;
 use crate::reaper::wheel::{Expiring, TimerWheel};
 use crate::redis::keys::{Keys, ProductKeys};
 use crate::redis::pipeline::RedisClient;
@@ -18,6 +19,7 @@ use crate::shared::Shared;
 use crate::sync::Arc;
 use crate::worker::drain::Drain;
 use crate::worker::flight::{Flights, Joined};
+use crate::worker::misses::Misses;
 use crate::worker::reserve_queues::{Queued, ReserveQueues};
 use crate::writer::msg::{DeferredWebhook, WriterMsg};
 use hmac::{Hmac, KeyInit};
@@ -36,6 +38,16 @@ const WHEEL_SLOTS: usize = 1024;
 /// random products cannot grow it without bound.
 const KEY_CACHE_MAX: usize = 4096;
 
+/// What connects a worker to the other threads.
+pub struct Links {
+    /// The queue to the writer.
+    pub handoff: HandoffTx<WriterMsg>,
+    /// The read path to PostgreSQL.
+    pub reader: ReaderTx,
+    /// Webhooks the writer found applicable, for this worker to apply.
+    pub inbox: crossbeam_channel::Receiver<DeferredWebhook>,
+}
+
 /// Everything one worker owns.
 pub struct Worker {
     /// This worker's index: its metrics block, its share of the products at re-arm, logs.
@@ -48,6 +60,12 @@ pub struct Worker {
     keys: Keys,
     /// The producer end of the queue to the writer.
     handoff: HandoffTx<WriterMsg>,
+    /// The read path to PostgreSQL (lookups and snapshots), apart from the writer.
+    reader: ReaderTx,
+    /// Products PostgreSQL recently said it does not have.
+    missing_products: Misses<ProductId>,
+    /// Order references PostgreSQL recently said it does not have.
+    missing_orders: Misses<String>,
     /// Pending reservations this worker created, loaded or adopted, by expiry.
     wheel: RefCell<TimerWheel<Expiring>>,
     /// Products this worker has seen: the reaper's sweep looks at their pending sets.
@@ -77,11 +95,15 @@ impl Worker {
     pub fn new(
         id: usize,
         shared: Arc<Shared>,
-        handoff: HandoffTx<WriterMsg>,
-        inbox: crossbeam_channel::Receiver<DeferredWebhook>,
+        links: Links,
         redis: RedisClient,
         now_ms: i64,
     ) -> Worker {
+        let Links {
+            handoff,
+            reader,
+            inbox,
+        } = links;
         let cfg = &shared.cfg;
         let secret = cfg
             .webhook_secret
@@ -93,6 +115,9 @@ impl Worker {
             redis,
             keys: Keys::new(&cfg.redis_prefix),
             handoff,
+            reader,
+            missing_products: Misses::default(),
+            missing_orders: Misses::default(),
             wheel: RefCell::new(TimerWheel::new(WHEEL_TICK_MS, WHEEL_SLOTS, now_ms)),
             known_products: RefCell::new(HashSet::new()),
             loads: Flights::default(),
@@ -135,6 +160,20 @@ impl Worker {
 
     pub fn handoff(&self) -> &HandoffTx<WriterMsg> {
         &self.handoff
+    }
+
+    pub fn reader(&self) -> &ReaderTx {
+        &self.reader
+    }
+
+    /// What PostgreSQL recently said about products that do not exist.
+    pub fn missing_products(&self) -> &Misses<ProductId> {
+        &self.missing_products
+    }
+
+    /// What PostgreSQL recently said about order references that do not exist.
+    pub fn missing_orders(&self) -> &Misses<String> {
+        &self.missing_orders
     }
 
     pub fn mac(&self) -> &Hmac<Sha256> {

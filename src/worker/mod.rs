@@ -4,23 +4,23 @@
 //!
 //! The rest of this folder is the per-core state and its parts: `ctx` (the state and the
 //! methods that change it), `drain` (the shutdown signal), `flight` (one load per product at a
-//! time), `reserve_queues` (requests waiting for their product's next `reserve.lua` call).
+//! time), `misses` (what PostgreSQL recently said does not exist), `reserve_queues` (requests
+//! waiting for their product's next `reserve.lua` call).
 
 pub mod conn;
 pub mod ctx;
 pub mod drain;
 pub mod flight;
+pub mod misses;
 pub mod reserve_queues;
 
-use crate::handoff::HandoffTx;
 use crate::reaper;
 use crate::redis::keys::Keys;
 use crate::redis::pipeline::RedisClient;
 use crate::shared::Shared;
 use crate::sync::Arc;
 use crate::time::now_ms;
-use crate::worker::ctx::Worker;
-use crate::writer::msg::{DeferredWebhook, WriterMsg};
+use crate::worker::ctx::{Links, Worker};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -38,8 +38,7 @@ pub fn run(
     id: usize,
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
-    handoff: HandoffTx<WriterMsg>,
-    inbox: crossbeam_channel::Receiver<DeferredWebhook>,
+    links: Links,
     stop: futures_channel::oneshot::Receiver<()>,
     ready: std::sync::mpsc::Sender<usize>,
 ) -> std::io::Result<()> {
@@ -55,7 +54,7 @@ pub fn run(
             format!("worker-{id}"),
         );
         let grace = shared.cfg.shutdown_grace;
-        let w = Rc::new(Worker::new(id, shared, handoff, inbox, redis, now_ms()));
+        let w = Rc::new(Worker::new(id, shared, links, redis, now_ms()));
         monoio::spawn(reaper::run(w.clone()));
 
         // Serve once Redis answers, so the first requests do not get 503 for a connection

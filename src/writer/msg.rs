@@ -1,6 +1,6 @@
 //! The messages that cross from the workers to the writer thread.
 
-use crate::domain::{OrderRecord, ProductId, ProductSnapshot};
+use crate::domain::{OrderRecord, ProductId};
 use crate::writer::batch::Batched;
 use futures_channel::oneshot;
 
@@ -15,8 +15,6 @@ pub enum WriteError {
 
 /// Completes when the message's effect is committed (or cannot be).
 pub type Done = oneshot::Sender<Result<(), WriteError>>;
-/// Answers a question the writer asks PostgreSQL after a barrier.
-pub type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
 /// The journal entry shared by the reservations of one `reserve.lua` call: the writer removes
 /// it when the last of them is committed.
@@ -64,18 +62,9 @@ pub enum WriterMsg {
         payload: String,
         done: Done,
     },
-    /// Commit everything queued before, then complete.
+    /// Commit everything queued before, then complete: a load reads its snapshot after it,
+    /// so that every reservation handed over before is in PostgreSQL.
     Barrier(Done),
-    /// After a barrier, read a product and its pending orders to install it into Redis.
-    LoadProduct {
-        product_id: ProductId,
-        reply: Reply<Option<ProductSnapshot>>,
-    },
-    /// After a barrier, read an order from PostgreSQL.
-    FindOrder {
-        reference: String,
-        reply: Reply<Option<OrderRecord>>,
-    },
 }
 
 impl Batched for WriterMsg {

@@ -17,54 +17,14 @@
 //! the whole transaction fails with a unique violation, and the caller writes the batch again
 //! the idempotent way.
 
-use crate::domain::{OrderRecord, OrderState, ProductId, ProductSnapshot};
-use crate::time::{from_system_time, rfc3339, to_system_time};
+use crate::db::{PgError, classify};
+use crate::domain::OrderRecord;
+use crate::time::to_system_time;
 use std::collections::HashMap;
 use std::time::SystemTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
-
-/// How a PostgreSQL failure should be handled.
-#[derive(Debug)]
-pub enum PgError {
-    /// Connection lost, server shutting down, deadlock, out of resources: retrying helps.
-    Transient(String),
-    /// The data was refused (a constraint): retrying the same rows cannot help.
-    Rejected(String),
-    /// The COPY fast path met a row that exists already: write the batch with INSERT instead.
-    Duplicate,
-}
-
-impl std::fmt::Display for PgError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PgError::Transient(e) => write!(f, "{e}"),
-            PgError::Rejected(e) => write!(f, "rejected: {e}"),
-            PgError::Duplicate => f.write_str("duplicate order reference in COPY"),
-        }
-    }
-}
-
-fn classify(e: tokio_postgres::Error) -> PgError {
-    match e.as_db_error() {
-        Some(db) if db.code().code() == "23505" => PgError::Duplicate,
-        Some(db) => {
-            let code = db.code().code();
-            // 08 connection, 40 transaction rollback (deadlock, serialization), 53 resources,
-            // 57 operator intervention (shutdown), 58 system error.
-            if ["08", "40", "53", "57", "58"]
-                .iter()
-                .any(|c| code.starts_with(c))
-            {
-                PgError::Transient(format!("{code}: {}", db.message()))
-            } else {
-                PgError::Rejected(format!("{code}: {}", db.message()))
-            }
-        }
-        None => PgError::Transient(e.to_string()),
-    }
-}
 
 /// One order change of a batch, with what a webhook adds to it.
 pub struct OrderWrite<'a> {
@@ -317,118 +277,6 @@ impl Pg {
                 .map_err(classify)?;
         }
         tx.commit().await.map_err(classify)
-    }
-
-    /// Reads a product, its pending orders and (for limited products) units per user, in one
-    /// consistent snapshot.
-    pub async fn load_product(
-        &mut self,
-        pid: ProductId,
-    ) -> Result<Option<ProductSnapshot>, PgError> {
-        let tx = self
-            .client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(classify)?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT name, price_cents, stock, max_per_order, per_user_limit, created_at, updated_at
-                 FROM products WHERE id = $1",
-                &[&pid.get()],
-            )
-            .await
-            .map_err(classify)?
-        else {
-            tx.commit().await.map_err(classify)?;
-            return Ok(None);
-        };
-        let per_user_limit: Option<i32> = row.get(4);
-        let pending = tx
-            .query(
-                "SELECT order_reference, user_id, qty, amount_cents, expires_at, created_at
-                 FROM orders WHERE product_id = $1 AND status = 'pending'",
-                &[&pid.get()],
-            )
-            .await
-            .map_err(classify)?
-            .into_iter()
-            .map(|r| OrderRecord {
-                reference: r.get(0),
-                product_id: pid,
-                user_id: r.get(1),
-                qty: r.get(2),
-                amount_cents: r.get(3),
-                state: OrderState::Pending,
-                expires_at_ms: from_system_time(r.get(4)),
-                created_at_ms: from_system_time(r.get(5)),
-            })
-            .collect();
-        let user_units = if per_user_limit.is_some() {
-            tx.query(
-                "SELECT user_id, sum(qty)::int8 FROM orders
-                 WHERE product_id = $1 AND user_id IS NOT NULL AND status IN ('pending', 'paid')
-                 GROUP BY user_id",
-                &[&pid.get()],
-            )
-            .await
-            .map_err(classify)?
-            .into_iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
-            .collect()
-        } else {
-            Vec::new()
-        };
-        tx.commit().await.map_err(classify)?;
-        Ok(Some(ProductSnapshot {
-            id: pid,
-            name: row.get(0),
-            price_cents: row.get(1),
-            pg_stock: row.get(2),
-            max_per_order: row.get(3),
-            per_user_limit,
-            created_at: rfc3339(row.get::<_, SystemTime>(5)),
-            updated_at: rfc3339(row.get::<_, SystemTime>(6)),
-            pending,
-            user_units,
-        }))
-    }
-
-    pub async fn find_order(&self, reference: &str) -> Result<Option<OrderRecord>, PgError> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT product_id, user_id, qty, amount_cents, status, cancel_reason, expires_at, created_at
-                 FROM orders WHERE order_reference = $1",
-                &[&reference],
-            )
-            .await
-            .map_err(classify)?;
-        let Some(r) = row else { return Ok(None) };
-        let status: String = r.get(4);
-        let reason: Option<String> = r.get(5);
-        let Some(state) = OrderState::from_parts(&status, reason.as_deref()) else {
-            return Err(PgError::Rejected(format!(
-                "order {reference} has status {status:?}"
-            )));
-        };
-        let Some(product_id) = ProductId::new(r.get(0)) else {
-            return Err(PgError::Rejected(format!(
-                "order {reference} has a non-positive product id"
-            )));
-        };
-        Ok(Some(OrderRecord {
-            reference: reference.to_string(),
-            product_id,
-            user_id: r.get(1),
-            qty: r.get(2),
-            amount_cents: r.get(3),
-            state,
-            expires_at_ms: from_system_time(r.get(6)),
-            created_at_ms: from_system_time(r.get(7)),
-        }))
     }
 
     /// Webhooks recorded as pending whose order now exists: (reference, success, payload).

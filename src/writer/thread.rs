@@ -15,6 +15,7 @@
 //! left in the Redis journal; they never block the others.
 
 use crate::config::FINAL_RECORD_TTL_SECS;
+use crate::db::PgError;
 use crate::domain::{OrderRecord, OrderState, ProductId};
 use crate::handoff::HandoffRx;
 use crate::redis::cmd::{command, oldest_members};
@@ -27,7 +28,7 @@ use crate::shared::Shared;
 use crate::sync::{Arc, Ordering};
 use crate::writer::batch::{BatchPolicy, Collected, collect};
 use crate::writer::msg::{self, DeferredWebhook, WriteError, WriterMsg};
-use crate::writer::pg::{EarlyWrite, OrderWrite, Pg, PgError};
+use crate::writer::pg::{EarlyWrite, OrderWrite, Pg};
 use crate::writer::redis::WriterRedis;
 use redis_async::resp::RespValue;
 use std::collections::{HashMap, HashSet};
@@ -382,39 +383,9 @@ impl Writer {
             WriterMsg::Barrier(done) => {
                 let _ = done.send(Ok(()));
             }
-            WriterMsg::LoadProduct { product_id, reply } => {
-                let r = match self.pg().await {
-                    Ok(pg) => pg.load_product(product_id).await,
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(self.lookup_result(r));
-            }
-            WriterMsg::FindOrder { reference, reply } => {
-                let r = match self.pg().await {
-                    Ok(pg) => pg.find_order(&reference).await,
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(self.lookup_result(r));
-            }
             WriterMsg::Order { .. } | WriterMsg::EarlyWebhook { .. } => {
                 unreachable!("rows are written, not answered")
             }
-        }
-    }
-
-    fn lookup_result<T>(&mut self, r: Result<T, PgError>) -> Result<T, WriteError> {
-        match r {
-            Ok(v) => {
-                self.set_pg_up(true, None);
-                Ok(v)
-            }
-            Err(PgError::Transient(e)) => {
-                self.pg = None;
-                self.set_pg_up(false, Some(&e));
-                Err(WriteError::Unavailable)
-            }
-            Err(PgError::Rejected(e)) => Err(WriteError::Rejected(e)),
-            Err(PgError::Duplicate) => Err(WriteError::Rejected("unique violation".into())),
         }
     }
 

@@ -2,8 +2,9 @@
 //! row exists already.
 
 use crate::common::*;
+use flashsale::db::PgError;
 use flashsale::domain::{CancelReason, OrderRecord, OrderState, ProductId};
-use flashsale::writer::pg::{OrderWrite, Pg, PgError};
+use flashsale::writer::pg::{OrderWrite, Pg};
 
 fn record(pid: i64, i: usize, state: OrderState) -> OrderRecord {
     OrderRecord {

@@ -1,0 +1,327 @@
+//! The `pg-reader` thread: the road of reads, apart from the road of writes.
+//!
+//! Lookups (an order Redis does not hold, whether a product exists) and the snapshots that
+//! lazy loading installs into Redis are answered here, on connections of their own with their
+//! statements prepared once, so that a flood of lookups for unknown orders or products never
+//! waits in the writer's queue, never takes its places, and never holds up the commits that
+//! payments and expiries wait for. Requests come over a bounded channel; a full channel
+//! answers 503 at once.
+//!
+//! Shape: a tokio current-thread runtime; each request is a task on one of [`CONNECTIONS`]
+//! connections (tokio-postgres pipelines the queries of concurrent tasks on a connection).
+//! A connection that fails is dropped and opened again by the next request that needs it.
+//! The thread ends when every worker's sender is gone, or with the process.
+
+use crate::db::{PgError, classify};
+use crate::domain::{OrderRecord, OrderState, ProductId, ProductSnapshot};
+use crate::time::{from_system_time, rfc3339};
+use futures_channel::oneshot;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// Connections of the read path: reads are short index lookups, and two connections keep one
+/// slow query from holding up the others.
+pub const CONNECTIONS: usize = 2;
+/// Requests waiting for the reader at most; more are refused with 503 at once.
+pub const QUEUE: usize = 4096;
+/// A read that takes longer than this is answered 503 (PostgreSQL is stuck or gone).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a read could not be answered. The caller answers 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// The reader's queue is full.
+    Busy,
+    /// PostgreSQL could not answer in time.
+    Unavailable,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ReadError>>;
+
+/// What a worker asks the reader.
+pub enum ReadMsg {
+    /// Does `products` have this id?
+    ProductExists {
+        product_id: ProductId,
+        reply: Reply<bool>,
+    },
+    /// The product with its pending orders and (limited products) units per user, in one
+    /// consistent snapshot: what `load.lua` installs.
+    Snapshot {
+        product_id: ProductId,
+        reply: Reply<Option<ProductSnapshot>>,
+    },
+    /// An order by reference.
+    Order {
+        reference: String,
+        reply: Reply<Option<OrderRecord>>,
+    },
+}
+
+/// A worker's handle on the reader.
+#[derive(Clone)]
+pub struct ReaderTx {
+    tx: mpsc::Sender<ReadMsg>,
+}
+
+impl ReaderTx {
+    /// Sends a request and waits for its answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> ReadMsg) -> Result<T, ReadError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.try_send(make(tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ReadError::Busy,
+            mpsc::error::TrySendError::Closed(_) => ReadError::Unavailable,
+        })?;
+        rx.await.unwrap_or(Err(ReadError::Unavailable))
+    }
+}
+
+/// Starts the reader thread; it stops once every [`ReaderTx`] is dropped.
+pub fn spawn(database_url: String) -> std::io::Result<(ReaderTx, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let handle = std::thread::Builder::new()
+        .name("pg-reader".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the reader's runtime");
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, run(database_url, rx));
+        })?;
+    Ok((ReaderTx { tx }, handle))
+}
+
+async fn run(url: String, mut rx: mpsc::Receiver<ReadMsg>) {
+    let pool = Rc::new(Pool {
+        url,
+        conns: (0..CONNECTIONS).map(|_| RefCell::new(None)).collect(),
+        next: RefCell::new(0),
+    });
+    while let Some(msg) = rx.recv().await {
+        let pool = pool.clone();
+        tokio::task::spawn_local(async move { answer(&pool, msg).await });
+    }
+}
+
+async fn answer(pool: &Pool, msg: ReadMsg) {
+    match msg {
+        ReadMsg::ProductExists { product_id, reply } => {
+            let r = pool
+                .with(|c| async move {
+                    let row = c
+                        .client
+                        .query_opt(&c.product_exists, &[&product_id.get()])
+                        .await
+                        .map_err(classify)?;
+                    Ok(row.is_some())
+                })
+                .await;
+            let _ = reply.send(r);
+        }
+        ReadMsg::Snapshot { product_id, reply } => {
+            let r = pool
+                .with(|c| async move { c.snapshot(product_id).await })
+                .await;
+            let _ = reply.send(r);
+        }
+        ReadMsg::Order { reference, reply } => {
+            let r = pool
+                .with(|c| async move { c.order(&reference).await })
+                .await;
+            let _ = reply.send(r);
+        }
+    }
+}
+
+/// The reader's connections, opened on first use and again after a failure.
+struct Pool {
+    url: String,
+    conns: Vec<RefCell<Option<Rc<Conn>>>>,
+    next: RefCell<usize>,
+}
+
+impl Pool {
+    /// Runs `f` on the next connection, within [`READ_TIMEOUT`].
+    async fn with<T, F, Fut>(&self, f: F) -> Result<T, ReadError>
+    where
+        F: FnOnce(Rc<Conn>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, PgError>>,
+    {
+        let slot = {
+            let mut next = self.next.borrow_mut();
+            *next = (*next + 1) % self.conns.len();
+            &self.conns[*next]
+        };
+        let work = async {
+            let existing = slot.borrow().clone().filter(|c| !c.client.is_closed());
+            let conn = match existing {
+                Some(c) => c,
+                None => {
+                    let c = Rc::new(Conn::connect(&self.url).await?);
+                    *slot.borrow_mut() = Some(c.clone());
+                    c
+                }
+            };
+            f(conn).await
+        };
+        match tokio::time::timeout(READ_TIMEOUT, work).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if matches!(e, PgError::Transient(_)) {
+                    slot.borrow_mut().take();
+                }
+                tracing::warn!(error = %e, "PostgreSQL read failed");
+                Err(ReadError::Unavailable)
+            }
+            Err(_) => {
+                slot.borrow_mut().take();
+                Err(ReadError::Unavailable)
+            }
+        }
+    }
+}
+
+const PRODUCT_EXISTS: &str = "SELECT 1 FROM products WHERE id = $1";
+
+/// One statement, so one consistent snapshot without a transaction (a transaction would need
+/// the connection to itself, while concurrent reads share it).
+const SNAPSHOT: &str = "
+SELECT p.name, p.price_cents, p.stock, p.max_per_order, p.per_user_limit, p.created_at, p.updated_at,
+       o.refs, o.users, o.qtys, o.amounts, o.expires, o.created, u.users, u.units
+FROM products p
+LEFT JOIN LATERAL (
+    SELECT array_agg(order_reference) AS refs, array_agg(user_id) AS users, array_agg(qty) AS qtys,
+           array_agg(amount_cents) AS amounts, array_agg(expires_at) AS expires,
+           array_agg(created_at) AS created
+    FROM orders WHERE product_id = p.id AND status = 'pending'
+) o ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(g.user_id) AS users, array_agg(g.n) AS units
+    FROM (SELECT user_id, sum(qty)::int8 AS n FROM orders
+          WHERE product_id = p.id AND user_id IS NOT NULL AND status IN ('pending', 'paid')
+          GROUP BY user_id) g
+    WHERE p.per_user_limit IS NOT NULL
+) u ON true
+WHERE p.id = $1";
+
+const ORDER: &str = "
+SELECT product_id, user_id, qty, amount_cents, status, cancel_reason, expires_at, created_at
+FROM orders WHERE order_reference = $1";
+
+/// One connection with its statements.
+struct Conn {
+    client: Client,
+    product_exists: Statement,
+    snapshot: Statement,
+    order: Statement,
+}
+
+impl Conn {
+    async fn connect(url: &str) -> Result<Conn, PgError> {
+        let (client, conn) = tokio_postgres::connect(url, NoTls)
+            .await
+            .map_err(classify)?;
+        tokio::task::spawn_local(async move {
+            // Ends when the connection drops; the next read then reconnects.
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            product_exists: client.prepare(PRODUCT_EXISTS).await.map_err(classify)?,
+            snapshot: client.prepare(SNAPSHOT).await.map_err(classify)?,
+            order: client.prepare(ORDER).await.map_err(classify)?,
+            client,
+        })
+    }
+
+    async fn snapshot(&self, pid: ProductId) -> Result<Option<ProductSnapshot>, PgError> {
+        let Some(row) = self
+            .client
+            .query_opt(&self.snapshot, &[&pid.get()])
+            .await
+            .map_err(classify)?
+        else {
+            return Ok(None);
+        };
+        let refs: Vec<String> = row.get::<_, Option<_>>(7).unwrap_or_default();
+        let users: Vec<Option<String>> = row.get::<_, Option<_>>(8).unwrap_or_default();
+        let qtys: Vec<i32> = row.get::<_, Option<_>>(9).unwrap_or_default();
+        let amounts: Vec<i64> = row.get::<_, Option<_>>(10).unwrap_or_default();
+        let expires: Vec<SystemTime> = row.get::<_, Option<_>>(11).unwrap_or_default();
+        let created: Vec<SystemTime> = row.get::<_, Option<_>>(12).unwrap_or_default();
+        let pending = refs
+            .into_iter()
+            .zip(users)
+            .zip(qtys)
+            .zip(amounts)
+            .zip(expires)
+            .zip(created)
+            .map(
+                |(((((reference, user_id), qty), amount_cents), e), c)| OrderRecord {
+                    reference,
+                    product_id: pid,
+                    user_id,
+                    qty,
+                    amount_cents,
+                    state: OrderState::Pending,
+                    expires_at_ms: from_system_time(e),
+                    created_at_ms: from_system_time(c),
+                },
+            )
+            .collect();
+        let unit_users: Vec<String> = row.get::<_, Option<_>>(13).unwrap_or_default();
+        let units: Vec<i64> = row.get::<_, Option<_>>(14).unwrap_or_default();
+        Ok(Some(ProductSnapshot {
+            id: pid,
+            name: row.get(0),
+            price_cents: row.get(1),
+            pg_stock: row.get(2),
+            max_per_order: row.get(3),
+            per_user_limit: row.get(4),
+            created_at: rfc3339(row.get::<_, SystemTime>(5)),
+            updated_at: rfc3339(row.get::<_, SystemTime>(6)),
+            pending,
+            user_units: unit_users.into_iter().zip(units).collect(),
+        }))
+    }
+
+    async fn order(&self, reference: &str) -> Result<Option<OrderRecord>, PgError> {
+        let row = self
+            .client
+            .query_opt(&self.order, &[&reference])
+            .await
+            .map_err(classify)?;
+        let Some(r) = row else { return Ok(None) };
+        let status: String = r.get(4);
+        let reason: Option<String> = r.get(5);
+        let Some(state) = OrderState::from_parts(&status, reason.as_deref()) else {
+            return Err(PgError::Rejected(format!(
+                "order {reference} has status {status:?}"
+            )));
+        };
+        let Some(product_id) = ProductId::new(r.get(0)) else {
+            return Err(PgError::Rejected(format!(
+                "order {reference} has a non-positive product id"
+            )));
+        };
+        Ok(Some(OrderRecord {
+            reference: reference.to_string(),
+            product_id,
+            user_id: r.get(1),
+            qty: r.get(2),
+            amount_cents: r.get(3),
+            state,
+            expires_at_ms: from_system_time(r.get(6)),
+            created_at_ms: from_system_time(r.get(7)),
+        }))
+    }
+}

@@ -16,10 +16,14 @@ use crate::handoff::handoff;
 use crate::limits::connections::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::reader;
+use crate::redis::check;
+use crate::redis::cmd::command;
+use crate::redis::reply::as_string;
 use crate::shared::Shared;
 use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::worker;
 use crate::writer::msg::WriterMsg;
+use crate::writer::redis::WriterRedis;
 use crate::writer::thread as writer;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -40,8 +44,9 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// Applies migrations, retrying while PostgreSQL is starting (a fresh machine).
-fn migrate(cfg: &Config) -> anyhow::Result<()> {
+/// Applies migrations, retrying while PostgreSQL is starting (a fresh machine); returns the
+/// database's identity.
+fn migrate(cfg: &Config) -> anyhow::Result<String> {
     let rt = commands::runtime()?;
     rt.block_on(async {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -52,7 +57,7 @@ fn migrate(cfg: &Config) -> anyhow::Result<()> {
                     if !applied.is_empty() {
                         tracing::info!(?applied, "migrations applied");
                     }
-                    return Ok(());
+                    return commands::migrate::identity(&client).await;
                 }
                 Err(e) if std::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, "waiting for PostgreSQL");
@@ -60,6 +65,27 @@ fn migrate(cfg: &Config) -> anyhow::Result<()> {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    })
+}
+
+/// Refuses a Redis that could evict our keys, when Redis answers at start (when it does not,
+/// every worker connection makes the same check before it is used, and requests get 503).
+fn check_redis(cfg: &Config) -> anyhow::Result<()> {
+    let rt = commands::runtime()?;
+    rt.block_on(async {
+        let mut redis = WriterRedis::new(cfg.redis.clone());
+        let Ok(info) = redis.request(&command(&["INFO", "memory"])).await else {
+            tracing::warn!("Redis does not answer yet; it is checked again before use");
+            return Ok(());
+        };
+        let info = as_string(info)?;
+        match check::parse_policy(&info) {
+            Some(p) if check::evicts_persistent_keys(p) => anyhow::bail!(
+                "the Redis at REDIS_URL has maxmemory-policy {p}: it may evict stock counters, \
+                 which could oversell; set maxmemory-policy noeviction (or a volatile-* policy)"
+            ),
+            _ => Ok(()),
         }
     })
 }
@@ -95,7 +121,8 @@ fn raise_fd_limit() -> usize {
 pub fn serve(cfg: Config) -> anyhow::Result<i32> {
     cfg.require_secret()?;
     let fd_limit = raise_fd_limit();
-    migrate(&cfg)?;
+    let database_id = migrate(&cfg)?;
+    check_redis(&cfg)?;
     // Connections may take every descriptor but those the server needs itself, so the accept
     // loop refuses with a 503 instead of failing with EMFILE.
     let max_connections = cfg
@@ -113,6 +140,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         shutting_down: AtomicBool::new(false),
         closer: closer.clone(),
         connections,
+        database_id,
         cfg,
     });
 

@@ -10,6 +10,9 @@ use crate::sync::{AtomicBool, Ordering};
 
 pub struct Shared {
     pub cfg: Config,
+    /// This PostgreSQL database's identity (migration 0004): Redis data recorded for another
+    /// one is never used.
+    pub database_id: String,
     pub metrics: Metrics,
     /// Set by the writer: its last contact with PostgreSQL succeeded (for `/ready`).
     pub postgres_up: AtomicBool,

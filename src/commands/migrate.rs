@@ -11,7 +11,23 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_orders_id_cache",
         include_str!("../../migrations/0002_orders_id_cache.sql"),
     ),
+    (
+        "0003_unmatched_webhooks",
+        include_str!("../../migrations/0003_unmatched_webhooks.sql"),
+    ),
+    (
+        "0004_database_identity",
+        include_str!("../../migrations/0004_database_identity.sql"),
+    ),
 ];
+
+/// This database's identity (migration 0004), which the server records in Redis.
+pub async fn identity(client: &Client) -> anyhow::Result<String> {
+    Ok(client
+        .query_one("SELECT id::text FROM database_identity", &[])
+        .await?
+        .get(0))
+}
 
 /// Any constant: the key of the advisory lock that serialises migrations.
 const LOCK_KEY: i64 = 0x666c_6173_6873_616c;

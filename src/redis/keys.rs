@@ -45,7 +45,13 @@ impl Keys {
         format!("{}:{{p:{}}}:order:", self.prefix, pid)
     }
 
-    /// Holds the `run_id` of the Redis process whose data was last checked (see `restart`).
+    /// Holds the identity of the PostgreSQL database whose data this prefix holds (see
+    /// `check`).
+    pub fn database_marker(&self) -> String {
+        format!("{}:database", self.prefix)
+    }
+
+    /// Holds the `run_id` of the Redis process whose data was last checked (see `check`).
     pub fn run_id_marker(&self) -> String {
         format!("{}:redis_run_id", self.prefix)
     }

@@ -17,11 +17,11 @@
 //! logged once when they start and once when they end.
 
 use crate::config::RedisTarget;
+use crate::redis::check;
 use crate::redis::cmd::command;
 use crate::redis::conn::{REPLY_TIMEOUT, connect};
 use crate::redis::keys::Keys;
 use crate::redis::reply::RedisError;
-use crate::redis::restart;
 use crate::redis::scripts::{ScriptCall, is_noscript};
 use bytes::BytesMut;
 use local_sync::{mpsc::unbounded, oneshot};
@@ -50,8 +50,10 @@ struct Inner {
     /// Present while connected; taking it away makes new calls fail fast.
     tx: RefCell<Option<unbounded::Tx<Request>>>,
     target: RedisTarget,
-    /// Key names, for the restart check every new connection runs before it is used.
+    /// Key names, for the checks every new connection runs before it is used.
     keys: Keys,
+    /// This PostgreSQL database's identity, which the Redis data must belong to.
+    database: String,
     /// For logs: which worker this connection serves.
     name: String,
     /// Commands sent since start (metrics).
@@ -68,11 +70,12 @@ pub struct RedisClient {
 
 impl RedisClient {
     /// Starts the connection task on the current monoio runtime.
-    pub fn start(target: RedisTarget, keys: Keys, name: String) -> Self {
+    pub fn start(target: RedisTarget, keys: Keys, database: String, name: String) -> Self {
         let inner = Rc::new(Inner {
             tx: RefCell::new(None),
             target,
             keys,
+            database,
             name,
             sent: Cell::new(0),
             writes: Cell::new(0),
@@ -128,10 +131,12 @@ async fn supervise(inner: Rc<Inner>) {
     let mut down_since: Option<Instant> = None;
     loop {
         let connected = match connect(&inner.target).await {
-            Ok(mut stream) => match restart::verify(&mut stream, &inner.keys, &inner.name).await {
-                Ok(()) => Ok(stream),
-                Err(e) => Err(format!("checking for a Redis restart: {e}")),
-            },
+            Ok(mut stream) => {
+                match check::verify(&mut stream, &inner.keys, &inner.database, &inner.name).await {
+                    Ok(()) => Ok(stream),
+                    Err(e) => Err(format!("checking the Redis before use: {e}")),
+                }
+            }
             Err(e) => Err(e),
         };
         match connected {

@@ -51,6 +51,7 @@ pub fn run(
         let redis = RedisClient::start(
             shared.cfg.redis.clone(),
             Keys::new(&shared.cfg.redis_prefix),
+            shared.database_id.clone(),
             format!("worker-{id}"),
         );
         let grace = shared.cfg.shutdown_grace;

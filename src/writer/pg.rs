@@ -16,6 +16,11 @@
 //! has no `ON CONFLICT`, so if one of the rows exists already (a replay raced a live message)
 //! the whole transaction fails with a unique violation, and the caller writes the batch again
 //! the idempotent way.
+//!
+//! Webhooks recorded for unknown references ("unmatched") are found through indexes only:
+//! by the references of a batch just written (`UNMATCHED_FOR`), by a walk over the pending
+//! ones in id order with an index lookup of their orders (`UNMATCHED_AFTER`,
+//! `EXISTING_ORDERS`), and deleted by age (`EXPIRE_UNMATCHED`).
 
 use crate::db::{PgError, classify};
 use crate::domain::OrderRecord;
@@ -45,6 +50,20 @@ struct Statements {
     webhooks_processed: Statement,
     webhooks_early: Statement,
     late_payments: Statement,
+    unmatched_for: Statement,
+    unmatched_after: Statement,
+    existing_orders: Statement,
+    expire_unmatched: Statement,
+}
+
+/// A webhook recorded for a reference no order had yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmatched {
+    pub id: i64,
+    pub reference: String,
+    /// `status` was `success` (else `failure`).
+    pub success: bool,
+    pub payload: String,
 }
 
 pub struct Pg {
@@ -93,6 +112,26 @@ ON CONFLICT (order_reference) DO UPDATE
 SET payload = CASE WHEN webhooks.status = 'pending' THEN EXCLUDED.payload ELSE webhooks.payload END,
     attempts = webhooks.attempts + EXCLUDED.attempts, updated_at = now()";
 
+/// Uses the partial index `webhooks_pending` (order_reference).
+const UNMATCHED_FOR: &str = "
+SELECT id, order_reference, payload->>'status', payload::text FROM webhooks
+WHERE status = 'pending' AND order_reference = ANY($1)";
+
+/// Uses the partial index `webhooks_pending_by_id`.
+const UNMATCHED_AFTER: &str = "
+SELECT id, order_reference, payload->>'status', payload::text FROM webhooks
+WHERE status = 'pending' AND id > $1 ORDER BY id LIMIT $2";
+
+/// Index lookups in the unique index of `order_reference`.
+const EXISTING_ORDERS: &str = "SELECT order_reference FROM orders WHERE order_reference = ANY($1)";
+
+/// Uses the partial index `webhooks_pending_by_age`.
+const EXPIRE_UNMATCHED: &str = "
+DELETE FROM webhooks WHERE id IN (
+    SELECT id FROM webhooks
+    WHERE status = 'pending' AND created_at < now() - make_interval(days => $1)
+    ORDER BY created_at LIMIT $2)";
+
 const LATE_PAYMENTS: &str = "
 INSERT INTO late_payments (order_reference, amount_cents, payload)
 SELECT r, a, p::json FROM UNNEST($1::text[], $2::int8[], $3::text[]) AS t(r, a, p)
@@ -113,6 +152,10 @@ impl Pg {
             webhooks_processed: client.prepare(WEBHOOKS_PROCESSED).await.map_err(classify)?,
             webhooks_early: client.prepare(WEBHOOKS_EARLY).await.map_err(classify)?,
             late_payments: client.prepare(LATE_PAYMENTS).await.map_err(classify)?,
+            unmatched_for: client.prepare(UNMATCHED_FOR).await.map_err(classify)?,
+            unmatched_after: client.prepare(UNMATCHED_AFTER).await.map_err(classify)?,
+            existing_orders: client.prepare(EXISTING_ORDERS).await.map_err(classify)?,
+            expire_unmatched: client.prepare(EXPIRE_UNMATCHED).await.map_err(classify)?,
         };
         Ok(Pg { client, st })
     }
@@ -279,28 +322,65 @@ impl Pg {
         tx.commit().await.map_err(classify)
     }
 
-    /// Webhooks recorded as pending whose order now exists: (reference, success, payload).
-    pub async fn applicable_webhooks(
-        &self,
-        limit: i64,
-    ) -> Result<Vec<(String, bool, String)>, PgError> {
+    /// The unmatched webhooks recorded for any of `references` (orders just written).
+    pub async fn unmatched_for(&self, references: &[&str]) -> Result<Vec<Unmatched>, PgError> {
         let rows = self
             .client
-            .query(
-                "SELECT w.order_reference, w.payload->>'status', w.payload::text
-                 FROM webhooks w JOIN orders o ON o.order_reference = w.order_reference
-                 WHERE w.status = 'pending' LIMIT $1",
-                &[&limit],
-            )
+            .query(&self.st.unmatched_for, &[&references])
             .await
             .map_err(classify)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let status: Option<String> = r.get(1);
-                (r.get(0), status.as_deref() == Some("success"), r.get(2))
-            })
-            .collect())
+        Ok(rows.iter().map(unmatched).collect())
+    }
+
+    /// The next `limit` unmatched webhooks after id `after`, in id order, and which of them
+    /// have an order now (one written by another tool, say).
+    pub async fn unmatched_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<(Vec<Unmatched>, Vec<Unmatched>), PgError> {
+        let rows = self
+            .client
+            .query(&self.st.unmatched_after, &[&after, &limit])
+            .await
+            .map_err(classify)?;
+        let seen: Vec<Unmatched> = rows.iter().map(unmatched).collect();
+        if seen.is_empty() {
+            return Ok((seen, Vec::new()));
+        }
+        let refs: Vec<&str> = seen.iter().map(|u| u.reference.as_str()).collect();
+        let existing: std::collections::HashSet<String> = self
+            .client
+            .query(&self.st.existing_orders, &[&refs])
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let found = seen
+            .iter()
+            .filter(|u| existing.contains(&u.reference))
+            .cloned()
+            .collect();
+        Ok((seen, found))
+    }
+
+    /// Deletes up to `limit` unmatched webhooks older than `days`; returns how many.
+    pub async fn expire_unmatched(&self, days: i32, limit: i64) -> Result<u64, PgError> {
+        self.client
+            .execute(&self.st.expire_unmatched, &[&days, &limit])
+            .await
+            .map_err(classify)
+    }
+}
+
+fn unmatched(r: &tokio_postgres::Row) -> Unmatched {
+    let status: Option<String> = r.get(2);
+    Unmatched {
+        id: r.get(0),
+        reference: r.get(1),
+        success: status.as_deref() == Some("success"),
+        payload: r.get(3),
     }
 }
 

@@ -28,7 +28,7 @@ use crate::shared::Shared;
 use crate::sync::{Arc, Ordering};
 use crate::writer::batch::{BatchPolicy, Collected, collect};
 use crate::writer::msg::{self, DeferredWebhook, WriteError, WriterMsg};
-use crate::writer::pg::{EarlyWrite, OrderWrite, Pg};
+use crate::writer::pg::{EarlyWrite, OrderWrite, Pg, Unmatched};
 use crate::writer::redis::WriterRedis;
 use redis_async::resp::RespValue;
 use std::collections::{HashMap, HashSet};
@@ -43,6 +43,13 @@ const REPLAY_EVERY: Duration = Duration::from_secs(10);
 /// the writer for seconds once Redis held millions of order records, and the queue filled.
 const SCAN_STEP_EVERY: Duration = Duration::from_millis(100);
 const DEFERRED_EVERY: Duration = Duration::from_secs(1);
+/// Unmatched webhooks looked at per step of the walk (one step per `DEFERRED_EVERY`).
+const UNMATCHED_WALK_STEP: i64 = 200;
+const EXPIRE_UNMATCHED_EVERY: Duration = Duration::from_secs(60);
+/// Rows deleted per statement, and statements per run: a backlog is deleted over several
+/// runs rather than in one long transaction.
+const EXPIRE_UNMATCHED_STEP: i64 = 1_000;
+const EXPIRE_UNMATCHED_ROUNDS: usize = 10;
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// A deferred webhook handed to a worker is offered again after this long if still pending.
 const DEFERRED_RETRY: Duration = Duration::from_secs(10);
@@ -106,6 +113,12 @@ pub struct Writer {
     pg_down_since: Option<Instant>,
     last_replay: Instant,
     last_deferred: Instant,
+    last_expiry: Instant,
+    /// Unmatched webhooks may exist (always at start; cleared when a walk finds none, set
+    /// when one is recorded): while set, each batch's references are looked up among them.
+    unmatched_possible: bool,
+    /// Where the walk over unmatched webhooks stands (their id; 0 starts over).
+    unmatched_cursor: i64,
     /// Products whose journal may hold entries: every product this writer was sent a change
     /// of, and those the scans found. The stuck-entry replay reads only these journals.
     journaled: HashSet<ProductId>,
@@ -147,6 +160,9 @@ impl Writer {
             pg_down_since: None,
             last_replay: now,
             last_deferred: now,
+            last_expiry: now,
+            unmatched_possible: true,
+            unmatched_cursor: 0,
             journaled: HashSet::new(),
             scan_cursor: None,
             last_scan_step: now,
@@ -238,6 +254,10 @@ impl Writer {
         }
         if !orders.is_empty() || !early.is_empty() {
             self.write(&mut orders, &mut early).await;
+            self.unmatched_possible |= !early.is_empty();
+            if self.unmatched_possible && !orders.is_empty() {
+                self.match_written(&orders).await;
+            }
         }
         for m in control {
             self.answer(m).await;
@@ -429,7 +449,11 @@ impl Writer {
         }
         if now.duration_since(self.last_deferred) >= DEFERRED_EVERY {
             self.last_deferred = now;
-            self.offer_deferred().await;
+            self.walk_unmatched().await;
+        }
+        if now.duration_since(self.last_expiry) >= EXPIRE_UNMATCHED_EVERY {
+            self.last_expiry = now;
+            self.expire_unmatched().await;
         }
     }
 
@@ -437,6 +461,17 @@ impl Writer {
     /// that only this replay finds), found by a whole SCAN pass: the background scan's steps
     /// run back to back.
     async fn replay_all(&mut self) {
+        // Journals recorded for another database are never written into this one: the
+        // workers' connection check deletes them first (see `redis::check`).
+        match self
+            .redis
+            .request(&command(&["GET", &self.keys.database_marker()]))
+            .await
+        {
+            Ok(RespValue::BulkString(id)) if id != self.shared.database_id.as_bytes() => return,
+            Err(_) => return,
+            _ => {}
+        }
         self.scan_cursor = None;
         loop {
             match self.scan_step().await {
@@ -550,19 +585,74 @@ impl Writer {
         }
     }
 
-    /// Hands pending webhooks whose order now exists to the workers, which apply them.
-    async fn offer_deferred(&mut self) {
-        if self.inboxes.is_empty() {
+    /// Looks up the references just written among the unmatched webhooks.
+    async fn match_written(&mut self, orders: &[Pending]) {
+        let Some(pg) = self.pg.as_ref() else { return };
+        let refs: Vec<&str> = orders.iter().map(|p| p.record.reference.as_str()).collect();
+        if let Ok(found) = pg.unmatched_for(&refs).await {
+            self.offer(found);
+        }
+    }
+
+    /// One step of the walk over the unmatched webhooks: those whose order appeared some other
+    /// way (inserted by another tool) are offered.
+    async fn walk_unmatched(&mut self) {
+        if !self.unmatched_possible {
             return;
         }
         let Some(pg) = self.pg.as_ref() else { return };
-        let Ok(found) = pg.applicable_webhooks(100).await else {
+        let Ok((seen, found)) = pg
+            .unmatched_after(self.unmatched_cursor, UNMATCHED_WALK_STEP)
+            .await
+        else {
             return;
         };
+        if seen.is_empty() && self.unmatched_cursor == 0 {
+            self.unmatched_possible = false;
+        }
+        self.unmatched_cursor = match seen.last() {
+            Some(u) if seen.len() as i64 == UNMATCHED_WALK_STEP => u.id,
+            _ => 0,
+        };
+        self.offer(found);
+    }
+
+    /// Deletes the unmatched webhooks older than `FLASHSALE_UNMATCHED_WEBHOOK_DAYS`.
+    async fn expire_unmatched(&mut self) {
+        let Some(pg) = self.pg.as_ref() else { return };
+        let days = i32::try_from(self.shared.cfg.unmatched_webhook_days).unwrap_or(i32::MAX);
+        let mut deleted = 0;
+        for _ in 0..EXPIRE_UNMATCHED_ROUNDS {
+            match pg.expire_unmatched(days, EXPIRE_UNMATCHED_STEP).await {
+                Ok(n) => {
+                    deleted += n;
+                    if n < EXPIRE_UNMATCHED_STEP as u64 {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, days, "deleted webhooks whose order never appeared");
+        }
+    }
+
+    /// Hands webhooks whose order now exists to the workers, which apply them.
+    fn offer(&mut self, found: Vec<Unmatched>) {
+        if self.inboxes.is_empty() || found.is_empty() {
+            return;
+        }
         let now = Instant::now();
         self.offered
             .retain(|_, t| now.duration_since(*t) < DEFERRED_RETRY);
-        for (reference, success, payload) in found {
+        for Unmatched {
+            reference,
+            success,
+            payload,
+            ..
+        } in found
+        {
             if self.offered.contains_key(&reference) {
                 continue;
             }

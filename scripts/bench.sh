@@ -8,6 +8,9 @@
 #   scripts/bench.sh --compare OLD_BINARY
 #                                    A/B of two builds: OLD_BINARY against the freshly built
 #                                    target/release/flashsale (NEW), alternating (see below)
+#   scripts/bench.sh --attack        reservations and paced payment webhooks beside hostile
+#                                    clients, each attack in turn, against baselines without
+#                                    one (about 2.5 minutes with the defaults; see below)
 #   scripts/bench.sh --help
 #
 # What it does: installs wrk, ab (apache2-utils), curl and python3 (+ python3-matplotlib for
@@ -42,13 +45,42 @@
 # (path, size, mtime, sha256; for NEW the checkout's commit). The benchmark database is
 # migrated by NEW (`serve` applies whatever else OLD has). No chart.
 #
+# --attack: do hostile clients hurt legitimate ones? Every slot is a fresh server of the
+# current binary (target/release/flashsale, built unless BENCH_BUILD=0, copied aside first)
+# with two legitimate loads for BENCH_DURATION seconds: wrk -t1 -c32 POST /api/orders on a
+# large-stock product (202s counted) and bench/webhooks.py paying, at BENCH_WEBHOOK_RATE a
+# second (default 200) over 4 keep-alive connections, orders it reserved on a second product
+# before the load (and PostgreSQL wrote), each reference once, timing each webhook. Beside
+# them, from 2 s before the load to its end, one attack (or none: the baseline):
+#   chunks   4 connections (bench/attack.py chunks) each sending a chunked POST /api/orders
+#            whose first chunk line never ends (`1;` and an endless extension of `a`, 128-byte
+#            sends), reconnecting whenever the server answers or closes; the server's RSS is
+#            sampled every 0.1 s
+#   idle     BENCH_ATTACK_IDLE_CONNS connections (default 20000, capped by the open-file
+#            limit) from 127.0.0.2 that never send a byte, each reopened as soon as the server
+#            closes it (503 over FLASHSALE_MAX_CONNECTIONS_PER_IP, or its header timeout)
+#   lookups  wrk -t1 -c32 (bench/lookups.lua): GET /api/orders/<made-up reference>,
+#            GET /api/products/<unknown id> and POST /api/orders for unknown products, at
+#            random, statuses counted
+# Order: baseline, then the attacks, then a baseline again; BENCH_RUNS rounds (default 2 for
+# --attack), the attacks in reverse order in even rounds, each round ending with a baseline,
+# so each attack slot lies between two baselines and is compared with their mean. Targets:
+# reservations/s >= 0.90x and webhook p99 <= 2x that mean, and every webhook paid (200);
+# PASS/FAIL per slot and per attack (the mean of its slots); exits 1 when an attack FAILs.
+# The table also gives the attack's intensity, the server's RSS max and the CPU share of the
+# server and of the attacker (bench/cpu.py). No chart.
+#
 # Output: the table on stdout, progress on stderr, and in bench-results/<UTC timestamp>/:
 # results.md (machine + table), chart.png, measurements.tsv, the raw wrk/ab outputs, the
 # server logs and /metrics snapshots.
 #
 # Environment:
 #   BENCH_DURATION     seconds per wrk run (default 10)
-#   BENCH_RUNS         repetitions of scenarios 1-3 per driver (default 3; median reported)
+#   BENCH_RUNS         repetitions of scenarios 1-3 per driver (default 3; median reported);
+#                      --compare: rounds (default 3); --attack: rounds (default 2)
+#   BENCH_WEBHOOK_RATE --attack: webhooks a second (default 200)
+#   BENCH_ATTACK_IDLE_CONNS
+#                      --attack: connections of the idle flood (default 20000)
 #   BENCH_IDLE_CONNS   idle keep-alive connections for scenario 7 (default 10000)
 #   BENCH_DB           database name (default flashsale_bench; dropped and recreated)
 #   BENCH_KEEP_DB=1    keep the database at the end (Redis keys are always deleted)
@@ -73,13 +105,18 @@ TMPDIR_BENCH=
 T_START=$(date +%s)
 
 DURATION=${BENCH_DURATION:-10}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 BENCH_DB=${BENCH_DB:-flashsale_bench}
 BASE_DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/flashsale}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 SOAK_MINUTES=
 COMPARE_OLD= # --compare: the OLD binary as given
+ATTACK=0     # --attack
+WEBHOOK_RATE=${BENCH_WEBHOOK_RATE:-200}
+ATTACK_IDLE_CONNS=${BENCH_ATTACK_IDLE_CONNS:-20000}
+ATTACK_WARMUP=2 # seconds an attack runs before the legitimate load starts
+WEBHOOK_SECRET=bench
 LARGE_STOCK=1000000000
 SELLOUT_STOCK=10000
 
@@ -111,6 +148,10 @@ while (($#)); do
         COMPARE_OLD=${1#--compare=}
         shift
         ;;
+    --attack)
+        ATTACK=1
+        shift
+        ;;
     -h | --help)
         usage
         exit 0
@@ -123,6 +164,9 @@ while (($#)); do
 done
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]] && ((10#$1 >= ${2:-1})); }
+if [[ -z $RUNS ]]; then
+    if ((ATTACK)); then RUNS=2; else RUNS=3; fi
+fi
 is_uint "$DURATION" || die "BENCH_DURATION='$DURATION': expected whole seconds >= 1"
 is_uint "$RUNS" || die "BENCH_RUNS='$RUNS': expected a whole number >= 1"
 is_uint "$IDLE_CONNS" 0 || die "BENCH_IDLE_CONNS='$IDLE_CONNS': expected a whole number"
@@ -134,6 +178,13 @@ if [[ -n $COMPARE_OLD ]]; then
     [[ -z $SOAK_MINUTES ]] || die "--compare and --soak cannot be combined"
     [[ -f $COMPARE_OLD && -x $COMPARE_OLD ]] || die "--compare '$COMPARE_OLD': not an executable file"
     COMPARE_OLD=$(cd -- "$(dirname -- "$COMPARE_OLD")" && pwd -P)/$(basename -- "$COMPARE_OLD")
+fi
+if ((ATTACK)); then
+    [[ -z $SOAK_MINUTES && -z $COMPARE_OLD ]] || die "--attack cannot be combined with --soak or --compare"
+    is_uint "$WEBHOOK_RATE" || die "BENCH_WEBHOOK_RATE='$WEBHOOK_RATE': expected a whole number >= 1"
+    is_uint "$ATTACK_IDLE_CONNS" || die "BENCH_ATTACK_IDLE_CONNS='$ATTACK_IDLE_CONNS': expected a whole number >= 1"
+    WEBHOOK_RATE=$((10#$WEBHOOK_RATE))
+    ATTACK_IDLE_CONNS=$((10#$ATTACK_IDLE_CONNS))
 fi
 DURATION=$((10#$DURATION))
 RUNS=$((10#$RUNS))
@@ -343,7 +394,7 @@ start_server() {
     SERVER_PREFIX=$PREFIX-$label
     : >"$SERVER_LOG"
     env -u MONOIO_FORCE_LEGACY_DRIVER \
-        PAYMENT_WEBHOOK_SECRET=bench \
+        PAYMENT_WEBHOOK_SECRET="$WEBHOOK_SECRET" \
         FLASHSALE_LISTEN="127.0.0.1:$PORT" \
         DATABASE_URL="$BENCH_DATABASE_URL" \
         REDIS_URL="$REDIS_URL" \
@@ -432,11 +483,13 @@ wrk_parse() { # FILE -> sets W_RPS W_P50 W_P99 W_REQ W_NON2XX W_SOCKERR
     read -r W_RPS W_P50 W_P99 W_REQ W_NON2XX W_SOCKERR < <("$PY" "$HELPERS/report.py" wrk "$1")
 }
 
-# cpu_start FILE: samples where the CPU goes during the wrk run about to start (bench/cpu.py),
-# from 1 s after its start to 1 s before its end. cpu_end KEY records it.
+# cpu_start FILE [GROUP=PID...]: samples where the CPU goes during the wrk run about to start
+# (bench/cpu.py; the processes named are counted as their GROUP), from 1 s after its start to
+# 1 s before its end. cpu_end KEY records it.
 cpu_start() {
     CPU_FILE=$1
-    "$PY" "$HELPERS/cpu.py" 1 "$((DURATION > 3 ? DURATION - 2 : 1))" "$SERVER_PID" >"$CPU_FILE" 2>&1 &
+    shift
+    "$PY" "$HELPERS/cpu.py" 1 "$((DURATION > 3 ? DURATION - 2 : 1))" "$SERVER_PID" "$@" >"$CPU_FILE" 2>&1 &
     CPU_PID=$!
 }
 cpu_end() {

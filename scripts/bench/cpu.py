@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where the CPU goes during a load run, for scripts/bench.sh.
 
-Usage: cpu.py DELAY SECONDS SERVER_PID
+Usage: cpu.py DELAY SECONDS SERVER_PID [GROUP=PID ...]
 
 Waits DELAY seconds (so the window falls inside the wrk run), then reads the CPU time of
 every thread on the machine from /proc twice, SECONDS apart, and prints one line
@@ -13,6 +13,8 @@ cores of a 2-core machine busy) and the groups are:
   server_other     the server's other threads (main)
   redis            redis-server
   postgres         every postgres process (the writer's backend, WAL writer, checkpointer...)
+  GROUP            the processes named by GROUP=PID arguments (e.g. attacker=1234), before
+                   any of the groups below
   other            everything else
   idle             no thread running (from /proc/stat: idle + iowait)
 A thread that starts or ends inside the window counts for what it used inside it, as far as
@@ -30,7 +32,9 @@ def comm_of(stat):
     return stat[stat.index("(") + 1 : stat.rindex(")")]
 
 
-def group(pid, server_pid, pcomm, tcomm):
+def group(pid, server_pid, pcomm, tcomm, named):
+    if pid in named:
+        return named[pid]
     if pid == server_pid:
         if tcomm.startswith("fs-worker"):
             return "workers"
@@ -46,7 +50,7 @@ def group(pid, server_pid, pcomm, tcomm):
     return "other"
 
 
-def snapshot(server_pid):
+def snapshot(server_pid, named):
     """{(pid, tid): (group, ticks)} for every thread /proc lists."""
     out = {}
     for pid in os.listdir("/proc"):
@@ -61,7 +65,7 @@ def snapshot(server_pid):
                 fields = s[s.rindex(")") + 2 :].split()
                 # utime and stime are fields 14 and 15 of stat(5): 11 and 12 after the comm.
                 ticks = int(fields[11]) + int(fields[12])
-                out[(pid, tid)] = (group(int(pid), server_pid, pcomm, comm_of(s)), ticks)
+                out[(pid, tid)] = (group(int(pid), server_pid, pcomm, comm_of(s), named), ticks)
         except (OSError, ValueError, IndexError):
             continue  # the thread ended while being read
     return out
@@ -75,10 +79,14 @@ def idle_ticks():
 
 def main():
     delay, seconds, server_pid = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    named = {}
+    for arg in sys.argv[4:]:
+        name, _, pid = arg.partition("=")
+        named[int(pid)] = name
     time.sleep(delay)
-    a, ia, ta = snapshot(server_pid), idle_ticks(), time.monotonic()
+    a, ia, ta = snapshot(server_pid, named), idle_ticks(), time.monotonic()
     time.sleep(seconds)
-    b, ib, tb = snapshot(server_pid), idle_ticks(), time.monotonic()
+    b, ib, tb = snapshot(server_pid, named), idle_ticks(), time.monotonic()
     window = tb - ta
     used = {}
     for key, (g, ticks) in b.items():
@@ -86,7 +94,8 @@ def main():
         used[g] = used.get(g, 0) + max(0, ticks - before)
     pct = {g: t / HZ / window * 100 for g, t in used.items()}
     pct["idle"] = (ib - ia) / HZ / window * 100
-    order = ["wrk", "ab", "workers", "writer", "server_other", "redis", "postgres", "other", "idle"]
+    order = ["wrk", "ab", "workers", "writer", "server_other", "redis", "postgres",
+             *dict.fromkeys(named.values()), "other", "idle"]
     print(",".join(f"{g}={pct[g]:.1f}" for g in order if g in pct))
 
 

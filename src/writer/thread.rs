@@ -160,7 +160,8 @@ impl Writer {
             pg_down_since: None,
             last_replay: now,
             last_deferred: now,
-            last_expiry: now,
+            // The first periodic round deletes what expired while the server was down.
+            last_expiry: now.checked_sub(EXPIRE_UNMATCHED_EVERY).unwrap_or(now),
             unmatched_possible: true,
             unmatched_cursor: 0,
             journaled: HashSet::new(),

@@ -115,9 +115,12 @@ impl Env {
             .unwrap()
     }
 
-    /// `flashsale <cmd>` with this environment.
+    /// `flashsale <cmd>` with this environment. `FLASHSALE_TEST_BIN` runs another binary
+    /// (an older build, to see a test of a defence fail where the defence is missing).
     pub fn command(&self, cmd: &str) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_flashsale"));
+        let bin = std::env::var("FLASHSALE_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flashsale").to_string());
+        let mut c = Command::new(bin);
         c.arg(cmd)
             .env("DATABASE_URL", &self.db_url)
             .env("REDIS_URL", &self.redis_url)
@@ -638,6 +641,16 @@ impl Drop for OwnRedis {
         self.kill9();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A TCP connection to `to` from the loopback address `from` (127.0.0.2, say: another client
+/// address on the same machine).
+pub fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let local: SocketAddr = format!("{from}:0").parse().expect("an IPv4 address");
+    s.bind(&local.into())?;
+    s.connect(&to.into())?;
+    Ok(s.into())
 }
 
 pub fn free_port() -> u16 {

@@ -266,3 +266,122 @@ fn garbage_and_tls_on_the_plain_port_are_refused() {
     }
     assert_unharmed(&env, &srv, pid, &before);
 }
+
+// ---------------------------------------------------------------------------------------
+// Framing that never ends, and lines that do not end with CRLF.
+
+/// Sends `head`, then `filler` over and over (up to `limit` bytes), until the server stops
+/// taking bytes (it closed the connection). Returns how many filler bytes went out.
+fn flood(addr: SocketAddr, head: &[u8], filler: &[u8], limit: usize) -> usize {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_write_timeout(Some(PROMPT)).unwrap();
+    if s.write_all(head).is_err() {
+        return 0;
+    }
+    let mut sent = 0;
+    while sent < limit {
+        if s.write_all(filler).is_err() {
+            break;
+        }
+        sent += filler.len();
+    }
+    sent
+}
+
+#[test]
+fn endless_chunk_extensions_and_trailers_are_cut_off_at_the_budget() {
+    // Each attacker offers 32 MiB; the server must close each after its 16 KiB budget. What
+    // the kernel's socket buffers take before the close is reported is well under the limit.
+    const OFFERED: usize = 32 << 20;
+    let (env, pid, srv) = setup(&[]);
+    let before = state(&env, &srv, pid);
+    let rss_before = rss_kib(srv.pid());
+    let head = b"POST /api/orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let ext = [&head[..], b"1;ext="].concat();
+    let trailers = [&head[..], b"0\r\n"].concat();
+    let attackers: Vec<_> = [
+        (ext.clone(), b"a".repeat(4096)),
+        (ext, b"b".repeat(4096)),
+        (
+            trailers.clone(),
+            b"X-Trailer: vvvvvvvvvvvvvvvvvvvv\r\n".repeat(100),
+        ),
+        (
+            trailers,
+            b"X-Other: wwwwwwwwwwwwwwwwwwwwwwwww\r\n".repeat(100),
+        ),
+    ]
+    .into_iter()
+    .map(|(h, f)| {
+        let addr = srv.addr;
+        std::thread::spawn(move || flood(addr, &h, &f, OFFERED))
+    })
+    .collect();
+    // A buyer is served while they flood.
+    let mut buyer = Client::connect(srv.addr);
+    let r = buyer.order(pid, 1);
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    for a in attackers {
+        let sent = a.join().unwrap();
+        assert!(
+            sent < OFFERED / 4,
+            "the server kept reading an endless chunk line or trailer section ({sent} bytes)"
+        );
+    }
+    let rss_after = rss_kib(srv.pid());
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "RSS {rss_before} KiB -> {rss_after} KiB during the flood"
+    );
+    // One more, small enough to be read whole: its answer is a 431 and a close.
+    hostile(
+        srv.addr,
+        &ext_request(16 * 1024 + 10),
+        Want::Closing(431, "header_too_large"),
+    );
+    assert_eq!(
+        state(&env, &srv, pid),
+        State {
+            stock: before.stock - 1,
+            orders: before.orders + 1,
+            webhooks: before.webhooks,
+        }
+    );
+    assert_healthy(&srv);
+}
+
+/// A chunked order whose first chunk-size line carries an extension of `n` bytes.
+fn ext_request(n: usize) -> Vec<u8> {
+    let mut r =
+        b"POST /api/orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;e=".to_vec();
+    r.extend(std::iter::repeat_n(b'a', n));
+    r
+}
+
+#[test]
+fn bare_line_feeds_get_400_and_a_closed_connection() {
+    let (env, pid, srv) = setup(&[]);
+    let before = state(&env, &srv, pid);
+    let body = order_body(pid, 1);
+    for raw in [
+        format!(
+            "POST /api/orders HTTP/1.1\nHost: x\nContent-Length: {}\n\n{body}",
+            body.len()
+        ),
+        format!(
+            "POST /api/orders HTTP/1.1\r\nHost: x\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        format!(
+            "POST /api/orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x};a\nb\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        ),
+        format!(
+            "POST /api/orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\nX: y\n\r\n",
+            body.len()
+        ),
+    ] {
+        hostile(srv.addr, raw.as_bytes(), Want::Closing(400, "bad_request"));
+    }
+    assert_unharmed(&env, &srv, pid, &before);
+}

@@ -9,6 +9,9 @@
 
 mod bodies;
 mod framing;
+mod keys;
+mod lookups;
+mod setup;
 mod slow;
 mod webhooks;
 
@@ -235,7 +238,7 @@ fn assert_healthy(srv: &Server) {
     let metrics = String::from_utf8_lossy(&c.get("/metrics").body).into_owned();
     let fives: Vec<&str> = metrics
         .lines()
-        .filter(|l| l.starts_with("http_requests") && l.contains("status=\"5"))
+        .filter(|l| l.starts_with("flashsale_http_requests_total") && l.contains("status=\"5"))
         .collect();
     assert!(fives.is_empty(), "the server answered 5xx: {fives:?}");
     let logs = srv.logs();
@@ -261,6 +264,46 @@ fn setup(vars: &[(&str, &str)]) -> (Env, i64, Server) {
     let pid = env.product(100, 500);
     let srv = Server::start_with(&env, vars);
     (env, pid, srv)
+}
+
+// ---------------------------------------------------------------------------------------
+// The server process seen from outside.
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+/// Raises this process's open-file limit to the hard limit; returns the new soft limit.
+fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur
+    }
 }
 
 // ---------------------------------------------------------------------------------------

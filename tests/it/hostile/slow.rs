@@ -114,43 +114,6 @@ fn slow_clients_time_out_while_others_are_served() {
 // ---------------------------------------------------------------------------------------
 // Many idle connections.
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
-}
-
-fn open_sockets(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-        })
-        .count()
-}
-
-/// Raises this process's open-file limit to the hard limit; returns the new soft limit.
-fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur
-    }
-}
-
 #[test]
 fn thousands_of_idle_connections_cost_little_and_block_nothing() {
     const WANTED: usize = 10_000;
@@ -298,4 +261,79 @@ fn clients_that_never_read_are_disconnected() {
     });
     drop(floods);
     assert_unharmed(&env, &srv, pid, &before);
+}
+
+#[test]
+fn an_idle_connection_flood_from_one_address_leaves_room_for_everyone_else() {
+    const CAP: usize = 50;
+    let (env, pid, srv) = setup(&[
+        ("FLASHSALE_MAX_CONNECTIONS_PER_IP", "50"),
+        ("FLASHSALE_HEADER_TIMEOUT_SECS", "3"),
+    ]);
+    let spid = srv.pid();
+    let before = state(&env, &srv, pid);
+    let sockets_before = open_sockets(spid);
+    // The attacker, at another address, opens four times the cap and sends nothing.
+    let mut attack: Vec<TcpStream> = (0..4 * CAP)
+        .map(|_| connect_from("127.0.0.2", srv.addr).expect("connect"))
+        .collect();
+    wait_until(
+        "the server holds at most the cap of the attacker's connections",
+        || {
+            let held = open_sockets(spid).saturating_sub(sockets_before);
+            (held <= CAP + 2 && answered_or_closed(&attack) >= 3 * CAP - 2).then_some(())
+        },
+    );
+    // Those over the cap were told why.
+    let mut told = 0;
+    for s in attack.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        if let Some(resp) = read_response(&mut r) {
+            assert_eq!(resp.status, 503);
+            assert_error_body(&resp, "unavailable", "over the per-address cap");
+            told += 1;
+        }
+    }
+    assert!(told >= 3 * CAP - 2, "{told} refusals answered with a 503");
+    // Everyone else is served meanwhile.
+    let mut buyer = Client::connect(srv.addr);
+    assert_eq!(buyer.order(pid, 1).status, 202);
+    // Connections that never sent a head are closed at the header deadline from the accept.
+    wait_until("the attacker's silent connections are closed", || {
+        (open_sockets(spid) <= sockets_before + 1).then_some(())
+    });
+    drop(attack);
+    let m = String::from_utf8_lossy(&buyer.get("/metrics").body).into_owned();
+    assert!(
+        m.contains("flashsale_connections_refused_total{cap=\"per_ip\"}"),
+        "{m}"
+    );
+    assert_eq!(
+        state(&env, &srv, pid),
+        State {
+            stock: before.stock - 1,
+            orders: before.orders + 1,
+            webhooks: before.webhooks
+        }
+    );
+    assert_healthy(&srv);
+}
+
+/// How many of `conns` the server has answered or closed (seen without blocking).
+fn answered_or_closed(conns: &[TcpStream]) -> usize {
+    conns
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 1];
+            let closed = match s.peek(&mut b) {
+                Ok(0) => true,
+                Ok(_) => true,
+                Err(e) => e.kind() != ErrorKind::WouldBlock,
+            };
+            s.set_nonblocking(false).unwrap();
+            closed
+        })
+        .count()
 }

@@ -192,3 +192,48 @@ fn webhooks_with_strings_postgresql_cannot_store_get_no_5xx() {
     env.assert_conserved(pid, 100);
     assert_healthy(&srv);
 }
+
+#[test]
+fn unmatched_webhooks_are_deleted_after_the_configured_days() {
+    let env = Env::new();
+    let pid = env.product(10, 100);
+    // A misconfigured provider's webhooks for references nobody has: some 8 days old, some
+    // fresh, as the server records them (status pending).
+    let mut pg = env.pg();
+    for (age_days, n) in [(8, 300), (0, 5)] {
+        pg.execute(
+            "INSERT INTO webhooks (order_reference, payload, status, created_at, updated_at)
+             SELECT 'unknown-' || $1::int || '-' || i, '{\"status\": \"success\"}', 'pending',
+                    now() - make_interval(days => $1), now() - make_interval(days => $1)
+             FROM generate_series(1, $2) AS i",
+            &[&age_days, &n],
+        )
+        .unwrap();
+    }
+    let srv = Server::start_with(&env, &[("FLASHSALE_UNMATCHED_WEBHOOK_DAYS", "7")]);
+    let pending = |pg: &mut postgres::Client, like: &str| -> i64 {
+        pg.query_one(
+            "SELECT count(*) FROM webhooks WHERE status = 'pending' AND order_reference LIKE $1",
+            &[&like],
+        )
+        .unwrap()
+        .get(0)
+    };
+    wait_until("unmatched webhooks older than 7 days are deleted", || {
+        (pending(&mut pg, "unknown-8-%") == 0).then_some(())
+    });
+    assert_eq!(pending(&mut pg, "unknown-0-%"), 5, "younger ones are kept");
+    // One of the young ones finds its order when another tool inserts it.
+    pg.execute(
+        "INSERT INTO orders (order_reference, product_id, qty, amount_cents, status, expires_at)
+         VALUES ('unknown-0-3', $1, 1, 100, 'pending', now() + interval '1 hour')",
+        &[&pid],
+    )
+    .unwrap();
+    wait_until("the webhook is applied once its order appears", || {
+        (env.order_row("unknown-0-3").map(|o| o.0) == Some("paid".into())).then_some(())
+    });
+    assert_eq!(pending(&mut pg, "unknown-0-%"), 4);
+    env.assert_conserved(pid, 10);
+    assert_healthy(&srv);
+}

@@ -57,6 +57,36 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// A request head larger than this is refused with 431.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
+/// `FLASHSALE_BUYER_AUTH`: where the buyer's identity comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuyerAuth {
+    /// `none`: the body's `user_id`, taken as given (a gateway authenticated the buyer, or a
+    /// demo).
+    None,
+    /// `jwt`: a bearer token's `sub`, verified with these keys and claims.
+    Jwt(JwtConfig),
+}
+
+/// How bearer tokens are verified (`FLASHSALE_JWT_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// `FLASHSALE_JWT_HS256_SECRET`: the HMAC key of HS256 tokens.
+    pub hs256_secret: Option<Secret>,
+    /// `FLASHSALE_JWT_PUBLIC_KEYS`: a JWKS file of Ed25519, P-256 and RSA public keys.
+    pub public_keys: Option<std::path::PathBuf>,
+    /// `FLASHSALE_JWT_ISSUER`: when set, the `iss` every token must carry.
+    pub issuer: Option<String>,
+    /// `FLASHSALE_JWT_AUDIENCE`: when set, an `aud` every token must carry.
+    pub audience: Option<String>,
+}
+
+/// A rate limit: `per_second` on average, up to `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
 /// Where Redis is and which database to select.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisTarget {
@@ -183,6 +213,14 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// `FLASHSALE_UNMATCHED_WEBHOOK_DAYS`: how long a webhook for an unknown reference waits.
     pub unmatched_webhook_days: u64,
+    /// `FLASHSALE_BUYER_AUTH` and `FLASHSALE_JWT_*`.
+    pub buyer_auth: BuyerAuth,
+    /// `FLASHSALE_RATE_LIMIT_IP[_BURST]`: requests per client address (off when `None`).
+    pub rate_limit_ip: Option<RateLimit>,
+    /// `FLASHSALE_RATE_LIMIT_BUYER[_BURST]`: reservations per buyer (off when `None`).
+    pub rate_limit_buyer: Option<RateLimit>,
+    /// `FLASHSALE_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A configuration error: names the variable and says what is wrong.
@@ -325,6 +363,50 @@ impl Config {
             3_650,
         )?;
 
+        let buyer_auth = match var("FLASHSALE_BUYER_AUTH").as_deref() {
+            None | Some("none") => BuyerAuth::None,
+            Some("jwt") => {
+                let jwt = JwtConfig {
+                    hs256_secret: var("FLASHSALE_JWT_HS256_SECRET").map(Secret),
+                    public_keys: var("FLASHSALE_JWT_PUBLIC_KEYS").map(Into::into),
+                    issuer: var("FLASHSALE_JWT_ISSUER"),
+                    audience: var("FLASHSALE_JWT_AUDIENCE"),
+                };
+                if jwt.hs256_secret.is_none() && jwt.public_keys.is_none() {
+                    return Err(ConfigError(
+                        "FLASHSALE_BUYER_AUTH=jwt needs FLASHSALE_JWT_HS256_SECRET or \
+                         FLASHSALE_JWT_PUBLIC_KEYS (a JWKS file): there is no key to verify tokens with"
+                            .into(),
+                    ));
+                }
+                BuyerAuth::Jwt(jwt)
+            }
+            Some(other) => {
+                return Err(bad("FLASHSALE_BUYER_AUTH", other, "expected none or jwt"));
+            }
+        };
+        let rate_limit_ip = rate_limit(&var, "FLASHSALE_RATE_LIMIT_IP")?;
+        let rate_limit_buyer = rate_limit(&var, "FLASHSALE_RATE_LIMIT_BUYER")?;
+        let trusted_proxies = match var("FLASHSALE_TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<ipnet::IpNet>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            bad(
+                                "FLASHSALE_TRUSTED_PROXIES",
+                                &list,
+                                &format!("{s:?} is not an address or CIDR (10.0.0.0/8, ::1)"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+
         Ok(Config {
             listen,
             workers,
@@ -343,6 +425,10 @@ impl Config {
             max_connections_per_ip,
             idempotency_ttl,
             unmatched_webhook_days,
+            buyer_auth,
+            rate_limit_ip,
+            rate_limit_buyer,
+            trusted_proxies,
         })
     }
 
@@ -357,6 +443,17 @@ impl Config {
             )
         })
     }
+}
+
+/// `<key>` requests per second (0: off) and `<key>_BURST` (default: one second's worth).
+fn rate_limit(
+    var: &impl Fn(&str) -> Option<String>,
+    key: &str,
+) -> Result<Option<RateLimit>, ConfigError> {
+    let per_second = num(var, key, 0, 0, 10_000_000)? as u32;
+    let burst_key = format!("{key}_BURST");
+    let burst = num(var, &burst_key, u64::from(per_second.max(1)), 1, 10_000_000)? as u32;
+    Ok((per_second > 0).then_some(RateLimit { per_second, burst }))
 }
 
 fn num(
@@ -420,10 +517,49 @@ mod tests {
             ("FLASHSALE_MAX_CONNECTIONS_PER_IP", "x"),
             ("FLASHSALE_IDEMPOTENCY_TTL_SECS", "0"),
             ("FLASHSALE_UNMATCHED_WEBHOOK_DAYS", "-1"),
+            ("FLASHSALE_BUYER_AUTH", "oauth"),
+            ("FLASHSALE_RATE_LIMIT_IP", "fast"),
+            ("FLASHSALE_RATE_LIMIT_BUYER_BURST", "0"),
+            ("FLASHSALE_TRUSTED_PROXIES", "10.0.0.0/8, example.com"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert!(e.0.starts_with(k), "{e}");
         }
+    }
+
+    #[test]
+    fn buyer_auth_limits_and_proxies() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.buyer_auth, BuyerAuth::None);
+        assert_eq!((c.rate_limit_ip, c.rate_limit_buyer), (None, None));
+        assert!(c.trusted_proxies.is_empty());
+        let e = cfg(&[("FLASHSALE_BUYER_AUTH", "jwt")]).unwrap_err();
+        assert!(e.0.contains("FLASHSALE_JWT_HS256_SECRET"), "{e}");
+        let c = cfg(&[
+            ("FLASHSALE_BUYER_AUTH", "jwt"),
+            ("FLASHSALE_JWT_HS256_SECRET", "s3cret"),
+            ("FLASHSALE_RATE_LIMIT_IP", "20"),
+            ("FLASHSALE_RATE_LIMIT_BUYER", "2"),
+            ("FLASHSALE_RATE_LIMIT_BUYER_BURST", "5"),
+            ("FLASHSALE_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1,::1"),
+        ])
+        .unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(
+            c.rate_limit_ip,
+            Some(RateLimit {
+                per_second: 20,
+                burst: 20
+            })
+        );
+        assert_eq!(
+            c.rate_limit_buyer,
+            Some(RateLimit {
+                per_second: 2,
+                burst: 5
+            })
+        );
+        assert_eq!(c.trusted_proxies.len(), 3);
     }
 
     #[test]

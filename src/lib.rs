@@ -56,6 +56,8 @@ pub mod writer;
 #[cfg(feature = "server")]
 pub mod api;
 #[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
 pub mod commands;
 #[cfg(feature = "server")]
 pub mod config;

@@ -7,6 +7,7 @@
 
 use crate::domain::Unavailable;
 use crate::limits::connections::Over;
+use crate::limits::rate::Which;
 use crate::sync::Arc;
 use crossbeam_utils::CachePadded;
 use prometheus_client::collector::Collector;
@@ -55,8 +56,8 @@ impl Route {
     }
 }
 
-const STATUSES: [u16; 14] = [
-    200, 202, 400, 401, 404, 405, 408, 409, 413, 422, 431, 500, 503, 0,
+const STATUSES: [u16; 15] = [
+    200, 202, 400, 401, 404, 405, 408, 409, 413, 422, 429, 431, 500, 503, 0,
 ];
 
 fn status_index(s: u16) -> usize {
@@ -77,16 +78,22 @@ pub enum Reservation {
     Invalid,
     /// 503: Redis down, queue full or shutting down.
     Unavailable,
+    /// 401: no valid bearer token (`jwt` mode).
+    Unauthorized,
+    /// 429: over the client address's or the buyer's rate limit.
+    RateLimited,
 }
 
 impl Reservation {
-    const ALL: [Reservation; 6] = [
+    const ALL: [Reservation; 8] = [
         Reservation::Accepted,
         Reservation::Replayed,
         Reservation::InsufficientStock,
         Reservation::PurchaseLimitReached,
         Reservation::Invalid,
         Reservation::Unavailable,
+        Reservation::Unauthorized,
+        Reservation::RateLimited,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -96,6 +103,8 @@ impl Reservation {
             Reservation::PurchaseLimitReached => "purchase_limit_reached",
             Reservation::Invalid => "invalid",
             Reservation::Unavailable => "unavailable",
+            Reservation::Unauthorized => "unauthorized",
+            Reservation::RateLimited => "rate_limited",
         }
     }
 }
@@ -162,6 +171,8 @@ pub struct WorkerMetrics {
     unavailable: [AtomicU64; UNAVAILABLE_REASONS.len()],
     /// Connections closed at accept, by the cap they were over (`limits::connections::Over`).
     connections_refused: [AtomicU64; 2],
+    /// Requests answered 429, by the limit (`limits::rate::Which`).
+    rate_limited: [AtomicU64; 2],
     expiries: AtomicU64,
     /// `reserve.lua` calls: reservation requests ÷ calls is the mean batch.
     reserve_calls: AtomicU64,
@@ -191,6 +202,9 @@ impl WorkerMetrics {
     pub fn connection_refused(&self, over: Over) {
         self.unavailable[Unavailable::TooManyConnections as usize].fetch_add(1, Relaxed);
         self.connections_refused[over as usize].fetch_add(1, Relaxed);
+    }
+    pub fn rate_limited(&self, which: Which) {
+        self.rate_limited[which as usize].fetch_add(1, Relaxed);
     }
     pub fn reserve_call(&self) {
         self.reserve_calls.fetch_add(1, Relaxed);
@@ -408,6 +422,18 @@ impl Collector for Sums {
             for (i, cap) in ["total", "per_ip"].iter().enumerate() {
                 let v = self.sum(|w| &w.connections_refused[i]);
                 ConstCounter::new(v).encode(m.encode_family(&[("cap", *cap)])?)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "rate_limited",
+                "Requests answered 429, by the limit that refused them",
+                None,
+                c.metric_type(),
+            )?;
+            for (i, limit) in ["address", "buyer"].iter().enumerate() {
+                let v = self.sum(|w| &w.rate_limited[i]);
+                ConstCounter::new(v).encode(m.encode_family(&[("limit", *limit)])?)?;
             }
         }
         let counters: [(&str, &str, u64); 4] = [

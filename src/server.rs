@@ -10,10 +10,12 @@
 //! commits it and stops. Exit code 0 when everything accepted was committed. A second signal
 //! exits at once (the Redis journal still holds whatever was not committed).
 
+use crate::auth::Verifier;
 use crate::commands;
-use crate::config::{Config, FD_RESERVE};
+use crate::config::{BuyerAuth, Config, FD_RESERVE};
 use crate::handoff::handoff;
 use crate::limits::connections::ConnectionLimits;
+use crate::limits::rate::RateLimits;
 use crate::metrics::Metrics;
 use crate::reader;
 use crate::redis::check;
@@ -129,6 +131,11 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         .max_connections
         .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1));
     let connections = ConnectionLimits::new(max_connections, cfg.max_connections_per_ip);
+    let verifier = match &cfg.buyer_auth {
+        BuyerAuth::None => None,
+        BuyerAuth::Jwt(jwt) => Some(Verifier::from_config(jwt).map_err(anyhow::Error::msg)?),
+    };
+    let rate_limits = RateLimits::new(cfg.rate_limit_ip, cfg.rate_limit_buyer);
 
     let workers = cfg.workers;
     let (tx, rx) = handoff::<WriterMsg>(cfg.queue_capacity);
@@ -141,6 +148,8 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         closer: closer.clone(),
         connections,
         database_id,
+        rate_limits,
+        verifier,
         cfg,
     });
 

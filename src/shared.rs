@@ -2,9 +2,11 @@
 //! health flags the writer sets and `/ready` reads, and the handle that closes the handoff.
 //! A leaf: the workers, the writer and the server read it; it imports none of them.
 
+use crate::auth::Verifier;
 use crate::config::Config;
 use crate::handoff::Closer;
 use crate::limits::connections::ConnectionLimits;
+use crate::limits::rate::RateLimits;
 use crate::metrics::Metrics;
 use crate::sync::{AtomicBool, Ordering};
 
@@ -23,6 +25,10 @@ pub struct Shared {
     pub closer: Closer,
     /// Connection caps, in all and per client address, across the workers.
     pub connections: std::sync::Arc<ConnectionLimits>,
+    /// Rate limits per client address and per buyer, across the workers.
+    pub rate_limits: RateLimits,
+    /// Verifies buyers' bearer tokens (`FLASHSALE_BUYER_AUTH=jwt`); `None` in `none` mode.
+    pub verifier: Option<Verifier>,
 }
 
 impl Shared {

@@ -17,15 +17,73 @@ pub mod webhook;
 
 use crate::http::request::Request;
 use crate::http::response::{ApiError, Response};
+use crate::limits::client::client_address;
+use crate::limits::rate::Which;
 use crate::metrics::Route;
 use crate::worker::ctx::Worker;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-/// Handles one request from the client at `peer`; every outcome, error or not, becomes a
-/// response here.
+/// An endpoint a request resolved to, with what its path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    ProductGet(&'a str),
+    OrderCreate,
+    OrderGet(&'a str),
+    Webhook,
+    Health,
+    Ready,
+    Metrics,
+}
+
+impl Endpoint<'_> {
+    pub fn route(self) -> Route {
+        match self {
+            Endpoint::ProductGet(_) => Route::ProductGet,
+            Endpoint::OrderCreate => Route::OrderCreate,
+            Endpoint::OrderGet(_) => Route::OrderGet,
+            Endpoint::Webhook => Route::Webhook,
+            Endpoint::Health => Route::Health,
+            Endpoint::Ready => Route::Ready,
+            Endpoint::Metrics => Route::Metrics,
+        }
+    }
+
+    /// Probes and scrapes, which rate limits never refuse.
+    fn is_operations(self) -> bool {
+        matches!(self, Endpoint::Health | Endpoint::Ready | Endpoint::Metrics)
+    }
+}
+
+/// The endpoint of a method and path, or why there is none (404, or 405 with `Allow`).
+pub fn resolve<'a>(method: &str, path: &'a str) -> Result<Endpoint<'a>, ApiError> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let mut parts = path.split('/');
+    let segs = (parts.next(), parts.next(), parts.next(), parts.next());
+    let (endpoint, allowed) = match segs {
+        (Some("api"), Some("products"), Some(id), None) => (Endpoint::ProductGet(id), "GET"),
+        (Some("api"), Some("orders"), None, None) => (Endpoint::OrderCreate, "POST"),
+        (Some("api"), Some("orders"), Some(r), None) => (Endpoint::OrderGet(r), "GET"),
+        (Some("api"), Some("payments"), Some("webhook"), None) => (Endpoint::Webhook, "POST"),
+        (Some("health"), None, None, None) => (Endpoint::Health, "GET"),
+        (Some("ready"), None, None, None) => (Endpoint::Ready, "GET"),
+        (Some("metrics"), None, None, None) => (Endpoint::Metrics, "GET"),
+        _ => return Err(ApiError::NotFound),
+    };
+    if method == allowed {
+        Ok(endpoint)
+    } else {
+        Err(ApiError::MethodNotAllowed(allowed))
+    }
+}
+
+/// Handles one request from the TCP peer `peer`; every outcome, error or not, becomes a
+/// response here. Requests that name no endpoint (404, 405) are counted under `other`.
 pub async fn handle(w: &Rc<Worker>, req: &Request<'_>, peer: IpAddr) -> Response {
-    let (route, result) = dispatch(w, req, peer).await;
+    let (route, result) = match resolve(req.method, req.path) {
+        Ok(endpoint) => (endpoint.route(), call(w, req, peer, endpoint).await),
+        Err(e) => (Route::Unknown, Err(e)),
+    };
     let resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -39,73 +97,32 @@ pub async fn handle(w: &Rc<Worker>, req: &Request<'_>, peer: IpAddr) -> Response
     resp
 }
 
-async fn dispatch(
+/// Runs an endpoint for the client behind `peer`, after its address's rate limit.
+async fn call(
     w: &Rc<Worker>,
     req: &Request<'_>,
-    client: IpAddr,
-) -> (Route, Result<Response, ApiError>) {
-    let path = req.path.strip_prefix('/').unwrap_or(req.path);
-    let mut parts = path.split('/');
-    let segs = (parts.next(), parts.next(), parts.next(), parts.next());
-    let get = req.method == "GET";
-    let post = req.method == "POST";
-    match segs {
-        (Some("api"), Some("products"), Some(id), None) => (
-            Route::ProductGet,
-            if get {
-                products::get(w, id).await
-            } else {
-                Err(ApiError::MethodNotAllowed("GET"))
-            },
-        ),
-        (Some("api"), Some("orders"), None, None) => (
-            Route::OrderCreate,
-            if post {
-                orders::create(w, req, client).await
-            } else {
-                Err(ApiError::MethodNotAllowed("POST"))
-            },
-        ),
-        (Some("api"), Some("orders"), Some(reference), None) => (
-            Route::OrderGet,
-            if get {
-                order_status::get(w, reference).await
-            } else {
-                Err(ApiError::MethodNotAllowed("GET"))
-            },
-        ),
-        (Some("api"), Some("payments"), Some("webhook"), None) => (
-            Route::Webhook,
-            if post {
-                webhook::handle(w, req).await
-            } else {
-                Err(ApiError::MethodNotAllowed("POST"))
-            },
-        ),
-        (Some("health"), None, None, None) => (
-            Route::Health,
-            if get {
-                Ok(ops::health())
-            } else {
-                Err(ApiError::MethodNotAllowed("GET"))
-            },
-        ),
-        (Some("ready"), None, None, None) => (
-            Route::Ready,
-            if get {
-                Ok(ops::ready(w).await)
-            } else {
-                Err(ApiError::MethodNotAllowed("GET"))
-            },
-        ),
-        (Some("metrics"), None, None, None) => (
-            Route::Metrics,
-            if get {
-                Ok(ops::metrics(w))
-            } else {
-                Err(ApiError::MethodNotAllowed("GET"))
-            },
-        ),
-        _ => (Route::Unknown, Err(ApiError::NotFound)),
+    peer: IpAddr,
+    endpoint: Endpoint<'_>,
+) -> Result<Response, ApiError> {
+    let trusted = &w.cfg().trusted_proxies;
+    let client = if trusted.is_empty() {
+        peer
+    } else {
+        client_address(peer, &req.forwarded_for, trusted)
+    };
+    if !endpoint.is_operations()
+        && let Err(secs) = w.shared().rate_limits.address(client)
+    {
+        w.metrics().rate_limited(Which::Address);
+        return Err(ApiError::RateLimited(secs));
+    }
+    match endpoint {
+        Endpoint::ProductGet(id) => products::get(w, id).await,
+        Endpoint::OrderCreate => orders::create(w, req, client).await,
+        Endpoint::OrderGet(reference) => order_status::get(w, req, reference).await,
+        Endpoint::Webhook => webhook::handle(w, req).await,
+        Endpoint::Health => Ok(ops::health()),
+        Endpoint::Ready => Ok(ops::ready(w).await),
+        Endpoint::Metrics => Ok(ops::metrics(w)),
     }
 }

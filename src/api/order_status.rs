@@ -1,8 +1,9 @@
 //! `GET /api/orders/{order_reference}`: from Redis while the order is live there (so it
 //! answers from the moment of the 202, before the row reaches PostgreSQL), else from
-//! PostgreSQL (`lifecycle::load::order`).
+//! PostgreSQL (`lifecycle::load::order`). In `jwt` mode only the order's buyer sees it.
 
 use crate::domain::{MAX_REFERENCE_LEN, OrderRecord};
+use crate::http::request::Request;
 use crate::http::response::{ApiError, Response};
 use crate::lifecycle::load::order;
 use crate::time::rfc3339_ms;
@@ -36,7 +37,12 @@ pub fn body(o: &OrderRecord) -> OrderBody<'_> {
     }
 }
 
-pub async fn get(w: &Worker, reference: &str) -> Result<Response, ApiError> {
+pub async fn get(w: &Worker, req: &Request<'_>, reference: &str) -> Result<Response, ApiError> {
+    // In `jwt` mode an order is its buyer's alone: anyone else is told it does not exist.
+    let buyer = match w.shared().verifier {
+        Some(_) => Some(w.buyer(req.authorization).map_err(ApiError::Unauthorized)?),
+        None => None,
+    };
     if reference.is_empty()
         || reference.len() > MAX_REFERENCE_LEN
         || !reference.bytes().all(|b| b.is_ascii_graphic())
@@ -44,7 +50,9 @@ pub async fn get(w: &Worker, reference: &str) -> Result<Response, ApiError> {
         return Err(ApiError::OrderNotFound);
     }
     match order(w, reference).await? {
-        Some(o) => Ok(Response::json(200, &body(&o))),
-        None => Err(ApiError::OrderNotFound),
+        Some(o) if buyer.is_none_or(|b| o.user_id.as_deref() == Some(&*b.sub)) => {
+            Ok(Response::json(200, &body(&o)))
+        }
+        _ => Err(ApiError::OrderNotFound),
     }
 }

@@ -1,8 +1,9 @@
 //! `POST /api/orders`: reserve stock.
 //!
-//! parse the body and the `Idempotency-Key` (400/422) → `lifecycle::reserve` (503 when the
-//! writer's queue is full, before anything is touched) → 202, or the 404/409/422 its outcome
-//! calls for. A replay of the same Idempotency-Key and body answers the first 202 again and
+//! the buyer (in `jwt` mode a bearer token's `sub`: 401 without one) → parse the body and the
+//! `Idempotency-Key` (400/422) → the buyer's rate limit (429) → `lifecycle::reserve` (503 when
+//! the writer's queue is full, before anything is touched) → 202, or the 404/409/422 its
+//! outcome calls for. A replay of the same Idempotency-Key and body answers the first 202 again and
 //! reserves nothing.
 
 use crate::api::json;
@@ -10,6 +11,7 @@ use crate::domain::{NewOrder, ProductId, ReserveOutcome};
 use crate::http::request::Request;
 use crate::http::response::{ApiError, FieldErrors, Response};
 use crate::lifecycle::reserve::reserve;
+use crate::limits::rate::Which;
 use crate::metrics::Reservation;
 use crate::time::rfc3339_ms;
 use crate::worker::ctx::Worker;
@@ -109,12 +111,39 @@ pub async fn create(
     req: &Request<'_>,
     client: IpAddr,
 ) -> Result<Response, ApiError> {
-    let result = match parse(&req.body, req.idempotency_key) {
-        Ok(order) => reserve(w, order, client).await.map_err(ApiError::from),
-        Err(e) => Err(e),
-    };
+    let result = reserve_for_buyer(w, req, client).await;
     w.metrics().reservation(metric(&result));
     result.and_then(respond)
+}
+
+/// Who the buyer is (the token's `sub` in `jwt` mode, else the body's `user_id`), the
+/// buyer's rate limit, then the reservation.
+async fn reserve_for_buyer(
+    w: &Rc<Worker>,
+    req: &Request<'_>,
+    client: IpAddr,
+) -> Result<ReserveOutcome, ApiError> {
+    let buyer = match w.shared().verifier {
+        Some(_) => Some(w.buyer(req.authorization).map_err(ApiError::Unauthorized)?),
+        None => None,
+    };
+    let mut order = parse(&req.body, req.idempotency_key)?;
+    if let Some(b) = buyer {
+        if order.user_id.as_deref().is_some_and(|u| u != &*b.sub) {
+            return Err(ApiError::field(
+                "user_id",
+                "The user id must be the buyer the bearer token names (its sub), or absent.",
+            ));
+        }
+        order.user_id = Some(b.sub.to_string());
+    }
+    if let Some(buyer) = order.user_id.as_deref()
+        && let Err(secs) = w.shared().rate_limits.buyer(buyer)
+    {
+        w.metrics().rate_limited(Which::Buyer);
+        return Err(ApiError::RateLimited(secs));
+    }
+    reserve(w, order, client).await.map_err(ApiError::from)
 }
 
 /// The metrics label of a reservation request's end.
@@ -126,6 +155,8 @@ fn metric(result: &Result<ReserveOutcome, ApiError>) -> Reservation {
         Ok(ReserveOutcome::LimitReached) => Reservation::PurchaseLimitReached,
         Ok(_) => Reservation::Invalid,
         Err(ApiError::Unavailable(_)) | Err(ApiError::Internal) => Reservation::Unavailable,
+        Err(ApiError::Unauthorized(_)) => Reservation::Unauthorized,
+        Err(ApiError::RateLimited(_)) => Reservation::RateLimited,
         Err(_) => Reservation::Invalid,
     }
 }

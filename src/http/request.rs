@@ -41,6 +41,11 @@ pub struct Request<'a> {
     pub http10: bool,
     pub idempotency_key: Option<&'a [u8]>,
     pub signature: Option<&'a [u8]>,
+    /// `Authorization` (a bearer token in `jwt` mode).
+    pub authorization: Option<&'a [u8]>,
+    /// Every `X-Forwarded-For` value, in the order received (read only behind trusted
+    /// proxies).
+    pub forwarded_for: Vec<&'a [u8]>,
 }
 
 /// Why a request is refused before routing. Every one of them closes the connection, since
@@ -361,6 +366,8 @@ struct HeadInfo {
     http10: bool,
     idempotency_key: Option<Range<usize>>,
     signature: Option<Range<usize>>,
+    authorization: Option<Range<usize>>,
+    forwarded_for: Vec<Range<usize>>,
     body: BodyKind,
     expect_continue: bool,
 }
@@ -377,6 +384,8 @@ impl HeadInfo {
             http10: self.http10,
             idempotency_key: self.idempotency_key.clone().map(|r| &buf[r]),
             signature: self.signature.clone().map(|r| &buf[r]),
+            authorization: self.authorization.clone().map(|r| &buf[r]),
+            forwarded_for: self.forwarded_for.iter().map(|r| &buf[r.clone()]).collect(),
         }
     }
 }
@@ -413,6 +422,8 @@ fn parse_head(buf: &[u8]) -> Result<HeadInfo, Refusal> {
     let mut expect_continue = false;
     let mut idempotency_key = None;
     let mut signature = None;
+    let mut authorization = None;
+    let mut forwarded_for = Vec::new();
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -453,6 +464,13 @@ fn parse_head(buf: &[u8]) -> Result<HeadInfo, Refusal> {
                 return Err(Refusal::BadRequest("Duplicate X-Payment-Signature header"));
             }
             signature = Some(h.value);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            if authorization.is_some() {
+                return Err(Refusal::BadRequest("Duplicate Authorization header"));
+            }
+            authorization = Some(h.value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for.push(range_in(buf, h.value));
         }
     }
 
@@ -485,6 +503,8 @@ fn parse_head(buf: &[u8]) -> Result<HeadInfo, Refusal> {
         http10: version == 0,
         idempotency_key: idempotency_key.map(|k| range_in(buf, k)),
         signature: signature.map(|v| range_in(buf, v)),
+        authorization: authorization.map(|v| range_in(buf, v)),
+        forwarded_for,
         body: body_kind,
         expect_continue,
     })

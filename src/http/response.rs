@@ -4,6 +4,7 @@
 //! Every error body is `{"message": ..., "code": ...}` (plus `errors` for validation) and
 //! carries no internal detail; infrastructure errors are logged where they are handled, once.
 
+use crate::auth::Rejected;
 use crate::domain::{Failure, Unavailable};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -26,6 +27,8 @@ pub struct Response {
     pub replayed: bool,
     /// `Allow` (405).
     pub allow: Option<&'static str>,
+    /// `WWW-Authenticate: Bearer` (401 of a request that needs a bearer token).
+    pub bearer_challenge: bool,
     /// Close the connection after this response whatever the client asked.
     pub close: bool,
 }
@@ -40,6 +43,7 @@ impl Response {
             retry_after: None,
             replayed: false,
             allow: None,
+            bearer_challenge: false,
             close: false,
         }
     }
@@ -52,6 +56,7 @@ impl Response {
             retry_after: None,
             replayed: false,
             allow: None,
+            bearer_challenge: false,
             close: false,
         }
     }
@@ -85,6 +90,9 @@ impl Response {
             out.extend_from_slice(b"\r\nAllow: ");
             out.extend_from_slice(a.as_bytes());
         }
+        if self.bearer_challenge {
+            out.extend_from_slice(b"\r\nWWW-Authenticate: Bearer");
+        }
         if !keep_alive || self.close {
             out.extend_from_slice(b"\r\nConnection: close");
         } else if http10 {
@@ -108,6 +116,7 @@ pub fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         413 => "Content Too Large",
         422 => "Unprocessable Content",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -124,6 +133,10 @@ pub enum ApiError {
     BadRequest(&'static str),
     MalformedJson,
     InvalidSignature,
+    /// No valid bearer token where one is required.
+    Unauthorized(Rejected),
+    /// Over a rate limit: retry after this many seconds.
+    RateLimited(u32),
     NotFound,
     ProductNotFound,
     OrderNotFound,
@@ -152,13 +165,14 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) | ApiError::MalformedJson => 400,
-            ApiError::InvalidSignature => 401,
+            ApiError::InvalidSignature | ApiError::Unauthorized(_) => 401,
             ApiError::NotFound | ApiError::ProductNotFound | ApiError::OrderNotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::RequestTimeout => 408,
             ApiError::InsufficientStock | ApiError::PurchaseLimitReached => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::Validation(_) | ApiError::IdempotencyKeyReused => 422,
+            ApiError::RateLimited(_) => 429,
             ApiError::HeadTooLarge => 431,
             ApiError::Internal => 500,
             ApiError::Unavailable(_) => 503,
@@ -170,6 +184,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::MalformedJson => "malformed_json",
             ApiError::InvalidSignature => "invalid_signature",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::NotFound => "not_found",
             ApiError::ProductNotFound => "product_not_found",
             ApiError::OrderNotFound => "order_not_found",
@@ -191,6 +207,12 @@ impl ApiError {
             ApiError::BadRequest(m) => m,
             ApiError::MalformedJson => "The request body must be a JSON object",
             ApiError::InvalidSignature => "Invalid signature",
+            ApiError::Unauthorized(Rejected::Missing) => {
+                "A bearer token is required (Authorization: Bearer <token>)"
+            }
+            ApiError::Unauthorized(Rejected::Expired) => "The bearer token has expired",
+            ApiError::Unauthorized(Rejected::Invalid) => "The bearer token is not valid",
+            ApiError::RateLimited(_) => "Too many requests; retry after the time in Retry-After",
             ApiError::NotFound => "Not found",
             ApiError::ProductNotFound => "Product not found",
             ApiError::OrderNotFound => "Order not found",
@@ -248,6 +270,8 @@ impl ApiError {
                 );
             }
             ApiError::MethodNotAllowed(allow) => r.allow = Some(allow),
+            ApiError::Unauthorized(_) => r.bearer_challenge = true,
+            ApiError::RateLimited(secs) => r.retry_after = Some(secs),
             ApiError::BadRequest(_)
             | ApiError::HeadTooLarge
             | ApiError::PayloadTooLarge

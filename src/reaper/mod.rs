@@ -67,6 +67,7 @@ pub async fn run(w: Rc<Worker>) {
         w.metrics().set_redis_pipeline(sent, writes);
         w.metrics().set_wheel_len(w.wheel_len());
         w.metrics().set_open_connections(w.open_connections());
+        w.shared().rate_limits.housekeeping(Duration::from_secs(1));
     }
 }
 

@@ -7,6 +7,7 @@
 //! `.await` (clippy's `await_holding_refcell_ref` is denied crate-wide): every method borrows
 //! and releases inside itself.
 
+use crate::auth::{Buyer, Rejected, TokenCache, bearer};
 use crate::config::Config;
 use crate::domain::{Failure, ProductId};
 use crate::handoff::HandoffTx;
@@ -74,6 +75,8 @@ pub struct Worker {
     loads: Flights<ProductId, Result<bool, Failure>>,
     /// Reservations waiting for their product's next `reserve.lua` call.
     reserve_queues: ReserveQueues,
+    /// Bearer tokens this worker verified (`jwt` mode).
+    tokens: TokenCache,
     /// The webhook HMAC, keyed once; cloned per request.
     mac: Hmac<Sha256>,
     /// Reservation hold in milliseconds.
@@ -122,6 +125,7 @@ impl Worker {
             known_products: RefCell::new(HashSet::new()),
             loads: Flights::default(),
             reserve_queues: ReserveQueues::default(),
+            tokens: TokenCache::default(),
             mac: <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
                 .expect("HMAC takes keys of any length"),
             hold_ms: cfg.hold.as_millis() as i64,
@@ -160,6 +164,17 @@ impl Worker {
 
     pub fn handoff(&self) -> &HandoffTx<WriterMsg> {
         &self.handoff
+    }
+
+    /// The buyer a request's `Authorization` header names (`jwt` mode), verified once per
+    /// token on this worker.
+    pub fn buyer(&self, authorization: Option<&[u8]>) -> Result<Buyer, Rejected> {
+        let Some(verifier) = &self.shared.verifier else {
+            return Err(Rejected::Invalid);
+        };
+        let token = bearer(authorization)?;
+        let now = crate::time::now_ms().max(0) as u64 / 1000;
+        self.tokens.buyer(verifier, token, now)
     }
 
     pub fn reader(&self) -> &ReaderTx {

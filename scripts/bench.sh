@@ -10,7 +10,7 @@
 #                                    target/release/flashsale (NEW), alternating (see below)
 #   scripts/bench.sh --attack        reservations and paced payment webhooks beside hostile
 #                                    clients, each attack in turn, against baselines without
-#                                    one (about 2.5 minutes with the defaults; see below)
+#                                    one (about 3 minutes with the defaults; see below)
 #   scripts/bench.sh --help
 #
 # What it does: installs wrk, ab (apache2-utils), curl and python3 (+ python3-matplotlib for
@@ -49,7 +49,7 @@
 # current binary (target/release/flashsale, built unless BENCH_BUILD=0, copied aside first)
 # with two legitimate loads for BENCH_DURATION seconds: wrk -t1 -c32 POST /api/orders on a
 # large-stock product (202s counted) and bench/webhooks.py paying, at BENCH_WEBHOOK_RATE a
-# second (default 200) over 4 keep-alive connections, orders it reserved on a second product
+# second (default 200) over 32 keep-alive connections, orders it reserved on a second product
 # before the load (and PostgreSQL wrote), each reference once, timing each webhook. Beside
 # them, from 2 s before the load to its end, one attack (or none: the baseline):
 #   chunks   4 connections (bench/attack.py chunks) each sending a chunked POST /api/orders
@@ -117,6 +117,9 @@ WEBHOOK_RATE=${BENCH_WEBHOOK_RATE:-200}
 ATTACK_IDLE_CONNS=${BENCH_ATTACK_IDLE_CONNS:-20000}
 ATTACK_WARMUP=2 # seconds an attack runs before the legitimate load starts
 WEBHOOK_SECRET=bench
+# --attack: keep-alive connections of the webhook client: enough that it keeps its pace while
+# webhooks take ~50 ms on average (as under attack on a 2-core VM); 8 fell behind by seconds.
+WEBHOOK_CONNS=32
 LARGE_STOCK=1000000000
 SELLOUT_STOCK=10000
 
@@ -251,8 +254,10 @@ clean_redis_keys() {
         return 0
     fi
     before=$(wc -l <"$keys")
-    # UNLINK in batches of 1000 keys, streamed through one connection.
-    awk -v n=1000 '{ b = b " " $0; if (++c == n) { print "UNLINK" b; b = ""; c = 0 } }
+    # UNLINK in batches of 200 keys, streamed through one connection: an inline command line
+    # must stay under Redis's 64 KiB limit (1000 keys of 66 characters did not, and Redis
+    # closed the connection when the line arrived in more than one read).
+    awk -v n=200 '{ b = b " " $0; if (++c == n) { print "UNLINK" b; b = ""; c = 0 } }
                    END { if (c) print "UNLINK" b }' "$keys" | redis --pipe >/dev/null ||
         warn "redis-cli --pipe failed while deleting keys"
     rm -f "$keys"
@@ -319,7 +324,10 @@ ensure_tools() {
     for t in wrk ab curl python3; do
         command -v "$t" >/dev/null 2>&1 || die "$t is still missing"
     done
-    PY=python3
+    # The interpreter itself, not a wrapper (pyenv's shim forks several processes first, up
+    # to seconds when the cores are saturated, which would shift cpu.py's window).
+    PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) || true
+    [[ -n $PY && -x $PY ]] || PY=python3
     command -v cargo >/dev/null 2>&1 || die "cargo is not installed (install Rust with rustup)"
 }
 
@@ -737,6 +745,194 @@ run_compare() {
     done
 }
 
+# ------------------------------------------------------------------ attack
+
+# sample_server PID FILE: the VmRSS (kB) of PID every 0.1 s, one a line, and every second
+# after it on the same line the number of its open descriptors, until PID ends or this
+# background job is killed.
+sample_server() {
+    local k v _ i=0 fds
+    while [[ -r /proc/$1/status ]]; do
+        while read -r k v _; do
+            if [[ $k == VmRSS: ]]; then
+                if ((i++ % 10 == 0)); then
+                    fds=("/proc/$1/fd"/*)
+                    printf '%s %s\n' "$v" "${#fds[@]}"
+                else
+                    printf '%s\n' "$v"
+                fi
+                break
+            fi
+        done <"/proc/$1/status" || break
+        sleep 0.1
+    done >"$2" 2>/dev/null
+}
+
+# stop_bg PID SIGNAL: sends SIGNAL to a background job of this script, waits for it (10 s,
+# then SIGKILL) and takes it out of BG_PIDS.
+stop_bg() {
+    local pid=$1 i p rest=()
+    kill -"$2" "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        problem "process $pid did not stop within 10 s of SIG$2; killed"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    for p in "${BG_PIDS[@]}"; do [[ $p == "$pid" ]] || rest+=("$p"); done
+    BG_PIDS=("${rest[@]}")
+}
+
+# await_bg PID SECS: waits up to SECS for a background job to end on its own, then stop_bg TERM.
+await_bg() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    stop_bg "$1" TERM
+}
+
+# kv LINE KEY: the value of KEY in a line of key=value pairs (empty when absent).
+kv() {
+    local words w
+    read -ra words <<<"$1"
+    for w in "${words[@]}"; do
+        if [[ ${w%%=*} == "$2" ]]; then
+            printf '%s' "${w#*=}"
+            return 0
+        fi
+    done
+}
+
+# One slot of --attack: a fresh server; the webhook client's orders reserved (and written to
+# PostgreSQL); SCENARIO's attack (none for baseline), then ATTACK_WARMUP s later the two
+# legitimate loads for DURATION s; the attack stopped. Measurements under a<N>.
+run_attack_slot() { # N SCENARIO
+    local n=$1 sc=$2 key=a$1 label large wprod refs apid='' wpid spid f line groups=()
+    local accepted res_rps rss_max fds wh o_p99 o_non2xx
+    label=$key-$sc
+    log "[attack] slot $n of ${#ATTACK_SEQ[@]}: $sc"
+    start_server "$label"
+    sleep 0.5
+    put "$key.scenario" "$sc"
+    put "$key.label" "$label"
+    put "$key.rss_idle_kb" "$(rss_kb)"
+    large=$(new_product "bench attack $n: orders" "$LARGE_STOCK")
+    wprod=$(new_product "bench attack $n: webhooks" "$LARGE_STOCK")
+    refs=$OUT/refs-$label.txt
+    drain_run "$OUT/reserve-$label.txt" "$wprod" -- "$PY" "$HELPERS/webhooks.py" reserve \
+        --addr "$ADDR" --product "$wprod" --count "$((WEBHOOK_RATE * (DURATION + 1)))" --out "$refs"
+
+    sample_server "$SERVER_PID" "$OUT/rss-$label.txt" &
+    spid=$!
+    BG_PIDS+=("$spid")
+    f=$OUT/attack-$label.txt
+    case $sc in
+    chunks)
+        "$PY" "$HELPERS/attack.py" chunks --addr "$ADDR" --conns 4 --piece 128 \
+            --warmup "$ATTACK_WARMUP" >"$f" 2>&1 &
+        apid=$!
+        ;;
+    idle)
+        "$PY" "$HELPERS/attack.py" idle --addr "$ADDR" --source 127.0.0.2 \
+            --conns "$ATTACK_IDLE_CONNS" --warmup "$ATTACK_WARMUP" >"$f" 2>&1 &
+        apid=$!
+        ;;
+    lookups)
+        # Stopped with SIGINT at the end of the load (wrk then prints its summary); the
+        # duration is only a bound.
+        wrk -t1 -c32 -d"$((ATTACK_WARMUP + DURATION + 60))s" --latency -s "$HELPERS/lookups.lua" \
+            "http://$ADDR" >"$f" 2>&1 &
+        apid=$!
+        ;;
+    baseline) ;;
+    *) die "unknown attack scenario $sc" ;;
+    esac
+    if [[ -n $apid ]]; then
+        BG_PIDS+=("$apid")
+        groups+=("attacker=$apid")
+    fi
+    sleep "$ATTACK_WARMUP" # in the baseline too, so every slot has the same timing
+    if [[ -n $apid ]] && ! kill -0 "$apid" 2>/dev/null; then
+        die "the $sc attacker exited before the load started: $(tail -n 5 "$f" | tr '\n' ' ')"
+    fi
+
+    log "[attack] $sc: POST /api/orders (product $large) wrk -t1 -c32 -d${DURATION}s, webhooks at $WEBHOOK_RATE/s (product $wprod)"
+    "$PY" "$HELPERS/webhooks.py" send --addr "$ADDR" --refs "$refs" --secret "$WEBHOOK_SECRET" \
+        --rate "$WEBHOOK_RATE" --conns "$WEBHOOK_CONNS" --duration "$DURATION" --latencies "$OUT/webhook-latencies-$label.txt" \
+        >"$OUT/webhooks-$label.txt" 2>"$OUT/webhooks-$label.err" &
+    wpid=$!
+    BG_PIDS+=("$wpid")
+    cpu_start "$OUT/cpu-$label.txt" "webhooks=$wpid" "${groups[@]}"
+    BENCH_PRODUCT_ID=$large wrk -t1 -c32 -d"${DURATION}s" --latency -s "$HELPERS/orders.lua" \
+        "http://$ADDR/api/orders" >"$OUT/wrk-$label.txt" 2>&1 || die "wrk failed (see $OUT/wrk-$label.txt)"
+    await_bg "$wpid" 15 # it stops on its own after DURATION s
+    cpu_end "$key.cpu"
+    if [[ -n $apid ]]; then
+        if [[ $sc == lookups ]]; then stop_bg "$apid" INT; else stop_bg "$apid" TERM; fi
+    fi
+    stop_bg "$spid" TERM
+    assert_alive "the $sc attack"
+
+    wrk_parse "$OUT/wrk-$label.txt"
+    accepted=$((W_REQ - W_NON2XX))
+    res_rps=$(awk -v r="$W_RPS" -v n="$W_REQ" -v a="$accepted" 'BEGIN { printf "%.2f", (n > 0 ? r * a / n : 0) }')
+    put "$key.res_rps" "$res_rps"
+    put "$key.rps" "$W_RPS"
+    put "$key.p50" "$W_P50"
+    put "$key.p99" "$W_P99"
+    put "$key.non2xx" "$W_NON2XX"
+    put "$key.sockerr" "$W_SOCKERR"
+    o_p99=$W_P99 o_non2xx=$W_NON2XX
+    wh=$(grep -m1 '^sent=' "$OUT/webhooks-$label.txt" || true)
+    [[ -n $wh ]] || die "webhooks.py printed no result (see $OUT/webhooks-$label.txt and .err)"
+    put "$key.webhooks" "$wh"
+    [[ ! -s $OUT/webhooks-$label.err ]] ||
+        problem "[$label] webhooks.py: $(head -c 300 "$OUT/webhooks-$label.err")"
+    case $sc in
+    baseline) line='' ;;
+    lookups)
+        wrk_parse "$f"
+        line="rps=$W_RPS requests=$W_REQ non2xx=$W_NON2XX sockerr=$W_SOCKERR p99_ms=$W_P99"
+        line+=" statuses=$(awk '/^LOOKUP_STATUSES/ { print $2 }' "$f")"
+        ;;
+    *)
+        line=$(grep -m1 '^seconds=' "$f" || true)
+        [[ -n $line ]] || problem "[$label] the attacker printed no result: $(tail -n 3 "$f" | tr '\n' ' ')"
+        ;;
+    esac
+    put "$key.attack" "${line:-none}"
+    read -r rss_max fds < <(awk '$1 > m { m = $1 }
+        NF > 1 { if (!n) first = $2; n++; sum += $2; if ($2 > fm) fm = $2 }
+        END { printf "%d before:%d,average:%.0f,max:%d\n", m, first, (n ? sum / n : 0), fm }' "$OUT/rss-$label.txt")
+    put "$key.rss_max_kb" "$rss_max"
+    put "$key.fds" "$fds"
+    log "[attack] $sc: $res_rps reservations/s (orders p99 $o_p99 ms, non-2xx $o_non2xx); webhooks: $(kv "$wh" paid) paid of $(kv "$wh" sent), p50 $(kv "$wh" p50_ms) ms, p99 $(kv "$wh" p99_ms) ms; server RSS max $rss_max kB; attack: ${line:-none}"
+    stop_server
+}
+
+# Baseline, then for each of RUNS rounds the three attacks (reversed in even rounds) and a
+# baseline: every attack slot lies between two baselines.
+run_attack() {
+    local r n=0 sc
+    ATTACK_SEQ=(baseline)
+    for ((r = 1; r <= RUNS; r++)); do
+        if ((r % 2)); then ATTACK_SEQ+=(chunks idle lookups baseline); else ATTACK_SEQ+=(lookups idle chunks baseline); fi
+    done
+    put attack.slots "${#ATTACK_SEQ[@]}"
+    put attack.webhook_rate "$WEBHOOK_RATE"
+    put attack.idle_conns "$ATTACK_IDLE_CONNS"
+    put attack.warmup "$ATTACK_WARMUP"
+    for sc in "${ATTACK_SEQ[@]}"; do
+        n=$((n + 1))
+        run_attack_slot "$n" "$sc"
+    done
+}
+
 # ------------------------------------------------------------------ soak
 
 run_soak() {
@@ -814,7 +1010,7 @@ main() {
     log "starting PostgreSQL and Redis (scripts/services.sh)"
     DATABASE_URL=$BENCH_DATABASE_URL REDIS_URL=$REDIS_URL "$REPO_ROOT/scripts/services.sh" start >&2
     SERVICES_UP=1
-    [[ -n $COMPARE_OLD ]] || find_mpl_python # --compare draws no chart
+    [[ -n $COMPARE_OLD ]] || ((ATTACK)) || find_mpl_python # --compare and --attack draw no chart
 
     local t_build=$SECONDS
     if [[ ${BENCH_BUILD:-1} == 0 ]]; then
@@ -835,6 +1031,12 @@ main() {
     cp -p "$BUILT_BIN" "$BIN"
     BUILD_INFO="binary built $(date -u -r "$BUILT_BIN" +%Y-%m-%dT%H:%M:%SZ), $(checkout_info)"
     put build "$BUILD_INFO"
+    if [[ ${BENCH_BUILD:-1} == 0 ]]; then
+        local newer
+        newer=$(find "$REPO_ROOT/src" "$REPO_ROOT/lua" "$REPO_ROOT/migrations" "$REPO_ROOT/Cargo.toml" \
+            "$REPO_ROOT/Cargo.lock" -type f -newer "$BUILT_BIN" 2>/dev/null | sed "s|^$REPO_ROOT/||" | sort)
+        [[ -z $newer ]] || problem "BENCH_BUILD=0 and ${BUILT_BIN#"$REPO_ROOT"/} is older than $(wc -l <<<"$newer") file(s) of the checkout ($(head -n 3 <<<"$newer" | tr '\n' ' ')...): the figures are those of an older build"
+    fi
     local compare_info=''
     if [[ -n $COMPARE_OLD ]]; then
         NEW_BIN=$BIN
@@ -870,6 +1072,9 @@ main() {
     elif [[ -n $COMPARE_OLD ]]; then
         run_compare
         header="## flashsale A/B comparison: OLD against NEW, alternating ($TS)"
+    elif ((ATTACK)); then
+        run_attack
+        header="## flashsale under attack: legitimate load beside hostile clients ($TS)"
     else
         run_driver io_uring io_uring_extras
         run_driver epoll "" MONOIO_FORCE_LEGACY_DRIVER=1
@@ -883,6 +1088,15 @@ main() {
     elif [[ -n $COMPARE_OLD ]]; then
         table=$("$PY" "$HELPERS/report.py" compare-table "$MEAS")
         table+=$'\n\n'$("$PY" "$HELPERS/report.py" cpu-table "$MEAS" old new)
+    elif ((ATTACK)); then
+        table=$("$PY" "$HELPERS/report.py" attack-table "$MEAS" "$OUT")
+        local sc verdict
+        while read -r sc verdict; do
+            [[ $verdict == PASS ]] || {
+                FAILED=1
+                problem "--attack: $sc $verdict against the targets"
+            }
+        done < <("$PY" "$HELPERS/report.py" attack-verdicts "$MEAS")
     else
         table=$("$PY" "$HELPERS/report.py" table "$MEAS")
         table+=$'\n\n'$("$PY" "$HELPERS/report.py" cpu-table "$MEAS")
@@ -894,6 +1108,11 @@ main() {
             printf 'Machine: %s.\n%s\n\n%s\n\n' "$MACHINE" "$note" "$compare_info"
             # shellcheck disable=SC2016 # Markdown code spans, not command substitutions
             printf 'Settings: %s round(s); in each, each binary serves one slot: a fresh server (own Redis key prefix, a new product with %s units, io_uring driver), then `GET /health` and `POST /api/orders` with wrk -t1 -c64 -d%ss, reservations (202s) counted. Order: OLD first in odd rounds, NEW first in even ones. Same database for all slots (migrated by NEW). Server RUST_LOG=flashsale=warn, default FLASHSALE_* settings unless set in the environment.\n\n' "$RUNS" "$LARGE_STOCK" "$DURATION"
+        elif ((ATTACK)); then
+            printf 'Machine: %s.\n%s\n\nBuild: %s.\n\n' "$MACHINE" "$note" "$BUILD_INFO"
+            # shellcheck disable=SC2016 # Markdown code spans, not command substitutions
+            printf 'Settings: %s slot(s), each a fresh server (own Redis key prefix, io_uring driver, default FLASHSALE_* settings unless set in the environment, RUST_LOG=flashsale=warn) with two legitimate loads for %s s: `POST /api/orders` qty 1 with wrk -t1 -c32 on a product with %s units (reservations = 202s), and `POST /api/payments/webhook` (success, signed) at %s/s over %s keep-alive connections for orders reserved on a second product before the load, each once. The attack of the slot runs from %s s before the load to its end: chunks = 4 connections sending an endless chunk extension in 128-byte writes, reconnecting when closed; idle = %s silent connections from 127.0.0.2 (fewer if the open-file limit says so), reopened when closed; lookups = wrk -t1 -c32 on unknown orders and products. Targets: reservations/s ≥ 0.90× and webhook p99 ≤ 2× the mean of the baselines just before and after the slot, and every webhook paid.\n\n' \
+                "$(grep -m1 $'^attack.slots\t' "$MEAS" | cut -f2)" "$DURATION" "$LARGE_STOCK" "$WEBHOOK_RATE" "$WEBHOOK_CONNS" "$ATTACK_WARMUP" "$ATTACK_IDLE_CONNS"
         else
             printf 'Machine: %s.\n%s\n\nBuild: %s.\n\n' "$MACHINE" "$note" "$BUILD_INFO"
             if [[ -z $SOAK_MINUTES ]]; then
@@ -910,7 +1129,7 @@ main() {
     } >"$OUT/results.md"
     cat "$OUT/results.md"
 
-    if [[ -n $COMPARE_OLD ]]; then
+    if [[ -n $COMPARE_OLD ]] || ((ATTACK)); then
         : # no chart: the table is the result
     elif [[ -n $MPL_PY ]]; then
         if [[ -n $SOAK_MINUTES ]]; then

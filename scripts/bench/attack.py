@@ -12,23 +12,28 @@ server answers (431 expected after 16 KiB) or closes, the connection is closed a
 opened at once.
 
 idle: --conns connections from --source (bound before connect, to a source port this script
-picks: the oldest one free of 1024-65535) that never send a byte. Whenever the server closes one (503
-over the per-address cap, or silence at its header timeout) or a connect fails, a new one is
-opened at once (after 10 ms if sockets cannot be created at all). The open-file limit is
-raised to the hard limit first, and --conns lowered to fit under it.
+picks: the oldest one free of 1024-65535) that never send a byte. Whenever the server closes
+one (503 over the per-address cap, or silence at its header timeout) or a connect fails, a
+new one is opened at once (after 10 ms if sockets cannot be created at all). The open-file
+limit is raised to the hard limit first, and --conns lowered to fit under it.
 
 Both run until SIGTERM or SIGINT (or --max-seconds, or their parent exits), then print one
 line of key=value pairs on stdout about the time after --warmup (the figures named total_*
 cover the whole run):
 
-    chunks: seconds= conns= closed= answers= statuses=431:n;... bytes= bytes_per_s=
-            sends= sends_per_s= conns_per_s= bytes_per_conn= total_conns=
-    idle:   seconds= target= held_avg= held_max= connecting_avg= connects= connects_per_s=
-            refused= silent_closes= resets= other_answers= connect_errors= total_refused=
+    chunks: seconds= conns= closed= answers= bytes= sends= total_conns= statuses=431:n;...
+            bytes_per_s= sends_per_s= conns_per_s= bytes_per_conn= bytes_per_conn_max=
 
-held counts sockets whose connect completed and that the server has not closed yet (sampled
-every 100 ms); refused counts 503 answers; silent_closes counts closes without a byte (the
-header timeout).
+bytes_per_conn counts what send() took on a connection before it closed: the server read at
+most 16 KiB of it, the rest sat in the kernel's socket buffers.
+    idle:   seconds= target= held_avg= held_max= connecting_avg= connects= refused=
+            silent_closes= resets= other_answers= connect_errors= total_refused=
+            total_connects= connects_per_s= refused_per_s=
+
+held counts sockets whose connect completed (so the server's kernel holds them, admitted or in
+the accept queue) and that this script has not seen closed yet, connecting those whose
+handshake is not done (SYN dropped while the accept queue is full); both sampled every 100 ms.
+refused counts 503 answers; silent_closes counts closes without a byte (the header timeout).
 """
 
 import argparse
@@ -36,6 +41,7 @@ import collections
 import errno
 import os
 import resource
+import select
 import selectors
 import signal
 import socket
@@ -202,72 +208,72 @@ def idle(a):
         target = max(0, limit - 64)
         print(f"attack.py idle: open-file limit {limit}: holding at most {target} connections",
               file=sys.stderr)
-    sel = selectors.DefaultSelector()
+    ep = select.epoll()
     run = Run(a.warmup, a.max_seconds)
     st = {"connects": 0, "refused": 0, "silent_closes": 0, "resets": 0, "other_answers": 0,
           "connect_errors": 0, "total_refused": 0, "total_connects": 0}
     live = {"held": 0, "connecting": 0}
     samples_held, samples_connecting = [], []
     deficit = 0  # sockets that could not be created; retried every 10 ms
+    conns = {}  # fd -> [socket, state ("connecting" or "held"), source port]
 
     # Source ports are handed out here, oldest free first, not by the kernel: its search for
     # a free ephemeral port slows to milliseconds per connect once half the range is taken.
     # The source address is the attacker's own, so only its own sockets hold these ports.
     free_ports = collections.deque(range(1024, 65536))
-    port_of = {}
 
     def open_one():
         try:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         except OSError:
             return False
+        p = None
         try:
             s.setblocking(False)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             for _ in range(64):
                 if not free_ports:
-                    raise OSError(errno.EADDRNOTAVAIL, "no free source port")
+                    break
                 p = free_ports.popleft()
                 try:
                     s.bind((a.source, p))
                     break
                 except OSError:
-                    continue  # taken by another program (e.g. a listener on 0.0.0.0): dropped
-            else:
-                raise OSError(errno.EADDRNOTAVAIL, "no bindable source port")
-            port_of[s] = p
+                    p = None  # taken by another program (e.g. a listener on 0.0.0.0): dropped
+            if p is None:
+                raise OSError(errno.EADDRNOTAVAIL, "no free source port")
             err = s.connect_ex((host, port))
         except OSError:
-            release(s)
+            s.close()
+            if p is not None:
+                free_ports.append(p)
             return False
         st["total_connects"] += 1
-        if run.measuring(time.monotonic()):
+        measuring = run.measuring(time.monotonic())
+        if measuring:
             st["connects"] += 1
         if err not in (0, errno.EINPROGRESS):
-            release(s)
-            if run.measuring(time.monotonic()):
+            s.close()
+            free_ports.append(p)
+            if measuring:
                 st["connect_errors"] += 1
             return False
-        sel.register(s, selectors.EVENT_WRITE, "connecting")
+        conns[s.fileno()] = [s, "connecting", p]
+        ep.register(s.fileno(), select.EPOLLOUT)
         live["connecting"] += 1
         return True
 
-    def release(s):
-        p = port_of.pop(s, None)
+    def close(fd):
+        s, state, p = conns.pop(fd)
+        ep.unregister(fd)
         s.close()
-        if p is not None:
-            free_ports.append(p)
-
-    def close(s, state):
-        sel.unregister(s)
-        release(s)
+        free_ports.append(p)
         live[state] -= 1
 
     for _ in range(target):
         if not open_one():
             deficit += 1
-    next_sample = time.monotonic()
-    next_retry = next_sample
+    next_sample = next_retry = time.monotonic()
     while True:
         now = time.monotonic()
         if not run.going(now):
@@ -276,22 +282,27 @@ def idle(a):
             if run.measuring(now):
                 samples_held.append(live["held"])
                 samples_connecting.append(live["connecting"])
-            next_sample += SAMPLE_EVERY
+            next_sample = max(next_sample + SAMPLE_EVERY, now)
         if deficit and now >= next_retry:
             for _ in range(deficit):
                 if open_one():
                     deficit -= 1
             next_retry = now + 0.01
-        for key, _ in sel.select(timeout=0.01 if deficit else SAMPLE_EVERY):
-            s = key.fileobj
+        # Few events at a time, so the sampling above keeps its pace.
+        for fd, _ in ep.poll(0.01 if deficit else SAMPLE_EVERY, 256):
+            c = conns.get(fd)
+            if c is None:
+                continue
+            s = c[0]
             measuring = run.measuring(time.monotonic())
-            if key.data == "connecting":
+            if c[1] == "connecting":
                 if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                    close(s, "connecting")
+                    close(fd)
                     if measuring:
                         st["connect_errors"] += 1
                 else:
-                    sel.modify(s, selectors.EVENT_READ, "held")
+                    c[1] = "held"
+                    ep.modify(fd, select.EPOLLIN)
                     live["connecting"] -= 1
                     live["held"] += 1
                     continue
@@ -302,7 +313,7 @@ def idle(a):
                         "refused" if status_of(got) == "503" else "other_answers")
                 except OSError:
                     what = "resets"
-                close(s, "held")
+                close(fd)
                 if what == "refused":
                     st["total_refused"] += 1
                 if measuring:
@@ -322,6 +333,8 @@ def idle(a):
         f"connects_per_s={st['connects'] / secs:.0f}",
         f"refused_per_s={st['refused'] / secs:.0f}",
     ]), flush=True)
+    for c in conns.values():
+        c[0].close()
 
 
 def main():

@@ -10,6 +10,9 @@
                                    (default: io_uring epoll)
     report.py compare-table TSV -> the Markdown table of a --compare run (KEYs old and new)
     report.py soak-table TSV    -> the Markdown table of a --soak run (stdout)
+    report.py attack-table TSV [DIR] -> the Markdown tables of an --attack run (DIR: where the
+                                   servers' /metrics snapshots are)
+    report.py attack-verdicts TSV -> "attack PASS|FAIL", one line per attack
     report.py chart TSV PNG     -> throughput and latency chart (needs matplotlib)
     report.py soak-chart TSV RSS_TSV PNG -> RSS over time of a --soak run
 
@@ -482,6 +485,258 @@ def compare_table(path):
           f"NEW {spread('new', 'ratio', lambda x: f_x(x, 3))}.")
 
 
+# ------------------------------------------------------------------- attack
+
+ATTACKS = ("chunks", "idle", "lookups")
+ATTACK_NAMES = {
+    "baseline": "baseline (no attack)",
+    "chunks": "endless chunk extension, 4 conns",
+    "idle": "idle-connection flood from 127.0.0.2",
+    "lookups": "lookup flood, wrk -c32",
+}
+RES_TARGET, P99_TARGET = 0.90, 2.0
+
+
+def kv_line(text):
+    """'a=1 b=x' -> {'a': '1', 'b': 'x'}; numbers stay strings."""
+    out = {}
+    for w in (text or "").split():
+        k, sep, v = w.partition("=")
+        if sep:
+            out[k] = v
+    return out
+
+
+def fnum(d, k):
+    try:
+        x = float(d.get(k, ""))
+    except ValueError:
+        return None
+    return None if x != x else x  # NaN -> None
+
+
+def attack_slots(path):
+    """One dict per slot of an --attack run, in order, with its baseline reference (the mean
+    of the nearest baseline slots before and after it) and its verdict."""
+    m = M(load(path))
+    n = int(m.med("attack.slots") or 0)
+    slots = []
+    for i in range(1, n + 1):
+        k = f"a{i}"
+        wh = kv_line(m.raw(f"{k}.webhooks"))
+        s = {
+            "n": i,
+            "sc": m.raw(f"{k}.scenario") or "?",
+            "label": m.raw(f"{k}.label") or "",
+            "res": m.med(f"{k}.res_rps"),
+            "p99": m.med(f"{k}.p99"),
+            "non2xx": m.med(f"{k}.non2xx"),
+            "sockerr": m.med(f"{k}.sockerr"),
+            "wh": wh,
+            "wp50": fnum(wh, "p50_ms"),
+            "wp99": fnum(wh, "p99_ms"),
+            "sent": fnum(wh, "sent"),
+            "ok": fnum(wh, "ok"),
+            "paid": fnum(wh, "paid"),
+            "attack": kv_line(m.raw(f"{k}.attack")),
+            "rss_idle": m.med(f"{k}.rss_idle_kb"),
+            "rss_max": m.med(f"{k}.rss_max_kb"),
+            "fds": (m.raw(f"{k}.fds") or DASH).replace(":", " ").replace(",", ", "),
+            "cpu": {},
+            "statuses": m.raw(f"{m.raw(f'{k}.label')}.m.statuses"),
+        }
+        cpu = m.raw(f"{k}.cpu") or ""
+        try:
+            s["cpu"] = {g: float(v) for g, v in (kv.split("=") for kv in cpu.split(";") if kv)}
+        except ValueError:
+            s["cpu"] = {}
+        slots.append(s)
+    for i, s in enumerate(slots):
+        s["ref_res"] = s["ref_p99"] = None
+        s["ratio"] = s["p99_ratio"] = s["verdict"] = None
+        if s["sc"] == "baseline":
+            continue
+        near = [b for b in (next((x for x in reversed(slots[:i]) if x["sc"] == "baseline"), None),
+                            next((x for x in slots[i + 1:] if x["sc"] == "baseline"), None)) if b]
+        res = [b["res"] for b in near if b["res"] is not None]
+        p99 = [b["wp99"] for b in near if b["wp99"] is not None]
+        s["refs"] = [b["n"] for b in near]
+        s["ref_res"] = statistics.mean(res) if res else None
+        s["ref_p99"] = statistics.mean(p99) if p99 else None
+        if s["res"] is not None and s["ref_res"]:
+            s["ratio"] = s["res"] / s["ref_res"]
+        if s["wp99"] is not None and s["ref_p99"]:
+            s["p99_ratio"] = s["wp99"] / s["ref_p99"]
+        s["all_paid"] = bool(s["sent"]) and s["paid"] == s["sent"]
+        s["verdict"] = verdict(s["ratio"], s["p99_ratio"], s["all_paid"])
+    return m, slots
+
+
+def verdict(ratio, p99_ratio, all_paid):
+    if ratio is None or p99_ratio is None:
+        return "FAIL"
+    return "PASS" if ratio >= RES_TARGET and p99_ratio <= P99_TARGET and all_paid else "FAIL"
+
+
+def attack_summary(slots):
+    """{scenario: (mean ratio, mean p99 ratio, all paid, verdict, runs)} for each attack run."""
+    out = {}
+    for sc in ATTACKS:
+        runs = [s for s in slots if s["sc"] == sc]
+        if not runs:
+            continue
+        rs = [s["ratio"] for s in runs if s["ratio"] is not None]
+        ps = [s["p99_ratio"] for s in runs if s["p99_ratio"] is not None]
+        r = statistics.mean(rs) if len(rs) == len(runs) else None
+        p = statistics.mean(ps) if len(ps) == len(runs) else None
+        paid = all(s["all_paid"] for s in runs)
+        out[sc] = (r, p, paid, verdict(r, p, paid), runs)
+    return out
+
+
+def server_view(outdir, label):
+    """What the server counted in a slot (its /metrics at the end): answers other than 2xx by
+    status, 503s by cause, connections refused at accept."""
+    if not outdir or not label:
+        return ""
+    try:
+        text = open(f"{outdir}/metrics-{label}.txt", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return ""
+    ms = parse_metrics(text)
+    st = {}
+    for n, lb, v in ms:
+        if n.endswith("http_requests_total") and v and not lb.get("status", "").startswith("2"):
+            st[lb.get("status", "?")] = st.get(lb.get("status", "?"), 0) + v
+    parts = [f"{k}×{int(v):,}" for k, v in sorted(st.items()) if k != "503"]
+    why = {lb.get("reason", "?"): v for n, lb, v in ms if n.endswith("unavailable_responses_total") and v}
+    if why:
+        parts.append("503: " + ", ".join(f"{k} ×{int(v):,}" for k, v in sorted(why.items())))
+    refused = {lb.get("cap", "?"): v for n, lb, v in ms if n.endswith("connections_refused_total") and v}
+    if refused:
+        parts.append("connections refused at accept: "
+                     + ", ".join(f"{k} ×{int(v):,}" for k, v in sorted(refused.items())))
+    return "; ".join(parts)
+
+
+def attack_intensity(s):
+    a = s["attack"]
+    if s["sc"] == "chunks":
+        return (f"{(fnum(a, 'bytes_per_s') or 0) / 1e6:,.1f} MB/s in {fnum(a, 'sends_per_s') or 0:,.0f} "
+                f"sends/s; {fnum(a, 'conns_per_s') or 0:,.0f} conns/s closed by the server "
+                f"(answers seen: {a.get('statuses', DASH).replace(';', ', ').replace(':', '×')})")
+    if s["sc"] == "idle":
+        return (f"{fnum(a, 'target') or 0:,.0f} sockets: connected and not seen closed "
+                f"{fnum(a, 'held_avg') or 0:,.0f} on average (max {fnum(a, 'held_max') or 0:,.0f}; "
+                f"the accept queue and unread 503s count), {fnum(a, 'connecting_avg') or 0:,.0f} "
+                f"still connecting; server descriptors {s['fds']}; refused (503) {fnum(a, 'refused') or 0:,.0f} "
+                f"({fnum(a, 'refused_per_s') or 0:,.0f}/s); closed silently {fnum(a, 'silent_closes') or 0:,.0f}; "
+                f"connects {fnum(a, 'connects_per_s') or 0:,.0f}/s, failed {fnum(a, 'connect_errors') or 0:,.0f}")
+    if s["sc"] == "lookups":
+        st = a.get("statuses", "") or DASH
+        return (f"{fnum(a, 'rps') or 0:,.0f} req/s, p99 {f_ms(fnum(a, 'p99_ms'))}; statuses "
+                f"{st.replace(',', ', ').replace('=', '×')}")
+    return DASH
+
+
+def cpu_cell(s):
+    c = s["cpu"]
+    if not c:
+        return DASH
+    server = sum(c.get(g, 0.0) for g in ("workers", "writer", "server_other"))
+    att = c.get("attacker")
+    return f"{server:.0f}% / {DASH if att is None else f'{att:.0f}%'} / {c.get('other', 0.0):.0f}%"
+
+
+def attack_table(path, outdir=None):
+    m, slots = attack_slots(path)
+    summary = attack_summary(slots)
+
+    def ratio(x, digits=2):
+        return DASH if x is None else f"{x:.{digits}f}×"
+
+    rows = []
+    for s in slots:
+        base = s["sc"] == "baseline"
+        wh = s["wh"]
+        rows.append([
+            str(s["n"]),
+            ATTACK_NAMES.get(s["sc"], s["sc"]),
+            f_rps(s["res"]),
+            DASH if base else ratio(s["ratio"]),
+            f_ms(s["p99"]),
+            f"{f_ms(s['wp50'])} / {f_ms(s['wp99'])}",
+            DASH if base else ratio(s["p99_ratio"]),
+            f"{f_int(s['ok'])} / {f_int(s['sent'])}",
+            attack_intensity(s),
+            f_mib(s["rss_max"]),
+            cpu_cell(s),
+            DASH if base else f"**{s['verdict']}**",
+        ])
+    print("Every slot: a fresh server, reservations (`POST /api/orders`, wrk -t1 -c32, 202s only) and "
+          "paced signed payment webhooks at the same time, beside the slot's attack. ÷ baseline: "
+          "against the mean of the baseline slots just before and after it. Webhook latency: from "
+          "writing the request to reading the whole answer (200 after the PostgreSQL commit). "
+          "RSS max: the server's VmRSS sampled every 0.1 s from the attack's start to the load's end. "
+          "CPU: % of one core over the middle of the load (bench/cpu.py) used by the server's threads / "
+          "the attacker / other processes (not the server, Redis, PostgreSQL, wrk or the bench's "
+          "clients: kernel threads such as ksoftirqd, and other work on the machine); the "
+          "attackers share the two cores with everything else.\n")
+    print(md_table(["#", "scenario", "reservations/s", "÷ baseline", "orders p99", "webhook p50 / p99",
+                    "p99 ÷ baseline", "webhooks 200 / sent", "attack intensity",
+                    "server RSS max", "CPU server / attacker / other", "verdict"], rows))
+
+    srows = []
+    for sc, (r, p, paid, v, runs) in summary.items():
+        srows.append([ATTACK_NAMES[sc], str(len(runs)),
+                      f"{ratio(r)} ({', '.join(ratio(s['ratio']) for s in runs)})",
+                      f"{ratio(p)} ({', '.join(ratio(s['p99_ratio']) for s in runs)})",
+                      "yes" if paid else "**no**",
+                      f_mib(max((s["rss_max"] for s in runs if s["rss_max"] is not None), default=None)),
+                      f"**{v}**"])
+    print(f"\nPer attack: the mean of its slots against the targets (reservations/s ≥ {RES_TARGET:.2f}× "
+          f"and webhook p99 ≤ {P99_TARGET:.0f}× the baseline, every webhook paid).\n")
+    print(md_table(["attack", "slots", "reservations/s ÷ baseline (slots)",
+                    "webhook p99 ÷ baseline (slots)", "all webhooks paid", "server RSS max",
+                    "verdict"], srows))
+
+    bases = [s for s in slots if s["sc"] == "baseline"]
+    res = [s["res"] for s in bases if s["res"] is not None]
+    p99 = [s["wp99"] for s in bases if s["wp99"] is not None]
+    notes = []
+    if res:
+        spread = max(res) / min(res)
+        notes.append(f"Baselines (drift over the run): reservations/s {', '.join(f_rps(x) for x in res)} "
+                     f"(max ÷ min {spread:.2f}); webhook p99 {', '.join(f_ms(x) for x in p99)}."
+                     + (f" The baselines differ by more than the {1 - RES_TARGET:.0%} the reservations "
+                        "target allows: the machine was too noisy for the verdicts to tell the attacks "
+                        "apart from the noise; run again when it is quiet." if spread > 1 / RES_TARGET else ""))
+    late = [fnum(s["wh"], "late_max_ms") for s in slots]
+    if any(x is not None for x in late):
+        notes.append("Webhook client pacing, latest start after its due time per slot: "
+                     + ", ".join(f_ms(x) for x in late) + " (large values: the client itself was short of CPU "
+                     f"or all its {slots[0]['wh'].get('conns', '?')} connections busy; latency counted "
+                     "from the due time instead, p99 per slot: "
+                     + ", ".join(f_ms(fnum(s["wh"], "sched_p99_ms")) for s in slots) + ").")
+    orders = [f"{s['n']}: {f_int(s['non2xx'])}" + (f" (socket errors {f_int(s['sockerr'])})" if s["sockerr"] else "")
+              for s in slots if s["non2xx"] or s["sockerr"]]
+    notes.append("Non-2xx answers to the legitimate `POST /api/orders` per slot: "
+                 + ("; ".join(orders) if orders else "none") + ".")
+    for s in slots:
+        view = server_view(outdir, s["label"])
+        if view:
+            notes.append(f"Server /metrics, slot {s['n']} ({s['sc']}): {view}.")
+    print()
+    for n in notes:
+        print(f"- {n}")
+
+
+def attack_verdicts(path):
+    _, slots = attack_slots(path)
+    for sc, (_, _, _, v, _) in attack_summary(slots).items():
+        print(f"{sc} {v}")
+
+
 # -------------------------------------------------------------------- chart
 
 def chart(path, png):
@@ -570,6 +825,10 @@ def main():
         compare_table(args[0])
     elif cmd == "soak-table":
         soak_table(args[0])
+    elif cmd == "attack-table":
+        attack_table(args[0], args[1] if len(args) > 1 else None)
+    elif cmd == "attack-verdicts":
+        attack_verdicts(args[0])
     elif cmd == "chart":
         chart(args[0], args[1])
     elif cmd == "soak-chart":

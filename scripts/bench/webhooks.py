@@ -19,7 +19,7 @@ latency counted from the due time (late + latency). Stops at SIGTERM/SIGINT too.
 line of key=value pairs on stdout:
 
     sent=2000 ok=2000 paid=2000 errors=0 statuses=200:2000 p50_ms=1.2 p99_ms=3.4 max_ms=9.1
-    late_p99_ms=0.3 late_max_ms=2.0 sched_p99_ms=3.6 rate=199.9 refs_left=400
+    late_p99_ms=0.3 late_max_ms=2.0 sched_p99_ms=3.6 rate=199.9 conns=4 refs_left=400
 
 ok counts 200s, paid the 200s whose message is "Payment successful...". The latencies of
 every webhook go to --latencies (milliseconds, one a line, in sending order) when given.
@@ -250,6 +250,7 @@ def send(a):
         f"late_max_ms={max(late) if late else float('nan'):.3f}",
         f"sched_p99_ms={pct(sched, 99):.3f}",
         f"rate={len(results) / elapsed if elapsed > 0 else 0:.1f}",
+        f"conns={a.conns}",
         f"refs_left={len(refs) - len(results)}",
     ]), flush=True)
     return 0

@@ -5,7 +5,9 @@
 -- ARGV[1] name  ARGV[2] price_cents  ARGV[3] max_per_order  ARGV[4] per_user_limit ('' none)
 -- ARGV[5] created_at  ARGV[6] updated_at (RFC 3339)  ARGV[7] reservable stock per PostgreSQL
 -- ARGV[8] the order-record key prefix of this product (`<pfx>:{p:P}:order:`)
--- ARGV[9] number of pending orders p, then 6 values each:
+-- ARGV[9] sale start, ARGV[10] sale end (Unix ms, '' for none), ARGV[11] the revision of the
+-- sold attributes (`products.attrs_changed_at` in ms; see sync.lua)
+-- ARGV[12] number of pending orders p, then 6 values each:
 --   reference, user ('' none), qty, amount, expires (ms), created (ms)
 -- then the number of buyers u, then 2 values each: user id, units pending or paid.
 --
@@ -24,15 +26,16 @@ end
 local limited = ARGV[4] ~= ''
 local stock = tonumber(ARGV[7])
 redis.call('HSET', KEYS[2], 'name', ARGV[1], 'price', ARGV[2], 'max', ARGV[3], 'limit', ARGV[4],
-           'created', ARGV[5], 'updated', ARGV[6])
+           'created', ARGV[5], 'updated', ARGV[6], 'starts', ARGV[9], 'ends', ARGV[10],
+           'rev', ARGV[11])
 
 -- Pending-set members Redis already holds, before PostgreSQL's orders are added.
 local redis_pending = redis.call('ZRANGE', KEYS[3], 0, -1)
 
-local p = tonumber(ARGV[9])
+local p = tonumber(ARGV[12])
 local in_pg = {}
 for i = 1, p do
-  local b = 9 + (i - 1) * 6
+  local b = 12 + (i - 1) * 6
   local ref = ARGV[b + 1]
   in_pg[ref] = true
   local order_key = KEYS[4 + i]
@@ -48,7 +51,7 @@ end
 
 redis.call('DEL', KEYS[4])
 if limited then
-  local u_at = 9 + p * 6 + 1
+  local u_at = 12 + p * 6 + 1
   local u = tonumber(ARGV[u_at])
   for j = 1, u do
     redis.call('HSET', KEYS[4], ARGV[u_at + 2 * j - 1], ARGV[u_at + 2 * j])

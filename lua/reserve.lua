@@ -21,6 +21,9 @@
 --   '1|<ref>|<qty>|<amount>|<expires>|<created>'  idempotent replay: nothing reserved
 --   '2' insufficient stock   '3' per-user limit reached   '4' user id required
 --   '5|<max_per_order>' qty above the product's maximum   '6' idempotency key reused
+--   '7|<starts>|<now>' the sale has not started (Unix ms)   '8' the sale has ended
+-- The window is decided here, against Redis's clock, so every worker and instance opens and
+-- closes at the same moment. A replay of an order made in the window is answered after it.
 -- (Strings, not nested arrays: converting a Lua table to a reply costs about a microsecond.)
 --
 -- Invariant: stock never goes below zero; a unit is taken only together with the order
@@ -37,9 +40,10 @@ if not stock then
   return 7
 end
 stock = tonumber(stock)
-local meta = redis.call('HMGET', KEYS[2], 'price', 'max', 'limit')
+local meta = redis.call('HMGET', KEYS[2], 'price', 'max', 'limit', 'starts', 'ends')
 local price, max_qty = tonumber(meta[1]), tonumber(meta[2])
 local limit = tonumber(meta[3] or '')
+local starts, ends = tonumber(meta[4] or ''), tonumber(meta[5] or '')
 local hold, idem_ttl, n = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 local now_s, exp_s = int(now), int(now + hold)
@@ -66,7 +70,11 @@ for i = 1, n do
     end
   end
   if not r then
-    if qty > max_qty then
+    if starts and now < starts then
+      r = '7|' .. int(starts) .. '|' .. now_s
+    elseif ends and now >= ends then
+      r = '8'
+    elseif qty > max_qty then
       r = '5|' .. meta[2]
     elseif limit and user == '' then
       r = '4'

@@ -199,6 +199,61 @@ pub struct ProductSnapshot {
     pub pending: Vec<OrderRecord>,
     /// Units pending or paid per user (limited products only).
     pub user_units: Vec<(String, i64)>,
+    /// The sale window (Unix ms; `None`: open since ever, or never ending).
+    pub sale_starts_at_ms: Option<i64>,
+    pub sale_ends_at_ms: Option<i64>,
+    /// `products.attrs_changed_at` in Unix ms: which revision of the sold attributes this is.
+    pub attrs_rev_ms: i64,
+}
+
+/// The sold attributes of a product (what an admin change or an SQL edit changes), as
+/// PostgreSQL holds them: copied into Redis when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductAttrs {
+    pub id: ProductId,
+    pub name: String,
+    pub price_cents: i64,
+    pub max_per_order: i32,
+    pub per_user_limit: Option<i32>,
+    pub sale_starts_at_ms: Option<i64>,
+    pub sale_ends_at_ms: Option<i64>,
+    /// `products.attrs_changed_at` in Unix ms.
+    pub rev_ms: i64,
+    /// `products.updated_at`, RFC 3339.
+    pub updated_at: String,
+}
+
+/// Where a product's sale stands, by Redis's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaleState {
+    Upcoming,
+    Live,
+    Ended,
+    SoldOut,
+}
+
+impl SaleState {
+    /// The state at `now_ms` of a sale with this window and `stock` reservable units.
+    pub fn at(now_ms: i64, starts: Option<i64>, ends: Option<i64>, stock: i64) -> SaleState {
+        if starts.is_some_and(|s| now_ms < s) {
+            SaleState::Upcoming
+        } else if ends.is_some_and(|e| now_ms >= e) {
+            SaleState::Ended
+        } else if stock <= 0 {
+            SaleState::SoldOut
+        } else {
+            SaleState::Live
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaleState::Upcoming => "upcoming",
+            SaleState::Live => "live",
+            SaleState::Ended => "ended",
+            SaleState::SoldOut => "sold_out",
+        }
+    }
 }
 
 impl ProductSnapshot {
@@ -261,6 +316,14 @@ pub enum ReserveOutcome {
     /// The key was used before by this buyer for this product with another `qty`.
     IdempotencyKeyReused,
     ProductNotFound,
+    /// Before the product's `sale_starts_at` (by Redis's clock).
+    SaleNotStarted {
+        starts_at_ms: i64,
+        /// Whole seconds to the start, at least 1.
+        retry_after_secs: u32,
+    },
+    /// At or after the product's `sale_ends_at`.
+    SaleEnded,
 }
 
 /// How a payment webhook ended.
@@ -401,10 +464,28 @@ mod tests {
             updated_at: String::new(),
             pending: vec![o(3), o(4)],
             user_units: vec![],
+            sale_starts_at_ms: None,
+            sale_ends_at_ms: None,
+            attrs_rev_ms: 0,
         };
         assert_eq!(s.reservable(), 3);
         s.pending.push(o(9));
         assert_eq!(s.reservable(), 0);
+    }
+
+    #[test]
+    fn sale_states_by_the_clock() {
+        use SaleState::*;
+        assert_eq!(SaleState::at(5, None, None, 1), Live);
+        assert_eq!(SaleState::at(5, Some(6), None, 1), Upcoming);
+        assert_eq!(SaleState::at(6, Some(6), Some(9), 1), Live);
+        assert_eq!(SaleState::at(9, Some(6), Some(9), 1), Ended);
+        assert_eq!(SaleState::at(7, Some(6), Some(9), 0), SoldOut);
+        assert_eq!(
+            SaleState::at(10, None, Some(9), 0),
+            Ended,
+            "ended wins over sold out"
+        );
     }
 
     #[test]

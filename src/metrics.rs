@@ -82,10 +82,14 @@ pub enum Reservation {
     Unauthorized,
     /// 429: over the client address's or the buyer's rate limit.
     RateLimited,
+    /// 409: before the product's sale window.
+    SaleNotStarted,
+    /// 409: after the product's sale window.
+    SaleEnded,
 }
 
 impl Reservation {
-    const ALL: [Reservation; 8] = [
+    const ALL: [Reservation; 10] = [
         Reservation::Accepted,
         Reservation::Replayed,
         Reservation::InsufficientStock,
@@ -94,6 +98,8 @@ impl Reservation {
         Reservation::Unavailable,
         Reservation::Unauthorized,
         Reservation::RateLimited,
+        Reservation::SaleNotStarted,
+        Reservation::SaleEnded,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -105,6 +111,8 @@ impl Reservation {
             Reservation::Unavailable => "unavailable",
             Reservation::Unauthorized => "unauthorized",
             Reservation::RateLimited => "rate_limited",
+            Reservation::SaleNotStarted => "sale_not_started",
+            Reservation::SaleEnded => "sale_ended",
         }
     }
 }

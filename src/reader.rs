@@ -197,6 +197,7 @@ const PRODUCT_EXISTS: &str = "SELECT 1 FROM products WHERE id = $1";
 /// the connection to itself, while concurrent reads share it).
 const SNAPSHOT: &str = "
 SELECT p.name, p.price_cents, p.stock, p.max_per_order, p.per_user_limit, p.created_at, p.updated_at,
+       p.sale_starts_at, p.sale_ends_at, p.attrs_changed_at,
        o.refs, o.users, o.qtys, o.amounts, o.expires, o.created, u.users, u.units
 FROM products p
 LEFT JOIN LATERAL (
@@ -252,12 +253,12 @@ impl Conn {
         else {
             return Ok(None);
         };
-        let refs: Vec<String> = row.get::<_, Option<_>>(7).unwrap_or_default();
-        let users: Vec<Option<String>> = row.get::<_, Option<_>>(8).unwrap_or_default();
-        let qtys: Vec<i32> = row.get::<_, Option<_>>(9).unwrap_or_default();
-        let amounts: Vec<i64> = row.get::<_, Option<_>>(10).unwrap_or_default();
-        let expires: Vec<SystemTime> = row.get::<_, Option<_>>(11).unwrap_or_default();
-        let created: Vec<SystemTime> = row.get::<_, Option<_>>(12).unwrap_or_default();
+        let refs: Vec<String> = row.get::<_, Option<_>>(10).unwrap_or_default();
+        let users: Vec<Option<String>> = row.get::<_, Option<_>>(11).unwrap_or_default();
+        let qtys: Vec<i32> = row.get::<_, Option<_>>(12).unwrap_or_default();
+        let amounts: Vec<i64> = row.get::<_, Option<_>>(13).unwrap_or_default();
+        let expires: Vec<SystemTime> = row.get::<_, Option<_>>(14).unwrap_or_default();
+        let created: Vec<SystemTime> = row.get::<_, Option<_>>(15).unwrap_or_default();
         let pending = refs
             .into_iter()
             .zip(users)
@@ -278,8 +279,8 @@ impl Conn {
                 },
             )
             .collect();
-        let unit_users: Vec<String> = row.get::<_, Option<_>>(13).unwrap_or_default();
-        let units: Vec<i64> = row.get::<_, Option<_>>(14).unwrap_or_default();
+        let unit_users: Vec<String> = row.get::<_, Option<_>>(16).unwrap_or_default();
+        let units: Vec<i64> = row.get::<_, Option<_>>(17).unwrap_or_default();
         Ok(Some(ProductSnapshot {
             id: pid,
             name: row.get(0),
@@ -291,6 +292,9 @@ impl Conn {
             updated_at: rfc3339(row.get::<_, SystemTime>(6)),
             pending,
             user_units: unit_users.into_iter().zip(units).collect(),
+            sale_starts_at_ms: row.get::<_, Option<SystemTime>>(7).map(from_system_time),
+            sale_ends_at_ms: row.get::<_, Option<SystemTime>>(8).map(from_system_time),
+            attrs_rev_ms: from_system_time(row.get(9)),
         }))
     }
 

@@ -46,6 +46,25 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// Refuses an address another process listens on. The workers' listeners use SO_REUSEPORT,
+/// which would let a second server share the port with the first and the kernel split
+/// requests between two sales; a plain bind first finds such a listener.
+fn refuse_if_taken(addr: SocketAddr) -> anyhow::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "FLASHSALE_LISTEN={addr}: another process already listens on this address"
+        ),
+        Err(e) => anyhow::bail!("cannot listen on FLASHSALE_LISTEN={addr}: {e}"),
+    }
+}
+
 /// Applies migrations, retrying while PostgreSQL is starting (a fresh machine); returns the
 /// database's identity.
 fn migrate(cfg: &Config) -> anyhow::Result<String> {
@@ -122,6 +141,7 @@ fn raise_fd_limit() -> usize {
 
 pub fn serve(cfg: Config) -> anyhow::Result<i32> {
     cfg.require_secret()?;
+    refuse_if_taken(cfg.listen)?;
     let fd_limit = raise_fd_limit();
     let database_id = migrate(&cfg)?;
     check_redis(&cfg)?;

@@ -153,6 +153,8 @@ fn metric(result: &Result<ReserveOutcome, ApiError>) -> Reservation {
         Ok(ReserveOutcome::Replayed { .. }) => Reservation::Replayed,
         Ok(ReserveOutcome::InsufficientStock) => Reservation::InsufficientStock,
         Ok(ReserveOutcome::LimitReached) => Reservation::PurchaseLimitReached,
+        Ok(ReserveOutcome::SaleNotStarted { .. }) => Reservation::SaleNotStarted,
+        Ok(ReserveOutcome::SaleEnded) => Reservation::SaleEnded,
         Ok(_) => Reservation::Invalid,
         Err(ApiError::Unavailable(_)) | Err(ApiError::Internal) => Reservation::Unavailable,
         Err(ApiError::Unauthorized(_)) => Reservation::Unauthorized,
@@ -193,6 +195,14 @@ fn respond(outcome: ReserveOutcome) -> Result<Response, ApiError> {
             format!("The qty must not be greater than {max}."),
         )),
         ReserveOutcome::IdempotencyKeyReused => Err(ApiError::IdempotencyKeyReused),
+        ReserveOutcome::SaleNotStarted {
+            starts_at_ms,
+            retry_after_secs,
+        } => Err(ApiError::SaleNotStarted {
+            starts_at_ms,
+            retry_after_secs,
+        }),
+        ReserveOutcome::SaleEnded => Err(ApiError::SaleEnded),
         ReserveOutcome::ProductNotFound => Err(ApiError::ProductNotFound),
     }
 }

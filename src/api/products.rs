@@ -1,10 +1,12 @@
 //! `GET /api/products/{id}`: the product with its live reservable stock from Redis, loaded
-//! from PostgreSQL on first use.
+//! from PostgreSQL on first use, and its sale's window and state (by Redis's clock). The
+//! admin API answers with the same body.
 
 use crate::domain::ProductId;
 use crate::http::response::{ApiError, Response};
 use crate::lifecycle::load::product;
 use crate::redis::scripts::product::ProductView;
+use crate::time::rfc3339_ms;
 use crate::worker::ctx::Worker;
 use serde::Serialize;
 
@@ -18,19 +20,23 @@ struct Body<'a> {
     per_user_limit: Option<i64>,
     created_at: &'a str,
     updated_at: &'a str,
+    sale_starts_at: Option<String>,
+    sale_ends_at: Option<String>,
+    state: &'static str,
 }
 
 pub async fn get(w: &Worker, id: &str) -> Result<Response, ApiError> {
     let pid = ProductId::parse(id).ok_or(ApiError::ProductNotFound)?;
     match product(w, pid).await? {
-        Some(p) => Ok(respond(&p)),
+        Some(p) => Ok(respond_with(200, &p)),
         None => Err(ApiError::ProductNotFound),
     }
 }
 
-fn respond(p: &ProductView) -> Response {
+/// The product body with `status` (200 for a read, 201 for a creation).
+pub fn respond_with(status: u16, p: &ProductView) -> Response {
     Response::json(
-        200,
+        status,
         &Body {
             id: p.id.get(),
             name: &p.name,
@@ -40,6 +46,9 @@ fn respond(p: &ProductView) -> Response {
             per_user_limit: p.per_user_limit,
             created_at: &p.created_at,
             updated_at: &p.updated_at,
+            sale_starts_at: p.sale_starts_at_ms.map(rfc3339_ms),
+            sale_ends_at: p.sale_ends_at_ms.map(rfc3339_ms),
+            state: p.state.as_str(),
         },
     )
 }

@@ -19,6 +19,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_database_identity",
         include_str!("../../migrations/0004_database_identity.sql"),
     ),
+    (
+        "0005_sale_windows_and_admin",
+        include_str!("../../migrations/0005_sale_windows_and_admin.sql"),
+    ),
 ];
 
 /// This database's identity (migration 0004), which the server records in Redis.

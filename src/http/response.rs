@@ -6,6 +6,7 @@
 
 use crate::auth::Rejected;
 use crate::domain::{Failure, Unavailable};
+use crate::time::rfc3339_ms;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -144,6 +145,12 @@ pub enum ApiError {
     RequestTimeout,
     InsufficientStock,
     PurchaseLimitReached,
+    /// Before the sale window: when it opens, and the seconds until then.
+    SaleNotStarted {
+        starts_at_ms: i64,
+        retry_after_secs: u32,
+    },
+    SaleEnded,
     PayloadTooLarge,
     Validation(FieldErrors),
     IdempotencyKeyReused,
@@ -159,6 +166,9 @@ struct ErrorBody<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a FieldErrors>,
+    /// When the sale opens (`sale_not_started`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sale_starts_at: Option<String>,
 }
 
 impl ApiError {
@@ -169,7 +179,10 @@ impl ApiError {
             ApiError::NotFound | ApiError::ProductNotFound | ApiError::OrderNotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::RequestTimeout => 408,
-            ApiError::InsufficientStock | ApiError::PurchaseLimitReached => 409,
+            ApiError::InsufficientStock
+            | ApiError::PurchaseLimitReached
+            | ApiError::SaleNotStarted { .. }
+            | ApiError::SaleEnded => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::Validation(_) | ApiError::IdempotencyKeyReused => 422,
             ApiError::RateLimited(_) => 429,
@@ -193,6 +206,8 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::InsufficientStock => "insufficient_stock",
             ApiError::PurchaseLimitReached => "purchase_limit_reached",
+            ApiError::SaleNotStarted { .. } => "sale_not_started",
+            ApiError::SaleEnded => "sale_ended",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Validation(_) => "validation_failed",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
@@ -220,6 +235,8 @@ impl ApiError {
             ApiError::RequestTimeout => "The request was not received in time",
             ApiError::InsufficientStock => "Insufficient stock",
             ApiError::PurchaseLimitReached => "Purchase limit reached",
+            ApiError::SaleNotStarted { .. } => "The sale has not started yet",
+            ApiError::SaleEnded => "The sale has ended",
             ApiError::PayloadTooLarge => "The request body is larger than 16 KiB",
             ApiError::Validation(_) => "The given data was invalid",
             ApiError::IdempotencyKeyReused => {
@@ -253,12 +270,17 @@ impl ApiError {
             ApiError::Validation(e) => Some(e),
             _ => None,
         };
+        let sale_starts_at = match &self {
+            ApiError::SaleNotStarted { starts_at_ms, .. } => Some(rfc3339_ms(*starts_at_ms)),
+            _ => None,
+        };
         let mut r = Response::json(
             self.status(),
             &ErrorBody {
                 message: self.message(),
                 code: self.code(),
                 errors,
+                sale_starts_at,
             },
         );
         match self {
@@ -272,6 +294,9 @@ impl ApiError {
             ApiError::MethodNotAllowed(allow) => r.allow = Some(allow),
             ApiError::Unauthorized(_) => r.bearer_challenge = true,
             ApiError::RateLimited(secs) => r.retry_after = Some(secs),
+            ApiError::SaleNotStarted {
+                retry_after_secs, ..
+            } => r.retry_after = Some(retry_after_secs),
             ApiError::BadRequest(_)
             | ApiError::HeadTooLarge
             | ApiError::PayloadTooLarge

@@ -62,6 +62,14 @@ pub enum WriterMsg {
         payload: String,
         done: Done,
     },
+    /// A restock journaled in Redis (`restock.lua`): `products.stock += delta` once per op id;
+    /// `done` completes after the commit.
+    Restock {
+        product: ProductId,
+        op_id: String,
+        delta: i64,
+        done: Done,
+    },
     /// Commit everything queued before, then complete: a load reads its snapshot after it,
     /// so that every reservation handed over before is in PostgreSQL.
     Barrier(Done),
@@ -70,7 +78,9 @@ pub enum WriterMsg {
 impl Batched for WriterMsg {
     fn rows(&self) -> usize {
         match self {
-            WriterMsg::Order { .. } | WriterMsg::EarlyWebhook { .. } => 1,
+            WriterMsg::Order { .. }
+            | WriterMsg::EarlyWebhook { .. }
+            | WriterMsg::Restock { .. } => 1,
             _ => 0,
         }
     }

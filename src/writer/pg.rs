@@ -7,9 +7,11 @@
 //!    of the batch exists, as pending if it is new.
 //! 2. One `UPDATE … FROM UNNEST` moves orders that are still `pending` in PostgreSQL to their
 //!    final state, and in the same statement lowers `products.stock` by the units of those
-//!    that became `paid` (`stock = stock - qty`, never read-modify-write). A row already
+//!    that became `paid` (`stock = stock - qty`, never read-modify-write), keeping the
+//!    product's `paid_units`, `revenue_cents` and `cancelled_units` in step. A row already
 //!    final is not matched, so a repeat changes nothing.
-//! 3. Webhook rows (`processed`, or `pending` for unknown references) and late payments.
+//! 3. Webhook rows (`processed`, or `pending` for unknown references), restocks (once per op
+//!    id, recorded in `stock_ops`) and late payments.
 //!
 //! Fast path: a batch made only of new reservations (the common case under load) is written
 //! with binary `COPY` instead of step 1, which PostgreSQL ingests faster than any INSERT. COPY
@@ -23,8 +25,8 @@
 //! `EXISTING_ORDERS`), and deleted by age (`EXPIRE_UNMATCHED`).
 
 use crate::db::{PgError, classify};
-use crate::domain::OrderRecord;
-use crate::time::to_system_time;
+use crate::domain::{OrderRecord, ProductAttrs, ProductId};
+use crate::time::{from_system_time, rfc3339, to_system_time};
 use std::collections::HashMap;
 use std::time::SystemTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -38,10 +40,30 @@ pub struct OrderWrite<'a> {
     pub webhook: Option<(&'a str, bool)>,
 }
 
-/// A webhook for a reference not known yet.
-pub struct EarlyWrite<'a> {
-    pub reference: &'a str,
-    pub payload: &'a str,
+/// A row of a batch besides order changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SideWrite {
+    /// A webhook for a reference not known yet: stored as pending.
+    EarlyWebhook { reference: String, payload: String },
+    /// A restock: `products.stock += delta`, once per `op_id`.
+    Restock {
+        product: ProductId,
+        op_id: String,
+        delta: i64,
+    },
+}
+
+impl std::fmt::Display for SideWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SideWrite::EarlyWebhook { reference, .. } => write!(f, "webhook for {reference}"),
+            SideWrite::Restock {
+                product,
+                op_id,
+                delta,
+            } => write!(f, "restock {op_id} of product {product} by {delta}"),
+        }
+    }
 }
 
 struct Statements {
@@ -49,11 +71,13 @@ struct Statements {
     transition: Statement,
     webhooks_processed: Statement,
     webhooks_early: Statement,
+    restock: Statement,
     late_payments: Statement,
     unmatched_for: Statement,
     unmatched_after: Statement,
     existing_orders: Statement,
     expire_unmatched: Statement,
+    changed_products: Statement,
 }
 
 /// A webhook recorded for a reference no order had yet.
@@ -91,12 +115,34 @@ WITH t AS (
     UPDATE orders o SET status = t.s, cancel_reason = t.reason, updated_at = now()
     FROM t
     WHERE o.order_reference = t.r AND o.status = 'pending'
-    RETURNING o.product_id, o.qty, o.status
-), sold AS (
-    SELECT product_id, sum(qty) AS q FROM moved WHERE status = 'paid' GROUP BY product_id
+    RETURNING o.product_id, o.qty, o.amount_cents, o.status
+), settled AS (
+    SELECT product_id,
+           COALESCE(sum(qty) FILTER (WHERE status = 'paid'), 0) AS paid,
+           COALESCE(sum(amount_cents) FILTER (WHERE status = 'paid'), 0) AS revenue,
+           COALESCE(sum(qty) FILTER (WHERE status = 'cancelled'), 0) AS cancelled
+    FROM moved GROUP BY product_id
 )
-UPDATE products p SET stock = p.stock - sold.q, updated_at = now()
-FROM sold WHERE p.id = sold.product_id";
+UPDATE products p
+SET stock = p.stock - s.paid, paid_units = p.paid_units + s.paid,
+    revenue_cents = p.revenue_cents + s.revenue, cancelled_units = p.cancelled_units + s.cancelled,
+    updated_at = CASE WHEN s.paid > 0 THEN now() ELSE p.updated_at END
+FROM settled s WHERE p.id = s.product_id";
+
+/// Products whose sold attributes changed after `$1` (index `products_by_attrs_changed`).
+const CHANGED_PRODUCTS: &str = "
+SELECT id, name, price_cents, max_per_order, per_user_limit, sale_starts_at, sale_ends_at,
+       attrs_changed_at, updated_at
+FROM products WHERE attrs_changed_at > $1 ORDER BY attrs_changed_at";
+
+/// A restock, once per op id: the INSERT finds a conflict on a replay and moves nothing.
+const RESTOCK: &str = "
+WITH op AS (
+    INSERT INTO stock_ops (op_id, product_id, delta) VALUES ($1, $2, $3)
+    ON CONFLICT (op_id) DO NOTHING RETURNING product_id, delta
+)
+UPDATE products p SET stock = p.stock + op.delta, updated_at = now()
+FROM op WHERE p.id = op.product_id";
 
 const WEBHOOKS_PROCESSED: &str = "
 INSERT INTO webhooks (order_reference, payload, status, attempts)
@@ -151,11 +197,13 @@ impl Pg {
             transition: client.prepare(TRANSITION).await.map_err(classify)?,
             webhooks_processed: client.prepare(WEBHOOKS_PROCESSED).await.map_err(classify)?,
             webhooks_early: client.prepare(WEBHOOKS_EARLY).await.map_err(classify)?,
+            restock: client.prepare(RESTOCK).await.map_err(classify)?,
             late_payments: client.prepare(LATE_PAYMENTS).await.map_err(classify)?,
             unmatched_for: client.prepare(UNMATCHED_FOR).await.map_err(classify)?,
             unmatched_after: client.prepare(UNMATCHED_AFTER).await.map_err(classify)?,
             existing_orders: client.prepare(EXISTING_ORDERS).await.map_err(classify)?,
             expire_unmatched: client.prepare(EXPIRE_UNMATCHED).await.map_err(classify)?,
+            changed_products: client.prepare(CHANGED_PRODUCTS).await.map_err(classify)?,
         };
         Ok(Pg { client, st })
     }
@@ -177,7 +225,7 @@ impl Pg {
     pub async fn write(
         &mut self,
         orders: &[OrderWrite<'_>],
-        early: &[EarlyWrite<'_>],
+        side: &[&SideWrite],
         copy: bool,
     ) -> Result<(), PgError> {
         // The latest record per reference (a batch may hold a reservation and its payment).
@@ -238,16 +286,26 @@ impl Pg {
             }
         }
         let mut pending_hooks: HashMap<&str, (&str, i32)> = HashMap::new();
-        for e in early {
-            let v = pending_hooks.entry(e.reference).or_insert((e.payload, 0));
-            v.0 = e.payload;
-            v.1 += 1;
+        let mut restocks = Vec::new();
+        for w in side {
+            match w {
+                SideWrite::EarlyWebhook { reference, payload } => {
+                    let v = pending_hooks.entry(reference).or_insert((payload, 0));
+                    v.0 = payload;
+                    v.1 += 1;
+                }
+                SideWrite::Restock {
+                    product,
+                    op_id,
+                    delta,
+                } => restocks.push((op_id, product.get(), *delta)),
+            }
         }
 
         let copy = copy
             && refs.len() >= COPY_MIN_ROWS
             && t_refs.is_empty()
-            && early.is_empty()
+            && side.is_empty()
             && orders.iter().all(|o| o.webhook.is_none());
         let tx = self.client.transaction().await.map_err(classify)?;
         if copy {
@@ -311,6 +369,11 @@ impl Pg {
                 .await
                 .map_err(classify)?;
         }
+        for (op_id, product, delta) in &restocks {
+            tx.execute(&self.st.restock, &[op_id, product, delta])
+                .await
+                .map_err(classify)?;
+        }
         if !late.is_empty() {
             let r: Vec<&str> = late.keys().copied().collect();
             let a: Vec<i64> = late.values().map(|v| v.0).collect();
@@ -363,6 +426,31 @@ impl Pg {
             .cloned()
             .collect();
         Ok((seen, found))
+    }
+
+    /// Products whose sold attributes changed after `since`.
+    pub async fn changed_products(&self, since: SystemTime) -> Result<Vec<ProductAttrs>, PgError> {
+        let rows = self
+            .client
+            .query(&self.st.changed_products, &[&since])
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(ProductAttrs {
+                    id: ProductId::new(r.get(0))?,
+                    name: r.get(1),
+                    price_cents: r.get(2),
+                    max_per_order: r.get(3),
+                    per_user_limit: r.get(4),
+                    sale_starts_at_ms: r.get::<_, Option<SystemTime>>(5).map(from_system_time),
+                    sale_ends_at_ms: r.get::<_, Option<SystemTime>>(6).map(from_system_time),
+                    rev_ms: from_system_time(r.get(7)),
+                    updated_at: rfc3339(r.get(8)),
+                })
+            })
+            .collect())
     }
 
     /// Deletes up to `limit` unmatched webhooks older than `days`; returns how many.

@@ -10,6 +10,7 @@
 use crate::config::RedisTarget;
 use crate::redis::conn::handshake;
 use crate::redis::reply::RedisError;
+use crate::redis::scripts::{ScriptCall, is_noscript};
 
 use bytes::BytesMut;
 use redis_async::resp::{RespCodec, RespValue};
@@ -98,6 +99,14 @@ impl WriterRedis {
     pub async fn request(&mut self, cmd: &[u8]) -> Result<RespValue, RedisError> {
         let mut r = self.pipeline_bytes(cmd, 1).await?;
         r.pop().ok_or(RedisError::Unavailable)
+    }
+
+    /// Runs a script: EVALSHA, and EVAL when Redis does not hold the script.
+    pub async fn eval(&mut self, call: &ScriptCall) -> Result<RespValue, RedisError> {
+        match self.request(&call.encode(false)).await {
+            Err(RedisError::Reply(e)) if is_noscript(&e) => self.request(&call.encode(true)).await,
+            r => r,
+        }
     }
 
     /// Several commands in one write; their replies in order.

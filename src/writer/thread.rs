@@ -19,20 +19,25 @@ use crate::db::PgError;
 use crate::domain::{OrderRecord, OrderState, ProductId};
 use crate::handoff::HandoffRx;
 use crate::redis::cmd::{command, oldest_members};
-use crate::redis::journal::{ack_commands, journal_member, parse_journal_member};
+use crate::redis::journal::{
+    JournalEntry, ack_commands, journal_member, parse_journal_member, restock_member,
+};
 use crate::redis::keys::Keys;
 use crate::redis::record::{decode_record, record_cmd};
 use crate::redis::reply::as_string;
 use crate::redis::scan::{decode_scan, scan_cmd};
+use crate::redis::scripts::admin::{SyncReply, decode_sync, sync_call};
+use crate::redis::scripts::load::invalidate_call;
 use crate::shared::Shared;
 use crate::sync::{Arc, Ordering};
+use crate::time::to_system_time;
 use crate::writer::batch::{BatchPolicy, Collected, collect};
 use crate::writer::msg::{self, DeferredWebhook, WriteError, WriterMsg};
-use crate::writer::pg::{EarlyWrite, OrderWrite, Pg, Unmatched};
+use crate::writer::pg::{OrderWrite, Pg, SideWrite, Unmatched};
 use crate::writer::redis::WriterRedis;
 use redis_async::resp::RespValue;
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How old an unacknowledged journal entry must be before the periodic replay takes it:
 /// far longer than the writer's normal lag, so live entries are not written twice.
@@ -51,6 +56,9 @@ const EXPIRE_UNMATCHED_EVERY: Duration = Duration::from_secs(60);
 const EXPIRE_UNMATCHED_STEP: i64 = 1_000;
 const EXPIRE_UNMATCHED_ROUNDS: usize = 10;
 const PING_EVERY: Duration = Duration::from_secs(1);
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// How far back each attribute sync looks again, for changes committed after a later one.
+const SYNC_OVERLAP: Duration = Duration::from_secs(5);
 /// A deferred webhook handed to a worker is offered again after this long if still pending.
 const DEFERRED_RETRY: Duration = Duration::from_secs(10);
 
@@ -114,6 +122,9 @@ pub struct Writer {
     last_replay: Instant,
     last_deferred: Instant,
     last_expiry: Instant,
+    last_sync: Instant,
+    /// The newest attribute revision copied into Redis (`products.attrs_changed_at`).
+    synced_up_to: SystemTime,
     /// Unmatched webhooks may exist (always at start; cleared when a walk finds none, set
     /// when one is recorded): while set, each batch's references are looked up among them.
     unmatched_possible: bool,
@@ -129,6 +140,13 @@ pub struct Writer {
     replay_owed: bool,
     /// Rows given up at shutdown because PostgreSQL stayed down (they stay in the journal).
     abandoned: usize,
+}
+
+/// A row of a batch besides order changes (a webhook for an unknown reference, a restock),
+/// with whoever waits on it.
+struct Side {
+    write: SideWrite,
+    done: Option<msg::Done>,
 }
 
 /// One order change taken out of the batch, with whoever waits on it.
@@ -162,6 +180,10 @@ impl Writer {
             last_deferred: now,
             // The first periodic round deletes what expired while the server was down.
             last_expiry: now.checked_sub(EXPIRE_UNMATCHED_EVERY).unwrap_or(now),
+            last_sync: now,
+            // The first round copies every product's attributes: they may have changed with
+            // SQL while no server ran.
+            synced_up_to: SystemTime::UNIX_EPOCH + SYNC_OVERLAP,
             unmatched_possible: true,
             unmatched_cursor: 0,
             journaled: HashSet::new(),
@@ -224,7 +246,7 @@ impl Writer {
     /// Writes one batch, then answers its barriers and lookups in arrival order.
     async fn process(&mut self, batch: &mut Vec<WriterMsg>) {
         let mut orders: Vec<Pending> = Vec::new();
-        let mut early: Vec<(String, String, Option<msg::Done>)> = Vec::new();
+        let mut side: Vec<Side> = Vec::new();
         let mut control: Vec<WriterMsg> = Vec::new();
         for m in batch.drain(..) {
             match m {
@@ -249,13 +271,34 @@ impl Writer {
                     reference,
                     payload,
                     done,
-                } => early.push((reference, payload, Some(done))),
+                } => side.push(Side {
+                    write: SideWrite::EarlyWebhook { reference, payload },
+                    done: Some(done),
+                }),
+                WriterMsg::Restock {
+                    product,
+                    op_id,
+                    delta,
+                    done,
+                } => {
+                    self.journaled.insert(product);
+                    side.push(Side {
+                        write: SideWrite::Restock {
+                            product,
+                            op_id,
+                            delta,
+                        },
+                        done: Some(done),
+                    })
+                }
                 other => control.push(other),
             }
         }
-        if !orders.is_empty() || !early.is_empty() {
-            self.write(&mut orders, &mut early).await;
-            self.unmatched_possible |= !early.is_empty();
+        if !orders.is_empty() || !side.is_empty() {
+            self.write(&mut orders, &mut side).await;
+            self.unmatched_possible |= side
+                .iter()
+                .any(|s| matches!(s.write, SideWrite::EarlyWebhook { .. }));
             if self.unmatched_possible && !orders.is_empty() {
                 self.match_written(&orders).await;
             }
@@ -265,13 +308,9 @@ impl Writer {
         }
     }
 
-    /// Commits `orders` and `early`, retrying while PostgreSQL is unreachable.
+    /// Commits `orders` and `side`, retrying while PostgreSQL is unreachable.
     /// Returns true when every row was committed.
-    async fn write(
-        &mut self,
-        orders: &mut [Pending],
-        early: &mut [(String, String, Option<msg::Done>)],
-    ) -> bool {
+    async fn write(&mut self, orders: &mut [Pending], side: &mut [Side]) -> bool {
         let mut backoff = Duration::from_millis(50);
         // Fresh reservations only (not replays): the COPY fast path may be tried.
         let mut copy = orders.iter().all(|p| p.fresh);
@@ -280,8 +319,8 @@ impl Writer {
             let started = Instant::now();
             let result = match self.pg().await {
                 Ok(pg) => {
-                    pg.write(&order_writes(orders), &early_writes(early), copy)
-                        .await
+                    let side_writes: Vec<&SideWrite> = side.iter().map(|s| &s.write).collect();
+                    pg.write(&order_writes(orders), &side_writes, copy).await
                 }
                 Err(e) => Err(e),
             };
@@ -290,21 +329,21 @@ impl Writer {
                     self.set_pg_up(true, None);
                     let m = &self.shared.metrics.writer;
                     m.commit_seconds.observe(started.elapsed().as_secs_f64());
-                    m.batch_rows.observe((orders.len() + early.len()) as f64);
-                    m.rows.inc_by((orders.len() + early.len()) as u64);
+                    m.batch_rows.observe((orders.len() + side.len()) as f64);
+                    m.rows.inc_by((orders.len() + side.len()) as u64);
                     let late = orders
                         .iter()
                         .filter(|p| p.webhook.as_ref().is_some_and(|w| w.refund_required))
                         .count();
                     m.late_payments.inc_by(late as u64);
-                    self.acknowledge(orders).await;
+                    self.acknowledge(orders, side).await;
                     for p in orders.iter_mut() {
                         if let Some(d) = p.done.take() {
                             let _ = d.send(Ok(()));
                         }
                     }
-                    for e in early.iter_mut() {
-                        if let Some(d) = e.2.take() {
+                    for e in side.iter_mut() {
+                        if let Some(d) = e.done.take() {
                             let _ = d.send(Ok(()));
                         }
                     }
@@ -314,14 +353,14 @@ impl Writer {
                     copy = false;
                 }
                 Err(PgError::Rejected(why)) => {
-                    if orders.len() + early.len() > 1 {
+                    if orders.len() + side.len() > 1 {
                         // Find the offending rows: write each on its own.
                         let mut all = true;
                         for i in 0..orders.len() {
                             all &= Box::pin(self.write(&mut orders[i..=i], &mut [])).await;
                         }
-                        for i in 0..early.len() {
-                            all &= Box::pin(self.write(&mut [], &mut early[i..=i])).await;
+                        for i in 0..side.len() {
+                            all &= Box::pin(self.write(&mut [], &mut side[i..=i])).await;
                         }
                         return all;
                     }
@@ -336,11 +375,11 @@ impl Writer {
                     let what = orders
                         .first()
                         .map(|p| p.record.reference.clone())
-                        .or_else(|| early.first().map(|e| e.0.clone()))
+                        .or_else(|| side.first().map(|e| e.write.to_string()))
                         .unwrap_or_default();
                     tracing::error!(reference = %what, error = %why,
                         "PostgreSQL refused an order change; it stays in the Redis journal (see `flashsale reconcile`)");
-                    fail_all(orders, early, WriteError::Rejected(why));
+                    fail_all(orders, side, WriteError::Rejected(why));
                     return false;
                 }
                 Err(PgError::Transient(why)) => {
@@ -348,13 +387,13 @@ impl Writer {
                     self.set_pg_up(false, Some(&why));
                     self.shared.metrics.writer.retries.inc();
                     // Nobody should wait on an outage: callers get 503 now, rows stay here.
-                    fail_all(orders, early, WriteError::Unavailable);
+                    fail_all(orders, side, WriteError::Unavailable);
                     if self.shared.shutting_down() {
                         let since = *retries_since_shutdown.get_or_insert_with(Instant::now);
                         if since.elapsed() >= self.shared.cfg.shutdown_grace {
-                            self.abandoned += orders.len() + early.len();
+                            self.abandoned += orders.len() + side.len();
                             tracing::error!(
-                                rows = orders.len() + early.len(),
+                                rows = orders.len() + side.len(),
                                 "shutting down while PostgreSQL is unreachable: these changes stay in the Redis journal for the next start"
                             );
                             return false;
@@ -371,8 +410,22 @@ impl Writer {
     /// reservation entry with its last order, a final state's own entry with it. A newer state
     /// of an order (paid while its reservation was being written) has an entry of its own,
     /// which stays until that state is committed too.
-    async fn acknowledge(&mut self, orders: &[Pending]) {
+    async fn acknowledge(&mut self, orders: &[Pending], side: &[Side]) {
         let mut by_product: HashMap<ProductId, (Vec<String>, Vec<&str>)> = HashMap::new();
+        for s in side {
+            if let SideWrite::Restock {
+                product,
+                op_id,
+                delta,
+            } = &s.write
+            {
+                by_product
+                    .entry(*product)
+                    .or_default()
+                    .0
+                    .push(restock_member(op_id, *delta));
+            }
+        }
         for p in orders {
             let r = &p.record;
             if let Some(j) = &p.journal
@@ -404,7 +457,9 @@ impl Writer {
             WriterMsg::Barrier(done) => {
                 let _ = done.send(Ok(()));
             }
-            WriterMsg::Order { .. } | WriterMsg::EarlyWebhook { .. } => {
+            WriterMsg::Order { .. }
+            | WriterMsg::EarlyWebhook { .. }
+            | WriterMsg::Restock { .. } => {
                 unreachable!("rows are written, not answered")
             }
         }
@@ -451,6 +506,10 @@ impl Writer {
         if now.duration_since(self.last_deferred) >= DEFERRED_EVERY {
             self.last_deferred = now;
             self.walk_unmatched().await;
+        }
+        if now.duration_since(self.last_sync) >= SYNC_EVERY {
+            self.last_sync = now;
+            self.sync_attributes().await;
         }
         if now.duration_since(self.last_expiry) >= EXPIRE_UNMATCHED_EVERY {
             self.last_expiry = now;
@@ -524,16 +583,32 @@ impl Writer {
                 continue;
             };
             let mut orders = Vec::new();
+            let mut side = Vec::new();
             let mut members = Vec::new();
             let mut seen = std::collections::HashSet::new();
             'members: for member in refs {
                 let Ok(member) = as_string(member) else {
                     continue;
                 };
-                let Some((references, _)) = parse_journal_member(&member) else {
-                    // Not ours: drop it rather than trip over it at every replay.
-                    let _ = self.redis.request(&command(&["ZREM", &key, &member])).await;
-                    continue;
+                let references = match parse_journal_member(&member) {
+                    Some(JournalEntry::Orders { references, .. }) => references,
+                    Some(JournalEntry::Restock { op_id, delta }) => {
+                        // Applied once per op id, however often it is replayed.
+                        side.push(Side {
+                            write: SideWrite::Restock {
+                                product: pid,
+                                op_id: op_id.to_string(),
+                                delta,
+                            },
+                            done: None,
+                        });
+                        continue;
+                    }
+                    None => {
+                        // Not ours: drop it rather than trip over it at every replay.
+                        let _ = self.redis.request(&command(&["ZREM", &key, &member])).await;
+                        continue;
+                    }
                 };
                 for reference in references {
                     if !seen.insert(reference.to_string()) {
@@ -564,10 +639,10 @@ impl Writer {
                 }
                 members.push(member);
             }
-            replayed += orders.len();
+            replayed += orders.len() + side.len();
             // The entries go once what they name is committed (or when nothing was left to
             // write for them).
-            if orders.is_empty() || self.write(&mut orders, &mut []).await {
+            if (orders.is_empty() && side.is_empty()) || self.write(&mut orders, &mut side).await {
                 let cmds = ack_commands(&self.keys, pid, &members, &[], FINAL_RECORD_TTL_SECS);
                 let _ = self.redis.pipeline(&cmds).await;
             }
@@ -583,6 +658,39 @@ impl Writer {
                 stuck_only = before.is_some(),
                 "replayed the Redis journal into PostgreSQL"
             );
+        }
+    }
+
+    /// Copies into Redis the sold attributes (price, name, limits, window) of products that
+    /// changed in PostgreSQL, by the admin API or by SQL: every worker and instance reads them
+    /// from Redis, so a change reaches all of them within a second. Changes committed out of
+    /// timestamp order are caught by looking [`SYNC_OVERLAP`] back each time.
+    async fn sync_attributes(&mut self) {
+        let Some(pg) = self.pg.as_ref() else { return };
+        let since = self.synced_up_to - SYNC_OVERLAP;
+        let Ok(changed) = pg.changed_products(since).await else {
+            return;
+        };
+        for a in changed {
+            let done = match self
+                .redis
+                .eval(&sync_call(&self.keys, &a))
+                .await
+                .map(decode_sync)
+            {
+                Ok(Ok(SyncReply::Invalidate)) => self
+                    .redis
+                    .eval(&invalidate_call(&self.keys, a.id))
+                    .await
+                    .is_ok(),
+                Ok(Ok(_)) => true,
+                _ => false,
+            };
+            if !done {
+                // Redis is away: the next round starts from here again.
+                return;
+            }
+            self.synced_up_to = self.synced_up_to.max(to_system_time(a.rev_ms));
         }
     }
 
@@ -686,28 +794,14 @@ fn order_writes(orders: &[Pending]) -> Vec<OrderWrite<'_>> {
         .collect()
 }
 
-fn early_writes(early: &[(String, String, Option<msg::Done>)]) -> Vec<EarlyWrite<'_>> {
-    early
-        .iter()
-        .map(|(r, p, _)| EarlyWrite {
-            reference: r,
-            payload: p,
-        })
-        .collect()
-}
-
-fn fail_all(
-    orders: &mut [Pending],
-    early: &mut [(String, String, Option<msg::Done>)],
-    e: WriteError,
-) {
+fn fail_all(orders: &mut [Pending], side: &mut [Side], e: WriteError) {
     for p in orders.iter_mut() {
         if let Some(d) = p.done.take() {
             let _ = d.send(Err(e.clone()));
         }
     }
-    for x in early.iter_mut() {
-        if let Some(d) = x.2.take() {
+    for x in side.iter_mut() {
+        if let Some(d) = x.done.take() {
             let _ = d.send(Err(e.clone()));
         }
     }

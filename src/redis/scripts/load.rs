@@ -26,6 +26,9 @@ pub fn load_call(keys: &Keys, s: &ProductSnapshot) -> ScriptCall {
         .arg(&s.updated_at)
         .int(s.reservable())
         .arg(keys.order_prefix(s.id))
+        .arg(opt_ms(s.sale_starts_at_ms))
+        .arg(opt_ms(s.sale_ends_at_ms))
+        .int(s.attrs_rev_ms)
         .int(s.pending.len() as i64);
     for o in &s.pending {
         c.arg(&o.reference)
@@ -40,6 +43,11 @@ pub fn load_call(keys: &Keys, s: &ProductSnapshot) -> ScriptCall {
         c.arg(u).int(*n);
     }
     c
+}
+
+/// An optional time as a script argument: Unix ms, or `""` for none.
+pub fn opt_ms(t: Option<i64>) -> String {
+    t.map(|v| v.to_string()).unwrap_or_default()
 }
 
 /// The stock `load.lua` installed, or `None` when the product was live already.

@@ -1,7 +1,7 @@
 //! The Lua scripts of `lua/`: their identities, their text and SHA-1, and one invocation
 //! encoded once. One file per script family beside it builds the calls and decodes the
 //! replies (`reserve`, `transition` for pay and fail, `expire`, `load` for load, adopt and
-//! invalidate, `product`).
+//! invalidate, `product`, `admin` for restock and sync).
 //!
 //! Each script is sent as EVALSHA with its SHA-1 computed here; a Redis that does not know it
 //! (restarted, or `SCRIPT FLUSH`) answers NOSCRIPT and the caller resends the same call as
@@ -11,6 +11,7 @@
 //! [`ReplyError`](crate::redis::reply::ReplyError) (a bug or a foreign script under our
 //! name), never a panic.
 
+pub mod admin;
 pub mod expire;
 pub mod load;
 pub mod product;
@@ -30,12 +31,14 @@ pub enum ScriptId {
     Adopt,
     Product,
     Invalidate,
+    Restock,
+    Sync,
 }
 
 const LIB: &str = include_str!("../../../lua/lib.lua");
 
 impl ScriptId {
-    pub const ALL: [ScriptId; 8] = [
+    pub const ALL: [ScriptId; 10] = [
         ScriptId::Reserve,
         ScriptId::Pay,
         ScriptId::Fail,
@@ -44,6 +47,8 @@ impl ScriptId {
         ScriptId::Adopt,
         ScriptId::Product,
         ScriptId::Invalidate,
+        ScriptId::Restock,
+        ScriptId::Sync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +61,8 @@ impl ScriptId {
             ScriptId::Adopt => "adopt",
             ScriptId::Product => "product",
             ScriptId::Invalidate => "invalidate",
+            ScriptId::Restock => "restock",
+            ScriptId::Sync => "sync",
         }
     }
 
@@ -69,6 +76,8 @@ impl ScriptId {
             ScriptId::Adopt => (include_str!("../../../lua/adopt.lua"), true),
             ScriptId::Product => (include_str!("../../../lua/product.lua"), false),
             ScriptId::Invalidate => (include_str!("../../../lua/invalidate.lua"), true),
+            ScriptId::Restock => (include_str!("../../../lua/restock.lua"), true),
+            ScriptId::Sync => (include_str!("../../../lua/sync.lua"), false),
         }
     }
 

@@ -137,6 +137,18 @@ pub fn decode_reserve(
                 max: num(field()?)?,
             }),
             "6" => ReserveReply::Not(ReserveOutcome::IdempotencyKeyReused),
+            "7" => {
+                let starts_at_ms = num(field()?)?;
+                let now = num(field()?)?;
+                let wait_ms = (starts_at_ms - now).max(0);
+                ReserveReply::Not(ReserveOutcome::SaleNotStarted {
+                    starts_at_ms,
+                    retry_after_secs: u32::try_from((wait_ms + 999) / 1000)
+                        .unwrap_or(u32::MAX)
+                        .max(1),
+                })
+            }
+            "8" => ReserveReply::Not(ReserveOutcome::SaleEnded),
             other => return Err(ReplyError(format!("reserve code {other:?}"))),
         });
     }

@@ -1,7 +1,7 @@
 -- load.lua: installs a product into Redis from PostgreSQL, only if it is not there.
 --
--- KEYS[1] stock  KEYS[2] product  KEYS[3] pending  KEYS[4] users
--- then KEYS[4 + i] the record of the i-th pending order
+-- KEYS[1] stock  KEYS[2] product  KEYS[3] pending  KEYS[4] users  KEYS[5] journal
+-- then KEYS[5 + i] the record of the i-th pending order
 -- ARGV[1] name  ARGV[2] price_cents  ARGV[3] max_per_order  ARGV[4] per_user_limit ('' none)
 -- ARGV[5] created_at  ARGV[6] updated_at (RFC 3339)  ARGV[7] reservable stock per PostgreSQL
 -- ARGV[8] the order-record key prefix of this product (`<pfx>:{p:P}:order:`)
@@ -9,13 +9,15 @@
 -- sold attributes (`products.attrs_changed_at` in ms; see sync.lua)
 -- ARGV[12] number of pending orders p, then 6 values each:
 --   reference, user ('' none), qty, amount, expires (ms), created (ms)
--- then the number of buyers u, then 2 values each: user id, units pending or paid.
+-- then the number of buyers u, then 2 values each: user id, units pending or paid;
+-- then the number of restocks a PostgreSQL has applied to this product, then their op ids.
 --
 -- The caller computed ARGV[7] after a writer barrier, as PostgreSQL stock minus the units of
 -- PostgreSQL's pending orders. Orders pending in Redis that PostgreSQL does not have yet (a
 -- reservation whose message was still on its way, or one that only the journal holds after
 -- a crash) hold units too: they are subtracted here, atomically with the install, so no unit
--- is counted as free twice.
+-- is counted as free twice. Likewise a restock still in the journal that PostgreSQL has not
+-- applied (its op id is not in the list) is added: the writer applies it later.
 --
 -- Returns {1, stock} when installed, {0} when the stock key already existed: a live counter is
 -- never overwritten, and two workers racing to load the same product are harmless.
@@ -38,7 +40,7 @@ for i = 1, p do
   local b = 12 + (i - 1) * 6
   local ref = ARGV[b + 1]
   in_pg[ref] = true
-  local order_key = KEYS[4 + i]
+  local order_key = KEYS[5 + i]
   -- A record that survived (only some keys were lost) is the more recent truth.
   if redis.call('EXISTS', order_key) == 0 then
     local user = ARGV[b + 2]
@@ -50,8 +52,8 @@ for i = 1, p do
 end
 
 redis.call('DEL', KEYS[4])
+local u_at = 12 + p * 6 + 1
 if limited then
-  local u_at = 12 + p * 6 + 1
   local u = tonumber(ARGV[u_at])
   for j = 1, u do
     redis.call('HSET', KEYS[4], ARGV[u_at + 2 * j - 1], ARGV[u_at + 2 * j])
@@ -78,6 +80,17 @@ for _, member in ipairs(redis_pending) do
   end
   if not live then
     redis.call('ZREM', KEYS[3], member)
+  end
+end
+local a_at = u_at + 1 + 2 * tonumber(ARGV[u_at])
+local applied = {}
+for j = 1, tonumber(ARGV[a_at]) do
+  applied[ARGV[a_at + j]] = true
+end
+for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+  local op, delta = string.match(member, '^restock|([^|]+)|(-?%d+)$')
+  if op and not applied[op] then
+    stock = stock + tonumber(delta)
   end
 end
 if stock < 0 then

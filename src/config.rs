@@ -221,6 +221,8 @@ pub struct Config {
     pub rate_limit_buyer: Option<RateLimit>,
     /// `FLASHSALE_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `FLASHSALE_ADMIN_TOKEN`: the bearer token of the admin API; `None` disables it.
+    pub admin_token: Option<Secret>,
 }
 
 /// A configuration error: names the variable and says what is wrong.
@@ -429,6 +431,7 @@ impl Config {
             rate_limit_ip,
             rate_limit_buyer,
             trusted_proxies,
+            admin_token: var("FLASHSALE_ADMIN_TOKEN").map(Secret),
         })
     }
 
@@ -566,6 +569,8 @@ mod tests {
     fn secret_is_not_printed() {
         let c = cfg(&[("PAYMENT_WEBHOOK_SECRET", "hunter2")]).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+        let c = cfg(&[("FLASHSALE_ADMIN_TOKEN", "adm1n")]).unwrap();
+        assert!(!format!("{c:?}").contains("adm1n"));
         assert_eq!(c.require_secret().unwrap().expose(), "hunter2");
     }
 

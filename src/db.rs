@@ -1,5 +1,9 @@
 //! PostgreSQL plumbing shared by the writer and the reader threads: how a failure is
-//! classified (retry, refuse, or fall back from COPY).
+//! classified (retry, refuse, or fall back from COPY), and rows both read.
+
+use crate::domain::LatePayment;
+use crate::time::from_system_time;
+use std::time::SystemTime;
 
 /// How a PostgreSQL failure should be handled.
 #[derive(Debug)]
@@ -39,5 +43,15 @@ pub fn classify(e: tokio_postgres::Error) -> PgError {
             }
         }
         None => PgError::Transient(e.to_string()),
+    }
+}
+
+/// A `late_payments` row: reference, amount, created, refunded.
+pub fn late_payment(r: &tokio_postgres::Row) -> LatePayment {
+    LatePayment {
+        order_reference: r.get(0),
+        amount_cents: r.get(1),
+        created_at_ms: from_system_time(r.get(2)),
+        refunded_at_ms: r.get::<_, Option<SystemTime>>(3).map(from_system_time),
     }
 }

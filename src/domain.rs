@@ -204,6 +204,9 @@ pub struct ProductSnapshot {
     pub sale_ends_at_ms: Option<i64>,
     /// `products.attrs_changed_at` in Unix ms: which revision of the sold attributes this is.
     pub attrs_rev_ms: i64,
+    /// Op ids of the restocks `products.stock` includes (those still journaled in Redis and
+    /// not among them are added by `load.lua`).
+    pub applied_restocks: Vec<String>,
 }
 
 /// The sold attributes of a product (what an admin change or an SQL edit changes), as
@@ -221,6 +224,91 @@ pub struct ProductAttrs {
     pub rev_ms: i64,
     /// `products.updated_at`, RFC 3339.
     pub updated_at: String,
+}
+
+/// A product the admin API creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProduct {
+    pub name: String,
+    pub price_cents: i64,
+    pub stock: i64,
+    pub max_per_order: i32,
+    pub per_user_limit: Option<i32>,
+    pub sale_starts_at_ms: Option<i64>,
+    pub sale_ends_at_ms: Option<i64>,
+}
+
+/// A change of a product's sold attributes: `None` leaves one as it is; for the nullable
+/// ones `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProductPatch {
+    pub name: Option<String>,
+    pub price_cents: Option<i64>,
+    pub max_per_order: Option<i32>,
+    pub per_user_limit: Option<Option<i32>>,
+    pub sale_starts_at_ms: Option<Option<i64>>,
+    pub sale_ends_at_ms: Option<Option<i64>>,
+}
+
+/// What an admin change did in PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminChange {
+    /// The product as it is now.
+    Product(ProductAttrs),
+    /// The late payment as it is now.
+    LatePayment(LatePayment),
+    /// No such product or late payment.
+    NotFound,
+    /// The sale window would end before it starts.
+    InvalidWindow,
+}
+
+/// How an admin operation ended, besides `Err(Failure)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminOutcome<T> {
+    Done(T),
+    /// No such product or late payment.
+    NotFound,
+    /// The sale window would end before it starts.
+    InvalidWindow,
+    /// A negative restock asked for more units than are reservable.
+    Insufficient {
+        reservable: i64,
+    },
+}
+
+/// A success that came after its order was cancelled: to be refunded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatePayment {
+    pub order_reference: String,
+    pub amount_cents: i64,
+    pub created_at_ms: i64,
+    pub refunded_at_ms: Option<i64>,
+}
+
+/// A product's sale in numbers (`GET /admin/products/{id}/stats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductStats {
+    /// `products.stock`: units not sold.
+    pub stock: i64,
+    pub pending_units: i64,
+    pub paid_units: i64,
+    pub cancelled_units: i64,
+    pub revenue_cents: i64,
+    pub late_payments: i64,
+}
+
+/// Which orders an admin listing wants, and the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderFilter {
+    pub product_id: Option<ProductId>,
+    /// `pending`, `paid` or `cancelled`.
+    pub status: Option<&'static str>,
+    pub user_id: Option<String>,
+    /// 1 to 1000.
+    pub limit: i64,
+    /// Orders after this id (the cursor of the previous page); 0 for the first page.
+    pub after: i64,
 }
 
 /// Where a product's sale stands, by Redis's clock.
@@ -467,6 +555,7 @@ mod tests {
             sale_starts_at_ms: None,
             sale_ends_at_ms: None,
             attrs_rev_ms: 0,
+            applied_restocks: vec![],
         };
         assert_eq!(s.reservable(), 3);
         s.pending.push(o(9));

@@ -28,7 +28,8 @@ enum Command {
     Migrate,
     /// Insert the demo products (ids 1 and 2) if absent.
     Seed,
-    /// Compare Redis and PostgreSQL stock per product; exit 1 on drift.
+    /// Compare Redis and PostgreSQL stock per product (also while the sale runs); exit 1 on
+    /// drift, 3 when a product kept changing during every reading.
     Reconcile,
 }
 
@@ -76,11 +77,7 @@ fn main() -> ExitCode {
             run(|| async {
                 let c = commands::connect(&cfg.database_url).await?;
                 let lines = commands::reconcile::lines(&cfg, &c).await?;
-                Ok(if commands::reconcile::print(&lines) {
-                    1
-                } else {
-                    0
-                })
+                Ok(commands::reconcile::print(&lines).exit_code())
             }),
         ),
     };

@@ -28,11 +28,19 @@ pub enum Route {
     Health,
     Ready,
     Metrics,
+    AdminProductCreate,
+    AdminProductPatch,
+    AdminProductStock,
+    AdminProductClose,
+    AdminProductStats,
+    AdminOrders,
+    AdminLatePayments,
+    AdminRefund,
     Unknown,
 }
 
 impl Route {
-    const ALL: [Route; 8] = [
+    const ALL: [Route; 16] = [
         Route::ProductGet,
         Route::OrderCreate,
         Route::OrderGet,
@@ -40,8 +48,21 @@ impl Route {
         Route::Health,
         Route::Ready,
         Route::Metrics,
+        Route::AdminProductCreate,
+        Route::AdminProductPatch,
+        Route::AdminProductStock,
+        Route::AdminProductClose,
+        Route::AdminProductStats,
+        Route::AdminOrders,
+        Route::AdminLatePayments,
+        Route::AdminRefund,
         Route::Unknown,
     ];
+
+    pub fn is_admin(self) -> bool {
+        self.label().contains(" /admin/")
+    }
+
     fn label(self) -> &'static str {
         match self {
             Route::ProductGet => "GET /api/products/{id}",
@@ -51,13 +72,21 @@ impl Route {
             Route::Health => "GET /health",
             Route::Ready => "GET /ready",
             Route::Metrics => "GET /metrics",
+            Route::AdminProductCreate => "POST /admin/products",
+            Route::AdminProductPatch => "PATCH /admin/products/{id}",
+            Route::AdminProductStock => "POST /admin/products/{id}/stock",
+            Route::AdminProductClose => "POST /admin/products/{id}/close",
+            Route::AdminProductStats => "GET /admin/products/{id}/stats",
+            Route::AdminOrders => "GET /admin/orders",
+            Route::AdminLatePayments => "GET /admin/late-payments",
+            Route::AdminRefund => "POST /admin/late-payments/{order_reference}/refund",
             Route::Unknown => "other",
         }
     }
 }
 
-const STATUSES: [u16; 15] = [
-    200, 202, 400, 401, 404, 405, 408, 409, 413, 422, 429, 431, 500, 503, 0,
+const STATUSES: [u16; 16] = [
+    200, 201, 202, 400, 401, 404, 405, 408, 409, 413, 422, 429, 431, 500, 503, 0,
 ];
 
 fn status_index(s: u16) -> usize {

@@ -12,8 +12,10 @@
 //! A connection that fails is dropped and opened again by the next request that needs it.
 //! The thread ends when every worker's sender is gone, or with the process.
 
-use crate::db::{PgError, classify};
-use crate::domain::{OrderRecord, OrderState, ProductId, ProductSnapshot};
+use crate::db::{PgError, classify, late_payment};
+use crate::domain::{
+    LatePayment, OrderFilter, OrderRecord, OrderState, ProductId, ProductSnapshot, ProductStats,
+};
 use crate::time::{from_system_time, rfc3339};
 use futures_channel::oneshot;
 use std::cell::RefCell;
@@ -58,6 +60,21 @@ pub enum ReadMsg {
     Order {
         reference: String,
         reply: Reply<Option<OrderRecord>>,
+    },
+    /// A product's sale in numbers (admin).
+    Stats {
+        product_id: ProductId,
+        reply: Reply<Option<ProductStats>>,
+    },
+    /// A page of orders, by id, with their ids (admin).
+    Orders {
+        filter: OrderFilter,
+        reply: Reply<Vec<(i64, OrderRecord)>>,
+    },
+    /// Late payments, refunded or not or both (admin).
+    LatePayments {
+        refunded: Option<bool>,
+        reply: Reply<Vec<LatePayment>>,
     },
 }
 
@@ -140,6 +157,29 @@ async fn answer(pool: &Pool, msg: ReadMsg) {
                 .await;
             let _ = reply.send(r);
         }
+        ReadMsg::Stats { product_id, reply } => {
+            let r = pool
+                .with(|c| async move { c.stats(product_id).await })
+                .await;
+            let _ = reply.send(r);
+        }
+        ReadMsg::Orders { filter, reply } => {
+            let r = pool.with(|c| async move { c.orders(&filter).await }).await;
+            let _ = reply.send(r);
+        }
+        ReadMsg::LatePayments { refunded, reply } => {
+            let r = pool
+                .with(|c| async move {
+                    let rows = c
+                        .client
+                        .query(&c.late_payments, &[&refunded])
+                        .await
+                        .map_err(classify)?;
+                    Ok(rows.iter().map(late_payment).collect())
+                })
+                .await;
+            let _ = reply.send(r);
+        }
     }
 }
 
@@ -198,7 +238,8 @@ const PRODUCT_EXISTS: &str = "SELECT 1 FROM products WHERE id = $1";
 const SNAPSHOT: &str = "
 SELECT p.name, p.price_cents, p.stock, p.max_per_order, p.per_user_limit, p.created_at, p.updated_at,
        p.sale_starts_at, p.sale_ends_at, p.attrs_changed_at,
-       o.refs, o.users, o.qtys, o.amounts, o.expires, o.created, u.users, u.units
+       o.refs, o.users, o.qtys, o.amounts, o.expires, o.created, u.users, u.units,
+       (SELECT array_agg(op_id) FROM stock_ops WHERE product_id = p.id)
 FROM products p
 LEFT JOIN LATERAL (
     SELECT array_agg(order_reference) AS refs, array_agg(user_id) AS users, array_agg(qty) AS qtys,
@@ -219,12 +260,41 @@ const ORDER: &str = "
 SELECT product_id, user_id, qty, amount_cents, status, cancel_reason, expires_at, created_at
 FROM orders WHERE order_reference = $1";
 
+/// Counters kept in `products` by the writer; pending units by the partial index; late
+/// payments through the unique index of their orders.
+const STATS: &str = "
+SELECT p.stock, p.paid_units, p.cancelled_units, p.revenue_cents,
+       (SELECT COALESCE(sum(qty), 0)::int8 FROM orders
+        WHERE product_id = p.id AND status = 'pending'),
+       (SELECT count(*) FROM late_payments l JOIN orders o USING (order_reference)
+        WHERE o.product_id = p.id)
+FROM products p WHERE p.id = $1";
+
+/// A page of orders in id order (the primary key), filters applied on the way.
+const ORDERS: &str = "
+SELECT id, order_reference, product_id, user_id, qty, amount_cents, status, cancel_reason,
+       expires_at, created_at
+FROM orders
+WHERE id > $1 AND ($2::int8 IS NULL OR product_id = $2) AND ($3::text IS NULL OR status = $3)
+      AND ($4::text IS NULL OR user_id = $4)
+ORDER BY id LIMIT $5";
+
+/// Late payments, oldest first; at most 10,000 (each needs a real order and a provider's
+/// signature, so there are few).
+const LATE_PAYMENTS: &str = "
+SELECT order_reference, amount_cents, created_at, refunded_at FROM late_payments
+WHERE $1::bool IS NULL OR (refunded_at IS NOT NULL) = $1
+ORDER BY created_at, order_reference LIMIT 10000";
+
 /// One connection with its statements.
 struct Conn {
     client: Client,
     product_exists: Statement,
     snapshot: Statement,
     order: Statement,
+    stats: Statement,
+    orders: Statement,
+    late_payments: Statement,
 }
 
 impl Conn {
@@ -240,6 +310,9 @@ impl Conn {
             product_exists: client.prepare(PRODUCT_EXISTS).await.map_err(classify)?,
             snapshot: client.prepare(SNAPSHOT).await.map_err(classify)?,
             order: client.prepare(ORDER).await.map_err(classify)?,
+            stats: client.prepare(STATS).await.map_err(classify)?,
+            orders: client.prepare(ORDERS).await.map_err(classify)?,
+            late_payments: client.prepare(LATE_PAYMENTS).await.map_err(classify)?,
             client,
         })
     }
@@ -295,6 +368,7 @@ impl Conn {
             sale_starts_at_ms: row.get::<_, Option<SystemTime>>(7).map(from_system_time),
             sale_ends_at_ms: row.get::<_, Option<SystemTime>>(8).map(from_system_time),
             attrs_rev_ms: from_system_time(row.get(9)),
+            applied_restocks: row.get::<_, Option<_>>(18).unwrap_or_default(),
         }))
     }
 
@@ -304,28 +378,74 @@ impl Conn {
             .query_opt(&self.order, &[&reference])
             .await
             .map_err(classify)?;
-        let Some(r) = row else { return Ok(None) };
-        let status: String = r.get(4);
-        let reason: Option<String> = r.get(5);
-        let Some(state) = OrderState::from_parts(&status, reason.as_deref()) else {
-            return Err(PgError::Rejected(format!(
-                "order {reference} has status {status:?}"
-            )));
-        };
-        let Some(product_id) = ProductId::new(r.get(0)) else {
-            return Err(PgError::Rejected(format!(
-                "order {reference} has a non-positive product id"
-            )));
-        };
-        Ok(Some(OrderRecord {
-            reference: reference.to_string(),
-            product_id,
-            user_id: r.get(1),
-            qty: r.get(2),
-            amount_cents: r.get(3),
-            state,
-            expires_at_ms: from_system_time(r.get(6)),
-            created_at_ms: from_system_time(r.get(7)),
+        row.map(|r| order_record(reference.to_string(), &r, 0))
+            .transpose()
+    }
+
+    async fn stats(&self, pid: ProductId) -> Result<Option<ProductStats>, PgError> {
+        let row = self
+            .client
+            .query_opt(&self.stats, &[&pid.get()])
+            .await
+            .map_err(classify)?;
+        Ok(row.map(|r| ProductStats {
+            stock: r.get(0),
+            paid_units: r.get(1),
+            cancelled_units: r.get(2),
+            revenue_cents: r.get(3),
+            pending_units: r.get(4),
+            late_payments: r.get(5),
         }))
     }
+
+    async fn orders(&self, f: &OrderFilter) -> Result<Vec<(i64, OrderRecord)>, PgError> {
+        let rows = self
+            .client
+            .query(
+                &self.orders,
+                &[
+                    &f.after,
+                    &f.product_id.map(ProductId::get),
+                    &f.status,
+                    &f.user_id,
+                    &f.limit,
+                ],
+            )
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), order_record(r.get(1), r, 2)?)))
+            .collect()
+    }
+}
+
+/// An order from a row holding, from column `at` on: product_id, user_id, qty, amount_cents,
+/// status, cancel_reason, expires_at, created_at.
+fn order_record(
+    reference: String,
+    r: &tokio_postgres::Row,
+    at: usize,
+) -> Result<OrderRecord, PgError> {
+    let status: String = r.get(at + 4);
+    let reason: Option<String> = r.get(at + 5);
+    let Some(state) = OrderState::from_parts(&status, reason.as_deref()) else {
+        return Err(PgError::Rejected(format!(
+            "order {reference} has status {status:?}"
+        )));
+    };
+    let Some(product_id) = ProductId::new(r.get(at)) else {
+        return Err(PgError::Rejected(format!(
+            "order {reference} has a non-positive product id"
+        )));
+    };
+    Ok(OrderRecord {
+        reference,
+        product_id,
+        user_id: r.get(at + 1),
+        qty: r.get(at + 2),
+        amount_cents: r.get(at + 3),
+        state,
+        expires_at_ms: from_system_time(r.get(at + 6)),
+        created_at_ms: from_system_time(r.get(at + 7)),
+    })
 }

@@ -126,6 +126,108 @@ pub fn string(
     }
 }
 
+/// An integer field within `min..=max` (a JSON integer or a string of digits). `None` with
+/// an error recorded when missing, invalid or out of range.
+pub fn int_in(
+    errors: &mut FieldErrors,
+    field: &'static str,
+    v: Option<&RawValue>,
+    min: i64,
+    max: i64,
+) -> Option<i64> {
+    let name = human(field);
+    let Some(raw) = v.map(RawValue::get).filter(|r| *r != "null") else {
+        errors
+            .entry(field)
+            .or_default()
+            .push(format!("The {name} field is required."));
+        return None;
+    };
+    let text: std::borrow::Cow<'_, str> = if raw.starts_with('"') {
+        match serde_json::from_str::<String>(raw) {
+            Ok(s) => s.trim().to_string().into(),
+            Err(_) => raw.into(),
+        }
+    } else {
+        raw.into()
+    };
+    let digits = text.strip_prefix('-').unwrap_or(&text);
+    let parsed = if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        None
+    } else {
+        text.parse::<i64>().ok()
+    };
+    match parsed {
+        Some(n) if (min..=max).contains(&n) => Some(n),
+        Some(_) => {
+            errors
+                .entry(field)
+                .or_default()
+                .push(format!("The {name} must be between {min} and {max}."));
+            None
+        }
+        None if digits.bytes().all(|b| b.is_ascii_digit()) && !digits.is_empty() => {
+            errors
+                .entry(field)
+                .or_default()
+                .push(format!("The {name} must be between {min} and {max}."));
+            None
+        }
+        None => {
+            errors
+                .entry(field)
+                .or_default()
+                .push(format!("The {name} must be an integer."));
+            None
+        }
+    }
+}
+
+/// For `#[serde(default, borrow, deserialize_with = "json::present")]` on an
+/// `Option<&RawValue>` field: a `null` value is then `Some("null")`, not `None` (plain serde
+/// makes both absent and `null` a `None`), which [`nullable`] needs.
+pub fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// A field that may be absent (leave as it is: `None`), `null` (clear: `Some(None)`) or a
+/// value read by `read` (`Some(Some(v))`; an invalid one records an error and is `None`).
+/// The field must be deserialized with [`present`].
+pub fn nullable<T>(
+    v: Option<&RawValue>,
+    read: impl FnOnce(Option<&RawValue>) -> Option<T>,
+) -> Option<Option<T>> {
+    match v {
+        None => None,
+        Some(raw) if raw.get() == "null" => Some(None),
+        Some(raw) => read(Some(raw)).map(Some),
+    }
+}
+
+/// An RFC 3339 time in UTC (`2026-11-26T09:32:55Z`, fractions allowed), as Unix ms. `None`
+/// with an error recorded when it is not one; absent or `null` is not an error.
+pub fn timestamp(
+    errors: &mut FieldErrors,
+    field: &'static str,
+    v: Option<&RawValue>,
+) -> Option<i64> {
+    let raw = v.map(RawValue::get).filter(|r| *r != "null")?;
+    let parsed = serde_json::from_str::<String>(raw)
+        .ok()
+        .and_then(|s| humantime::parse_rfc3339(s.trim()).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    match parsed {
+        Some(d) => Some(d.as_millis() as i64),
+        None => {
+            errors.entry(field).or_default().push(format!(
+                "The {} must be an RFC 3339 time in UTC, e.g. 2026-11-26T09:32:55Z.",
+                human(field)
+            ));
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +302,35 @@ mod tests {
         let ok = format!(r#"{{"s": "{}"}}"#, "é".repeat(64));
         let b: Body<'_> = object(ok.as_bytes()).unwrap();
         assert!(string(&mut FieldErrors::new(), "s", b.s, 1, 64).is_some());
+    }
+
+    #[test]
+    fn ranges_nulls_and_times() {
+        let b: Body<'_> = object(br#"{"n": -5, "s": "2026-11-26T09:32:55.5Z"}"#).unwrap();
+        let mut e = FieldErrors::new();
+        assert_eq!(int_in(&mut e, "n", b.n, -10, 10), Some(-5));
+        assert_eq!(int_in(&mut e, "n", b.n, 0, 10), None);
+        assert_eq!(e["n"][0], "The n must be between 0 and 10.");
+        assert_eq!(timestamp(&mut e, "s", b.s), Some(1_795_685_575_500));
+        #[derive(serde::Deserialize)]
+        struct Patch<'a> {
+            #[serde(default, borrow, deserialize_with = "present")]
+            n: Option<&'a RawValue>,
+            #[serde(borrow)]
+            s: Option<&'a RawValue>,
+        }
+        let b: Patch<'_> = object(br#"{"n": null, "s": "yesterday"}"#).unwrap();
+        let mut e = FieldErrors::new();
+        assert_eq!(nullable(b.n, |v| int_in(&mut e, "n", v, 0, 9)), Some(None));
+        assert_eq!(timestamp(&mut e, "s", b.s), None);
+        assert!(e.contains_key("s"));
+        let b: Patch<'_> = object(br#"{"n": 4}"#).unwrap();
+        assert_eq!(
+            nullable(b.n, |v| int_in(&mut e, "n", v, 0, 9)),
+            Some(Some(4))
+        );
+        let b: Patch<'_> = object(br#"{}"#).unwrap();
+        assert_eq!(nullable(b.n, |v| int_in(&mut e, "n", v, 0, 9)), None);
     }
 
     #[test]

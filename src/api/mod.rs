@@ -7,7 +7,9 @@
 //! | `GET /api/orders/{order_reference}` | `order_status.rs` |
 //! | `POST /api/payments/webhook`        | `webhook.rs`      |
 //! | `GET /health`, `/ready`, `/metrics` | `ops.rs`          |
+//! | `/admin/...` (products, orders, late payments) | `admin.rs` |
 
+pub mod admin;
 pub mod json;
 pub mod ops;
 pub mod order_status;
@@ -15,6 +17,7 @@ pub mod orders;
 pub mod products;
 pub mod webhook;
 
+use crate::auth::Rejected;
 use crate::http::request::Request;
 use crate::http::response::{ApiError, Response};
 use crate::limits::client::client_address;
@@ -34,6 +37,14 @@ pub enum Endpoint<'a> {
     Health,
     Ready,
     Metrics,
+    AdminProductCreate,
+    AdminProductPatch(&'a str),
+    AdminProductStock(&'a str),
+    AdminProductClose(&'a str),
+    AdminProductStats(&'a str),
+    AdminOrders,
+    AdminLatePayments,
+    AdminRefund(&'a str),
 }
 
 impl Endpoint<'_> {
@@ -46,6 +57,14 @@ impl Endpoint<'_> {
             Endpoint::Health => Route::Health,
             Endpoint::Ready => Route::Ready,
             Endpoint::Metrics => Route::Metrics,
+            Endpoint::AdminProductCreate => Route::AdminProductCreate,
+            Endpoint::AdminProductPatch(_) => Route::AdminProductPatch,
+            Endpoint::AdminProductStock(_) => Route::AdminProductStock,
+            Endpoint::AdminProductClose(_) => Route::AdminProductClose,
+            Endpoint::AdminProductStats(_) => Route::AdminProductStats,
+            Endpoint::AdminOrders => Route::AdminOrders,
+            Endpoint::AdminLatePayments => Route::AdminLatePayments,
+            Endpoint::AdminRefund(_) => Route::AdminRefund,
         }
     }
 
@@ -53,13 +72,22 @@ impl Endpoint<'_> {
     fn is_operations(self) -> bool {
         matches!(self, Endpoint::Health | Endpoint::Ready | Endpoint::Metrics)
     }
+
+    /// The admin API: its token, not the client address, decides.
+    fn is_admin(self) -> bool {
+        self.route().is_admin()
+    }
 }
 
 /// The endpoint of a method and path, or why there is none (404, or 405 with `Allow`).
-pub fn resolve<'a>(method: &str, path: &'a str) -> Result<Endpoint<'a>, ApiError> {
+/// Without an admin token every `/admin/...` path is 404, whatever the method.
+pub fn resolve<'a>(method: &str, path: &'a str, admin: bool) -> Result<Endpoint<'a>, ApiError> {
     let path = path.strip_prefix('/').unwrap_or(path);
     let mut parts = path.split('/');
     let segs = (parts.next(), parts.next(), parts.next(), parts.next());
+    if parts.next().is_some() || (!admin && segs.0 == Some("admin")) {
+        return Err(ApiError::NotFound);
+    }
     let (endpoint, allowed) = match segs {
         (Some("api"), Some("products"), Some(id), None) => (Endpoint::ProductGet(id), "GET"),
         (Some("api"), Some("orders"), None, None) => (Endpoint::OrderCreate, "POST"),
@@ -68,6 +96,24 @@ pub fn resolve<'a>(method: &str, path: &'a str) -> Result<Endpoint<'a>, ApiError
         (Some("health"), None, None, None) => (Endpoint::Health, "GET"),
         (Some("ready"), None, None, None) => (Endpoint::Ready, "GET"),
         (Some("metrics"), None, None, None) => (Endpoint::Metrics, "GET"),
+        (Some("admin"), Some("products"), None, None) => (Endpoint::AdminProductCreate, "POST"),
+        (Some("admin"), Some("products"), Some(id), None) => {
+            (Endpoint::AdminProductPatch(id), "PATCH")
+        }
+        (Some("admin"), Some("products"), Some(id), Some("stock")) => {
+            (Endpoint::AdminProductStock(id), "POST")
+        }
+        (Some("admin"), Some("products"), Some(id), Some("close")) => {
+            (Endpoint::AdminProductClose(id), "POST")
+        }
+        (Some("admin"), Some("products"), Some(id), Some("stats")) => {
+            (Endpoint::AdminProductStats(id), "GET")
+        }
+        (Some("admin"), Some("orders"), None, None) => (Endpoint::AdminOrders, "GET"),
+        (Some("admin"), Some("late-payments"), None, None) => (Endpoint::AdminLatePayments, "GET"),
+        (Some("admin"), Some("late-payments"), Some(r), Some("refund")) => {
+            (Endpoint::AdminRefund(r), "POST")
+        }
         _ => return Err(ApiError::NotFound),
     };
     if method == allowed {
@@ -80,7 +126,8 @@ pub fn resolve<'a>(method: &str, path: &'a str) -> Result<Endpoint<'a>, ApiError
 /// Handles one request from the TCP peer `peer`; every outcome, error or not, becomes a
 /// response here. Requests that name no endpoint (404, 405) are counted under `other`.
 pub async fn handle(w: &Rc<Worker>, req: &Request<'_>, peer: IpAddr) -> Response {
-    let (route, result) = match resolve(req.method, req.path) {
+    let admin = w.cfg().admin_token.is_some();
+    let (route, result) = match resolve(req.method, req.path, admin) {
         Ok(endpoint) => (endpoint.route(), call(w, req, peer, endpoint).await),
         Err(e) => (Route::Unknown, Err(e)),
     };
@@ -110,7 +157,12 @@ async fn call(
     } else {
         client_address(peer, &req.forwarded_for, trusted)
     };
-    if !endpoint.is_operations()
+    if endpoint.is_admin() {
+        let token = w.cfg().admin_token.as_ref().map_or("", |t| t.expose());
+        if !admin::authorized(token, req.authorization) {
+            return Err(ApiError::Unauthorized(Rejected::Invalid));
+        }
+    } else if !endpoint.is_operations()
         && let Err(secs) = w.shared().rate_limits.address(client)
     {
         w.metrics().rate_limited(Which::Address);
@@ -124,5 +176,13 @@ async fn call(
         Endpoint::Health => Ok(ops::health()),
         Endpoint::Ready => Ok(ops::ready(w).await),
         Endpoint::Metrics => Ok(ops::metrics(w)),
+        Endpoint::AdminProductCreate => admin::create_product(w, req).await,
+        Endpoint::AdminProductPatch(id) => admin::patch_product(w, req, id).await,
+        Endpoint::AdminProductStock(id) => admin::restock(w, req, id).await,
+        Endpoint::AdminProductClose(id) => admin::close(w, id).await,
+        Endpoint::AdminProductStats(id) => admin::stats(w, id).await,
+        Endpoint::AdminOrders => admin::orders(w, req).await,
+        Endpoint::AdminLatePayments => admin::late_payments(w, req).await,
+        Endpoint::AdminRefund(r) => admin::refund(w, r).await,
     }
 }

@@ -33,6 +33,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     /// The path without its query string.
     pub path: &'a str,
+    /// The query string after `?` (empty when there is none), still percent-encoded.
+    pub query: &'a str,
     pub body: Cow<'a, [u8]>,
     /// Keep the connection open after the response.
     pub keep_alive: bool,
@@ -362,6 +364,7 @@ struct HeadInfo {
     len: usize,
     method: Range<usize>,
     path: Range<usize>,
+    query: Range<usize>,
     keep_alive: bool,
     http10: bool,
     idempotency_key: Option<Range<usize>>,
@@ -379,6 +382,7 @@ impl HeadInfo {
         Request {
             method: text(&self.method),
             path: text(&self.path),
+            query: text(&self.query),
             body,
             keep_alive: self.keep_alive,
             http10: self.http10,
@@ -493,12 +497,16 @@ fn parse_head(buf: &[u8]) -> Result<HeadInfo, Refusal> {
     } else {
         !conn_close
     };
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    // The empty query is a slice of the target too: positions are taken from `buf`.
+    let (path, query) = target
+        .split_once('?')
+        .unwrap_or((target, &target[target.len()..]));
 
     Ok(HeadInfo {
         len: head_len,
         method: range_in(buf, method.as_bytes()),
         path: range_in(buf, path.as_bytes()),
+        query: range_in(buf, query.as_bytes()),
         keep_alive,
         http10: version == 0,
         idempotency_key: idempotency_key.map(|k| range_in(buf, k)),
@@ -544,6 +552,8 @@ mod tests {
     fn simple_get_keeps_alive() {
         let raw = b"GET /api/products/1?x=y HTTP/1.1\r\nHost: a\r\n\r\nGET /health";
         let (r, n) = complete(raw);
+        assert_eq!(r.query, "x=y");
+        assert_eq!(complete(b"GET /a HTTP/1.1\r\n\r\n").0.query, "");
         assert_eq!(
             (r.method, r.path, r.keep_alive),
             ("GET", "/api/products/1", true)

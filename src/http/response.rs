@@ -108,6 +108,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        201 => "Created",
         202 => "Accepted",
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -141,6 +142,7 @@ pub enum ApiError {
     NotFound,
     ProductNotFound,
     OrderNotFound,
+    LatePaymentNotFound,
     MethodNotAllowed(&'static str),
     RequestTimeout,
     InsufficientStock,
@@ -176,7 +178,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::MalformedJson => 400,
             ApiError::InvalidSignature | ApiError::Unauthorized(_) => 401,
-            ApiError::NotFound | ApiError::ProductNotFound | ApiError::OrderNotFound => 404,
+            ApiError::NotFound
+            | ApiError::ProductNotFound
+            | ApiError::OrderNotFound
+            | ApiError::LatePaymentNotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::RequestTimeout => 408,
             ApiError::InsufficientStock
@@ -202,6 +207,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::ProductNotFound => "product_not_found",
             ApiError::OrderNotFound => "order_not_found",
+            ApiError::LatePaymentNotFound => "late_payment_not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::InsufficientStock => "insufficient_stock",
@@ -231,6 +237,7 @@ impl ApiError {
             ApiError::NotFound => "Not found",
             ApiError::ProductNotFound => "Product not found",
             ApiError::OrderNotFound => "Order not found",
+            ApiError::LatePaymentNotFound => "No late payment for this order reference",
             ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::RequestTimeout => "The request was not received in time",
             ApiError::InsufficientStock => "Insufficient stock",

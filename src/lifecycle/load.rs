@@ -104,7 +104,7 @@ pub async fn find_order(w: &Worker, reference: &str) -> Result<Option<OrderRecor
     Ok(found)
 }
 
-fn read_failure(e: ReadError) -> Failure {
+pub fn read_failure(e: ReadError) -> Failure {
     Failure::Unavailable(match e {
         ReadError::Busy => Unavailable::ReadQueueFull,
         ReadError::Unavailable => Unavailable::Database,

@@ -23,6 +23,7 @@
 //! helpers below turn Redis trouble into failures and log what is a bug, once, where it is
 //! found.
 
+pub mod admin;
 pub mod expire;
 pub mod load;
 pub mod queue;

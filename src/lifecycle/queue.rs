@@ -7,7 +7,7 @@
 use crate::domain::{Failure, Unavailable};
 use crate::handoff::{Permit, Refused};
 use crate::worker::ctx::Worker;
-use crate::writer::msg::{Done, WriteError, WriterMsg};
+use crate::writer::msg::{Reply, WriteError, WriterMsg};
 
 /// A place in the writer's queue for a new order.
 ///
@@ -48,12 +48,12 @@ pub async fn barrier(w: &Worker) -> Result<(), Failure> {
     commit(permit(w)?, WriterMsg::Barrier).await
 }
 
-/// Hands over a message carrying a `Done` and waits until the writer answers it, which it
-/// does after the commit.
-pub async fn commit(
+/// Hands over a message carrying a reply sender (a `Done`, or an admin change's) and waits
+/// until the writer answers it, which it does after the commit.
+pub async fn commit<T>(
     permit: Permit<'_, WriterMsg>,
-    make: impl FnOnce(Done) -> WriterMsg,
-) -> Result<(), Failure> {
+    make: impl FnOnce(Reply<T>) -> WriterMsg,
+) -> Result<T, Failure> {
     let (tx, rx) = futures_channel::oneshot::channel();
     hand_over(permit, make(tx));
     match rx.await {

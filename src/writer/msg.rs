@@ -1,6 +1,6 @@
 //! The messages that cross from the workers to the writer thread.
 
-use crate::domain::{OrderRecord, ProductId};
+use crate::domain::{AdminChange, NewProduct, OrderRecord, ProductId, ProductPatch};
 use crate::writer::batch::Batched;
 use futures_channel::oneshot;
 
@@ -13,8 +13,10 @@ pub enum WriteError {
     Unavailable,
 }
 
+/// Answers a message after its effect is committed (or cannot be).
+pub type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 /// Completes when the message's effect is committed (or cannot be).
-pub type Done = oneshot::Sender<Result<(), WriteError>>;
+pub type Done = Reply<()>;
 
 /// The journal entry shared by the reservations of one `reserve.lua` call: the writer removes
 /// it when the last of them is committed.
@@ -70,6 +72,12 @@ pub enum WriterMsg {
         delta: i64,
         done: Done,
     },
+    /// An admin change of products or late payments, committed in order after everything
+    /// queued before it.
+    Admin {
+        op: AdminOp,
+        reply: Reply<AdminChange>,
+    },
     /// Commit everything queued before, then complete: a load reads its snapshot after it,
     /// so that every reservation handed over before is in PostgreSQL.
     Barrier(Done),
@@ -91,6 +99,17 @@ impl Batched for WriterMsg {
             _ => true,
         }
     }
+}
+
+/// What an admin change is.
+#[derive(Debug)]
+pub enum AdminOp {
+    Create(NewProduct),
+    Patch(ProductId, ProductPatch),
+    /// Ends the sale now.
+    Close(ProductId),
+    /// Marks a late payment refunded (once; repeats change nothing).
+    Refund(String),
 }
 
 /// A pending webhook whose order has appeared: the writer hands it to a worker, which applies

@@ -24,9 +24,10 @@
 //! ones in id order with an index lookup of their orders (`UNMATCHED_AFTER`,
 //! `EXISTING_ORDERS`), and deleted by age (`EXPIRE_UNMATCHED`).
 
-use crate::db::{PgError, classify};
-use crate::domain::{OrderRecord, ProductAttrs, ProductId};
+use crate::db::{PgError, classify, late_payment};
+use crate::domain::{AdminChange, OrderRecord, ProductAttrs, ProductId};
 use crate::time::{from_system_time, rfc3339, to_system_time};
+use crate::writer::msg::AdminOp;
 use std::collections::HashMap;
 use std::time::SystemTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -129,11 +130,15 @@ SET stock = p.stock - s.paid, paid_units = p.paid_units + s.paid,
     updated_at = CASE WHEN s.paid > 0 THEN now() ELSE p.updated_at END
 FROM settled s WHERE p.id = s.product_id";
 
-/// Products whose sold attributes changed after `$1` (index `products_by_attrs_changed`).
-const CHANGED_PRODUCTS: &str = "
+/// A product's sold attributes (`product_attrs` reads them).
+const PRODUCT_ATTRS: &str = "
 SELECT id, name, price_cents, max_per_order, per_user_limit, sale_starts_at, sale_ends_at,
        attrs_changed_at, updated_at
-FROM products WHERE attrs_changed_at > $1 ORDER BY attrs_changed_at";
+FROM products";
+
+/// After `PRODUCT_ATTRS`: the products whose sold attributes changed after `$1` (index
+/// `products_by_attrs_changed`).
+const CHANGED_PRODUCTS: &str = " WHERE attrs_changed_at > $1 ORDER BY attrs_changed_at";
 
 /// A restock, once per op id: the INSERT finds a conflict on a replay and moves nothing.
 const RESTOCK: &str = "
@@ -203,7 +208,10 @@ impl Pg {
             unmatched_after: client.prepare(UNMATCHED_AFTER).await.map_err(classify)?,
             existing_orders: client.prepare(EXISTING_ORDERS).await.map_err(classify)?,
             expire_unmatched: client.prepare(EXPIRE_UNMATCHED).await.map_err(classify)?,
-            changed_products: client.prepare(CHANGED_PRODUCTS).await.map_err(classify)?,
+            changed_products: client
+                .prepare(&format!("{PRODUCT_ATTRS}{CHANGED_PRODUCTS}"))
+                .await
+                .map_err(classify)?,
         };
         Ok(Pg { client, st })
     }
@@ -428,6 +436,116 @@ impl Pg {
         Ok((seen, found))
     }
 
+    /// Applies an admin change; each is its own transaction.
+    pub async fn admin(&mut self, op: AdminOp) -> Result<AdminChange, PgError> {
+        let tx = self.client.transaction().await.map_err(classify)?;
+        let change = match op {
+            AdminOp::Create(p) => {
+                let row = tx
+                    .query_one(
+                        "INSERT INTO products (name, price_cents, stock, max_per_order, per_user_limit,
+                                               sale_starts_at, sale_ends_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         RETURNING id",
+                        &[
+                            &p.name,
+                            &p.price_cents,
+                            &p.stock,
+                            &p.max_per_order,
+                            &p.per_user_limit,
+                            &p.sale_starts_at_ms.map(to_system_time),
+                            &p.sale_ends_at_ms.map(to_system_time),
+                        ],
+                    )
+                    .await
+                    .map_err(classify)?;
+                attrs_of(&tx, row.get(0)).await?
+            }
+            AdminOp::Patch(pid, patch) => {
+                let Some(row) = tx
+                    .query_opt(
+                        "SELECT sale_starts_at, sale_ends_at FROM products WHERE id = $1 FOR UPDATE",
+                        &[&pid.get()],
+                    )
+                    .await
+                    .map_err(classify)?
+                else {
+                    return Ok(AdminChange::NotFound);
+                };
+                let starts = patch
+                    .sale_starts_at_ms
+                    .unwrap_or_else(|| row.get::<_, Option<SystemTime>>(0).map(from_system_time));
+                let ends = patch
+                    .sale_ends_at_ms
+                    .unwrap_or_else(|| row.get::<_, Option<SystemTime>>(1).map(from_system_time));
+                if let (Some(s), Some(e)) = (starts, ends)
+                    && s >= e
+                {
+                    return Ok(AdminChange::InvalidWindow);
+                }
+                tx.execute(
+                    "UPDATE products SET
+                         name = COALESCE($2, name),
+                         price_cents = COALESCE($3, price_cents),
+                         max_per_order = COALESCE($4, max_per_order),
+                         per_user_limit = CASE WHEN $5 THEN $6 ELSE per_user_limit END,
+                         sale_starts_at = $7, sale_ends_at = $8
+                     WHERE id = $1",
+                    &[
+                        &pid.get(),
+                        &patch.name,
+                        &patch.price_cents,
+                        &patch.max_per_order,
+                        &patch.per_user_limit.is_some(),
+                        &patch.per_user_limit.flatten(),
+                        &starts.map(to_system_time),
+                        &ends.map(to_system_time),
+                    ],
+                )
+                .await
+                .map_err(classify)?;
+                attrs_of(&tx, pid.get()).await?
+            }
+            AdminOp::Close(pid) => {
+                // An upcoming sale closed before it opened ends now and never opens.
+                tx.execute(
+                    "UPDATE products SET
+                             sale_starts_at = CASE WHEN sale_starts_at >= now() THEN NULL
+                                                   ELSE sale_starts_at END,
+                             sale_ends_at = now()
+                         WHERE id = $1 AND (sale_ends_at IS NULL OR sale_ends_at > now())",
+                    &[&pid.get()],
+                )
+                .await
+                .map_err(classify)?;
+                attrs_of(&tx, pid.get()).await?
+            }
+            AdminOp::Refund(reference) => {
+                tx.execute(
+                    "UPDATE late_payments SET refunded_at = now()
+                     WHERE order_reference = $1 AND refunded_at IS NULL",
+                    &[&reference],
+                )
+                .await
+                .map_err(classify)?;
+                match tx
+                    .query_opt(
+                        "SELECT order_reference, amount_cents, created_at, refunded_at
+                         FROM late_payments WHERE order_reference = $1",
+                        &[&reference],
+                    )
+                    .await
+                    .map_err(classify)?
+                {
+                    Some(r) => AdminChange::LatePayment(late_payment(&r)),
+                    None => AdminChange::NotFound,
+                }
+            }
+        };
+        tx.commit().await.map_err(classify)?;
+        Ok(change)
+    }
+
     /// Products whose sold attributes changed after `since`.
     pub async fn changed_products(&self, since: SystemTime) -> Result<Vec<ProductAttrs>, PgError> {
         let rows = self
@@ -435,22 +553,7 @@ impl Pg {
             .query(&self.st.changed_products, &[&since])
             .await
             .map_err(classify)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some(ProductAttrs {
-                    id: ProductId::new(r.get(0))?,
-                    name: r.get(1),
-                    price_cents: r.get(2),
-                    max_per_order: r.get(3),
-                    per_user_limit: r.get(4),
-                    sale_starts_at_ms: r.get::<_, Option<SystemTime>>(5).map(from_system_time),
-                    sale_ends_at_ms: r.get::<_, Option<SystemTime>>(6).map(from_system_time),
-                    rev_ms: from_system_time(r.get(7)),
-                    updated_at: rfc3339(r.get(8)),
-                })
-            })
-            .collect())
+        Ok(rows.iter().filter_map(product_attrs).collect())
     }
 
     /// Deletes up to `limit` unmatched webhooks older than `days`; returns how many.
@@ -460,6 +563,32 @@ impl Pg {
             .await
             .map_err(classify)
     }
+}
+
+/// A product's sold attributes, read in `tx`.
+async fn attrs_of(tx: &tokio_postgres::Transaction<'_>, id: i64) -> Result<AdminChange, PgError> {
+    let row = tx
+        .query_opt(&format!("{PRODUCT_ATTRS} WHERE id = $1"), &[&id])
+        .await
+        .map_err(classify)?;
+    Ok(row
+        .as_ref()
+        .and_then(product_attrs)
+        .map_or(AdminChange::NotFound, AdminChange::Product))
+}
+
+fn product_attrs(r: &tokio_postgres::Row) -> Option<ProductAttrs> {
+    Some(ProductAttrs {
+        id: ProductId::new(r.get(0))?,
+        name: r.get(1),
+        price_cents: r.get(2),
+        max_per_order: r.get(3),
+        per_user_limit: r.get(4),
+        sale_starts_at_ms: r.get::<_, Option<SystemTime>>(5).map(from_system_time),
+        sale_ends_at_ms: r.get::<_, Option<SystemTime>>(6).map(from_system_time),
+        rev_ms: from_system_time(r.get(7)),
+        updated_at: rfc3339(r.get(8)),
+    })
 }
 
 fn unmatched(r: &tokio_postgres::Row) -> Unmatched {

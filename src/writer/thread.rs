@@ -457,6 +457,25 @@ impl Writer {
             WriterMsg::Barrier(done) => {
                 let _ = done.send(Ok(()));
             }
+            WriterMsg::Admin { op, reply } => {
+                let r = match self.pg().await {
+                    Ok(pg) => pg.admin(op).await,
+                    Err(e) => Err(e),
+                };
+                let r = match r {
+                    Ok(v) => {
+                        self.set_pg_up(true, None);
+                        Ok(v)
+                    }
+                    Err(PgError::Transient(e)) => {
+                        self.pg = None;
+                        self.set_pg_up(false, Some(&e));
+                        Err(WriteError::Unavailable)
+                    }
+                    Err(e) => Err(WriteError::Rejected(e.to_string())),
+                };
+                let _ = reply.send(r);
+            }
             WriterMsg::Order { .. }
             | WriterMsg::EarlyWebhook { .. }
             | WriterMsg::Restock { .. } => {

@@ -6,5 +6,6 @@ mod chaos;
 mod common;
 mod hostile;
 mod lifecycle;
+mod operator;
 mod purchase;
 mod writer;

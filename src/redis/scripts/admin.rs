@@ -3,7 +3,7 @@
 
 use crate::domain::{ProductAttrs, ProductId};
 use crate::redis::keys::Keys;
-use crate::redis::reply::{ReplyError, array, as_int};
+use crate::redis::reply::{ReplyError, array, as_int, as_string};
 use crate::redis::scripts::load::opt_ms;
 use crate::redis::scripts::{NOT_LOADED, ScriptCall, ScriptId};
 use redis_async::resp::RespValue;
@@ -87,6 +87,66 @@ pub fn decode_sync(v: RespValue) -> Result<SyncReply, ReplyError> {
         2 => Ok(SyncReply::Invalidate),
         other => Err(ReplyError(format!("sync code {other}"))),
     }
+}
+
+pub fn audit_call(keys: &Keys, pid: ProductId) -> ScriptCall {
+    let pk = keys.product_keys(pid);
+    let mut c = ScriptCall::new(ScriptId::Audit);
+    c.key(&pk.stock)
+        .key(&pk.journal)
+        .arg(keys.order_prefix(pid));
+    c
+}
+
+/// One product's state in Redis as `audit.lua` read it in one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Reservable stock; `None` when the product is not loaded.
+    pub stock: Option<i64>,
+    /// The journal members, as written.
+    pub members: Vec<String>,
+    /// The quantity of each order the journal names (`None`: its record is gone).
+    pub qty: std::collections::HashMap<String, Option<i64>>,
+}
+
+pub fn decode_audit(v: RespValue) -> Result<Audit, ReplyError> {
+    let mut parts = array(v, "audit reply")?.into_iter();
+    let (Some(stock), Some(members), Some(qtys), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ReplyError("audit reply of the wrong length".into()));
+    };
+    let stock = as_string(stock)?;
+    let members = array(members, "audit members")?
+        .into_iter()
+        .map(as_string)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut qty = std::collections::HashMap::new();
+    let mut it = array(qtys, "audit quantities")?.into_iter();
+    while let (Some(r), Some(q)) = (it.next(), it.next()) {
+        let q = as_string(q)?;
+        qty.insert(
+            as_string(r)?,
+            if q.is_empty() {
+                None
+            } else {
+                Some(q.parse().map_err(|_| ReplyError(format!("qty {q:?}")))?)
+            },
+        );
+    }
+    Ok(Audit {
+        stock: if stock.is_empty() {
+            None
+        } else {
+            Some(
+                stock
+                    .parse()
+                    .map_err(|_| ReplyError(format!("stock {stock:?}")))?,
+            )
+        },
+        members,
+        qty,
+    })
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ pub fn load_call(keys: &Keys, s: &ProductSnapshot) -> ScriptCall {
     c.key(&pk.stock)
         .key(&pk.product)
         .key(&pk.pending)
-        .key(&pk.users);
+        .key(&pk.users)
+        .key(&pk.journal);
     for o in &s.pending {
         c.key(&keys.order(s.id, &o.reference));
     }
@@ -41,6 +42,10 @@ pub fn load_call(keys: &Keys, s: &ProductSnapshot) -> ScriptCall {
     c.int(s.user_units.len() as i64);
     for (u, n) in &s.user_units {
         c.arg(u).int(*n);
+    }
+    c.int(s.applied_restocks.len() as i64);
+    for op in &s.applied_restocks {
+        c.arg(op);
     }
     c
 }

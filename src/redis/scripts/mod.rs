@@ -33,12 +33,13 @@ pub enum ScriptId {
     Invalidate,
     Restock,
     Sync,
+    Audit,
 }
 
 const LIB: &str = include_str!("../../../lua/lib.lua");
 
 impl ScriptId {
-    pub const ALL: [ScriptId; 10] = [
+    pub const ALL: [ScriptId; 11] = [
         ScriptId::Reserve,
         ScriptId::Pay,
         ScriptId::Fail,
@@ -49,6 +50,7 @@ impl ScriptId {
         ScriptId::Invalidate,
         ScriptId::Restock,
         ScriptId::Sync,
+        ScriptId::Audit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +65,7 @@ impl ScriptId {
             ScriptId::Invalidate => "invalidate",
             ScriptId::Restock => "restock",
             ScriptId::Sync => "sync",
+            ScriptId::Audit => "audit",
         }
     }
 
@@ -78,6 +81,7 @@ impl ScriptId {
             ScriptId::Invalidate => (include_str!("../../../lua/invalidate.lua"), true),
             ScriptId::Restock => (include_str!("../../../lua/restock.lua"), true),
             ScriptId::Sync => (include_str!("../../../lua/sync.lua"), false),
+            ScriptId::Audit => (include_str!("../../../lua/audit.lua"), true),
         }
     }
 

@@ -3,8 +3,9 @@
 #
 # Starts PostgreSQL and Redis if they are not reachable (installing them on a fresh Debian
 # machine), then runs every test: unit tests, the integration tests against the real services
-# (each test in its own database and Redis key prefix), the property tests, and the loom
-# models of the handoff. .ci/run runs exactly this.
+# (each test in its own database and Redis key prefix), the property tests, the loom
+# models of the handoff, and the contract test of the OpenAPI document against the running
+# server (scripts/contract.sh). .ci/run runs exactly this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,5 +18,6 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 cargo test --workspace --all-targets
+scripts/contract.sh target/debug/flashsale
 scripts/loom.sh
 echo "[test] all tests passed" >&2

@@ -40,7 +40,7 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 16] = [
+    pub const ALL: [Route; 16] = [
         Route::ProductGet,
         Route::OrderCreate,
         Route::OrderGet,
@@ -63,7 +63,7 @@ impl Route {
         self.label().contains(" /admin/")
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Route::ProductGet => "GET /api/products/{id}",
             Route::OrderCreate => "POST /api/orders",
@@ -130,7 +130,7 @@ impl Reservation {
         Reservation::SaleNotStarted,
         Reservation::SaleEnded,
     ];
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Reservation::Accepted => "accepted",
             Reservation::Replayed => "replayed",
@@ -174,7 +174,7 @@ impl Webhook {
         Webhook::Invalid,
         Webhook::Unavailable,
     ];
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Webhook::Paid => "paid",
             Webhook::Failed => "failed",

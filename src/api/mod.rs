@@ -186,3 +186,71 @@ async fn call(
         Endpoint::AdminRefund(r) => admin::refund(w, r).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repository's OpenAPI document.
+    fn openapi() -> serde_json::Value {
+        serde_json::from_str(include_str!("../../openapi.json")).expect("openapi.json is JSON")
+    }
+
+    /// A concrete path for a documented one (`{id}` → `7`, `{order_reference}` → `7-X`).
+    fn concrete(path: &str) -> String {
+        path.replace("{id}", "7").replace("{order_reference}", "7-X")
+    }
+
+    #[test]
+    fn every_endpoint_is_documented_and_every_documented_one_exists() {
+        let doc = openapi();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented = 0;
+        for (path, ops) in paths {
+            for method in ops.as_object().unwrap().keys() {
+                documented += 1;
+                let m = method.to_ascii_uppercase();
+                let here = concrete(path);
+                let endpoint = resolve(&m, &here, true)
+                    .unwrap_or_else(|e| panic!("{m} {path} is documented but not served: {e:?}"));
+                assert_eq!(endpoint.route().label(), format!("{m} {path}"));
+                if !path.starts_with("/admin") {
+                    continue;
+                }
+                assert_eq!(
+                    resolve(&m, &concrete(path), false).err(),
+                    Some(ApiError::NotFound),
+                    "without a token {m} {path} does not exist"
+                );
+            }
+        }
+        let routes: Vec<Route> = Route::ALL
+            .into_iter()
+            .filter(|r| *r != Route::Unknown)
+            .collect();
+        assert_eq!(documented, routes.len(), "every route is documented once");
+        for r in routes {
+            let (method, path) = r.label().split_once(' ').unwrap();
+            assert!(
+                doc["paths"][path][method.to_ascii_lowercase()].is_object(),
+                "{} is served but not documented",
+                r.label()
+            );
+        }
+    }
+
+    #[test]
+    fn every_error_code_is_documented() {
+        let doc = openapi();
+        let codes = &doc["components"]["schemas"]["Error"]["properties"]["code"]["enum"];
+        let codes: Vec<&str> = codes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        for e in crate::http::response::tests::one_of_each() {
+            assert!(codes.contains(&e.code()), "{} is not documented", e.code());
+        }
+    }
+}

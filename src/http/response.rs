@@ -332,8 +332,65 @@ impl From<Failure> for ApiError {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
+
+    /// One error of every kind. The match below has no wildcard, so a new kind fails to
+    /// compile until it is listed here (and then the OpenAPI test checks its code).
+    pub fn one_of_each() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::BadRequest("x"),
+            ApiError::MalformedJson,
+            ApiError::InvalidSignature,
+            ApiError::Unauthorized(Rejected::Missing),
+            ApiError::RateLimited(1),
+            ApiError::NotFound,
+            ApiError::ProductNotFound,
+            ApiError::OrderNotFound,
+            ApiError::LatePaymentNotFound,
+            ApiError::MethodNotAllowed("GET"),
+            ApiError::RequestTimeout,
+            ApiError::InsufficientStock,
+            ApiError::PurchaseLimitReached,
+            ApiError::SaleNotStarted {
+                starts_at_ms: 0,
+                retry_after_secs: 1,
+            },
+            ApiError::SaleEnded,
+            ApiError::PayloadTooLarge,
+            ApiError::Validation(FieldErrors::new()),
+            ApiError::IdempotencyKeyReused,
+            ApiError::HeadTooLarge,
+            ApiError::Unavailable(Unavailable::Redis),
+            ApiError::Internal,
+        ];
+        for e in &all {
+            match e {
+                ApiError::BadRequest(_)
+                | ApiError::MalformedJson
+                | ApiError::InvalidSignature
+                | ApiError::Unauthorized(_)
+                | ApiError::RateLimited(_)
+                | ApiError::NotFound
+                | ApiError::ProductNotFound
+                | ApiError::OrderNotFound
+                | ApiError::LatePaymentNotFound
+                | ApiError::MethodNotAllowed(_)
+                | ApiError::RequestTimeout
+                | ApiError::InsufficientStock
+                | ApiError::PurchaseLimitReached
+                | ApiError::SaleNotStarted { .. }
+                | ApiError::SaleEnded
+                | ApiError::PayloadTooLarge
+                | ApiError::Validation(_)
+                | ApiError::IdempotencyKeyReused
+                | ApiError::HeadTooLarge
+                | ApiError::Unavailable(_)
+                | ApiError::Internal => {}
+            }
+        }
+        all
+    }
 
     fn text(r: &Response, keep_alive: bool) -> String {
         let mut v = Vec::new();

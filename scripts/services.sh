@@ -182,7 +182,10 @@ run_as_owner() {
     fi
 }
 
-# wait_ready NAME PROBE_FN ARGS... : poll PROBE_FN until it prints "ready"/"auth".
+# wait_ready NAME PROBE_FN ARGS... : poll PROBE_FN until it prints "ready"/"auth". When
+# WAIT_ALIVE names a function, it is asked too, and a server that has exited ends the wait
+# at once instead of at the deadline.
+WAIT_ALIVE=
 wait_ready() {
     local state deadline
     shift # NAME is only for readability at call sites
@@ -191,9 +194,24 @@ wait_ready() {
         state=$("$@")
         [[ $state == ready || $state == auth ]] && return 0
         ((SECONDS < deadline)) || return 1
+        if [[ -n $WAIT_ALIVE ]] && ! "$WAIT_ALIVE"; then
+            return 1
+        fi
         sleep 0.5
     done
 }
+
+# What this run started, so that a failure later in the run stops it again instead of
+# leaving a half-started set of services behind.
+STARTED_PG=
+on_exit() {
+    local status=$?
+    if ((status != 0)) && [[ -n $STARTED_PG ]]; then
+        warn "stopping the PostgreSQL this run started, since the run failed"
+        stop_postgres >/dev/null 2>&1 || true
+    fi
+}
+trap on_exit EXIT
 
 # ----------------------------------------------------------------- PostgreSQL
 
@@ -401,6 +419,7 @@ pg_start_own() {
         tail -n 20 "$PG_LOG" >&2 || true
         die "pg_ctl start failed for $PG_DATA on port $port (see $PG_LOG)"
     fi
+    STARTED_PG=1
     wait_ready postgres pg_probe "$host" "$port" ||
         die "PostgreSQL started from $PG_DATA but does not answer on $(hp "$host" "$port") within ${WAIT_SECS}s (see $PG_LOG)"
 }
@@ -553,6 +572,13 @@ redis_our_pid() {
     printf '%s' "$pid"
 }
 
+# Whether the redis-server we just started still runs: its pid file appears once it has
+# daemonized (allow it 2 s), and names a live redis-server afterwards.
+REDIS_STARTED_AT=0
+redis_alive() {
+    [[ -n $(redis_our_pid) ]] || ((SECONDS - REDIS_STARTED_AT < 2))
+}
+
 # "ADDR PORT" our redis listens on (from redis.addr written at start).
 redis_our_addr() {
     local pid=$1 title
@@ -636,10 +662,17 @@ ensure_redis() {
         tail -n 20 "$REDIS_DIR/redis.log" >&2 || true
         die "redis-server failed to start (see $REDIS_DIR/redis.log)"
     fi
+    REDIS_STARTED_AT=$SECONDS
+    WAIT_ALIVE=redis_alive
     if ! wait_ready redis redis_probe "$host" "$port" "$pass"; then
+        WAIT_ALIVE=
         tail -n 20 "$REDIS_DIR/redis.log" >&2 || true
+        if [[ -z $(redis_our_pid) ]]; then
+            die "the redis-server started from $(rel "$REDIS_DIR") exited (see $REDIS_DIR/redis.log)"
+        fi
         die "Redis started from $(rel "$REDIS_DIR") but does not answer on $(hp "$host" "$port") within ${WAIT_SECS}s (see $REDIS_DIR/redis.log)"
     fi
+    WAIT_ALIVE=
     log "redis: started at $(hp "$host" "$port"), data in $(rel "$REDIS_DIR") (AOF, log $(rel "$REDIS_DIR/redis.log"))"
 }
 

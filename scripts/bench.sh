@@ -11,6 +11,9 @@
 #   scripts/bench.sh --attack        reservations and paced payment webhooks beside hostile
 #                                    clients, each attack in turn, against baselines without
 #                                    one (about 3 minutes with the defaults; see below)
+#   scripts/bench.sh --auth          reservations/s with buyer identity from JWTs (HS256 and
+#                                    Ed25519) against `none`, alternating, same binary (about 6
+#                                    minutes with the defaults; see below)
 #   scripts/bench.sh --help
 #
 # What it does: installs wrk, ab (apache2-utils), curl and python3 (+ python3-matplotlib for
@@ -70,6 +73,37 @@
 # The table also gives the attack's intensity, the server's RSS max and the CPU share of the
 # server and of the attacker (bench/cpu.py). No chart.
 #
+# --auth: what verifying buyers' bearer tokens costs (FLASHSALE_BUYER_AUTH=jwt against none).
+# Target: reservations/s of `jwt` with HS256 tokens, and with Ed25519 tokens, each at least
+# 0.90x `none` (the median of the per-round ratios; each ratio within one round), with no
+# 401 or 422 in their orders runs; PASS/FAIL per mode, exits 1 on a FAIL. One binary
+# (target/release/flashsale, built unless BENCH_BUILD=0, or BENCH_BIN, never built; copied
+# aside first). bench/auth.py mints, once per run, BENCH_AUTH_TOKENS buyers (default 1000,
+# buyer-000001...) with an HS256 token (a random secret) and an Ed25519 token (a fresh key,
+# its public half in a JWKS file with a kid) each, exp 24 h on; it needs Python's
+# `cryptography`, found in python3, /usr/bin/python3 or .data/venv-bench, else installed
+# there (a venv, pip; apt's python3-cryptography if that fails). BENCH_RUNS rounds (default
+# 3) of slots, in order none, hs256, ed25519[, ed25519-miss] in odd rounds and reversed in even
+# ones; each slot a fresh server (own Redis key prefix; FLASHSALE_BUYER_AUTH and its key set
+# for the slot, the other key, iss/aud and the rate limits unset) with a new large-stock
+# product without per-user limit, then:
+#   a probe: one order with the first buyer (want 202) and, for jwt, one without a token
+#            (want 401: the server really is in jwt mode)
+#   (1) GET /health, wrk -t1 -c64 (the ceiling)
+#   (2) POST /api/orders qty 1, wrk -t1 -c64 -s bench/orders_auth.lua: each request for the
+#       next buyer of the pool in turn, `none` with the body's user_id, `jwt` with
+#       `Authorization: Bearer <token>` and no user_id; reservations (202s) counted, with
+#       3's wait for PostgreSQL; the server's own POST /api/orders statuses during it (from
+#       /metrics before and after) must hold no 401 or 422, and some 202s
+# and its Redis keys are deleted. The pool fits the 16,384 tokens each worker keeps verified,
+# so after a token's first request on a worker its check is a hash lookup: the steady state
+# of buyers repeating requests. ed25519-miss (BENCH_AUTH_MISS_TOKENS other buyers' Ed25519
+# tokens, default 50000, 0 for none): more tokens than a worker's cache holds, so nearly
+# every request verifies a signature; for information, no target. CPU sampled as in (1)/(2)
+# (bench/cpu.py). The table gives every slot (health req/s, reservations/s, ÷ the none slot of
+# its round, p99, CPU µs per reservation and the server's share of it, statuses), the medians
+# per mode and the verdicts, then the CPU per process. No chart.
+#
 # Output: the table on stdout, progress on stderr, and in bench-results/<UTC timestamp>/:
 # results.md (machine + table), chart.png, measurements.tsv, the raw wrk/ab outputs, the
 # server logs and /metrics snapshots.
@@ -77,7 +111,11 @@
 # Environment:
 #   BENCH_DURATION     seconds per wrk run (default 10)
 #   BENCH_RUNS         repetitions of scenarios 1-3 per driver (default 3; median reported);
-#                      --compare: rounds (default 3); --attack: rounds (default 2)
+#                      --compare, --auth: rounds (default 3); --attack: rounds (default 2)
+#   BENCH_AUTH_TOKENS  --auth: buyers in the token pool (default 1000)
+#   BENCH_AUTH_MISS_TOKENS
+#                      --auth: tokens of the ed25519-miss slot (default 50000; 0: no such slot)
+#   BENCH_BIN          --auth: the binary to measure instead of target/release/flashsale (not built)
 #   BENCH_WEBHOOK_RATE --attack: webhooks a second (default 200)
 #   BENCH_ATTACK_IDLE_CONNS
 #                      --attack: connections of the idle flood (default 20000)
@@ -116,6 +154,13 @@ ATTACK=0     # --attack
 WEBHOOK_RATE=${BENCH_WEBHOOK_RATE:-200}
 ATTACK_IDLE_CONNS=${BENCH_ATTACK_IDLE_CONNS:-20000}
 ATTACK_WARMUP=2 # seconds an attack runs before the legitimate load starts
+AUTH=0 # --auth
+AUTH_TOKENS=${BENCH_AUTH_TOKENS:-1000}
+AUTH_MISS_TOKENS=${BENCH_AUTH_MISS_TOKENS:-50000}
+AUTH_BIN=${BENCH_BIN:-} # --auth: the binary to measure instead of BUILT_BIN (not built)
+AUTH_EXP_SECS=86400     # --auth: lifetime of the minted tokens
+AUTH_VENV=$REPO_ROOT/.data/venv-bench
+AUTH_CRYPTOGRAPHY=cryptography==50.0.2 # pip's pin when .data/venv-bench has to be made
 WEBHOOK_SECRET=bench
 # --attack: keep-alive connections of the webhook client: enough that it keeps its pace while
 # webhooks take ~50 ms on average (as under attack on a 2-core VM); 8 fell behind by seconds.
@@ -155,6 +200,10 @@ while (($#)); do
         ATTACK=1
         shift
         ;;
+    --auth)
+        AUTH=1
+        shift
+        ;;
     -h | --help)
         usage
         exit 0
@@ -188,6 +237,20 @@ if ((ATTACK)); then
     is_uint "$ATTACK_IDLE_CONNS" || die "BENCH_ATTACK_IDLE_CONNS='$ATTACK_IDLE_CONNS': expected a whole number >= 1"
     WEBHOOK_RATE=$((10#$WEBHOOK_RATE))
     ATTACK_IDLE_CONNS=$((10#$ATTACK_IDLE_CONNS))
+fi
+if ((AUTH)); then
+    if [[ -n $SOAK_MINUTES || -n $COMPARE_OLD ]] || ((ATTACK)); then
+        die "--auth cannot be combined with --soak, --compare or --attack"
+    fi
+    is_uint "$AUTH_TOKENS" || die "BENCH_AUTH_TOKENS='$AUTH_TOKENS': expected a whole number >= 1"
+    is_uint "$AUTH_MISS_TOKENS" 0 || die "BENCH_AUTH_MISS_TOKENS='$AUTH_MISS_TOKENS': expected a whole number"
+    AUTH_TOKENS=$((10#$AUTH_TOKENS))
+    AUTH_MISS_TOKENS=$((10#$AUTH_MISS_TOKENS))
+    if [[ -n $AUTH_BIN ]]; then
+        [[ -f $AUTH_BIN && -x $AUTH_BIN ]] || die "BENCH_BIN='$AUTH_BIN': not an executable file"
+        AUTH_BIN=$(cd -- "$(dirname -- "$AUTH_BIN")" && pwd -P)/$(basename -- "$AUTH_BIN")
+        BUILT_BIN=$AUTH_BIN
+    fi
 fi
 DURATION=$((10#$DURATION))
 RUNS=$((10#$RUNS))
@@ -554,7 +617,8 @@ run_orders() { # DRIVER RUN PRODUCT
     local dv=$1 run=$2 pid=$3 f=$OUT/wrk-$1-orders-$2.txt accepted
     log "[$dv] run $run/$RUNS: POST /api/orders (product $pid), wrk -t1 -c64 -d${DURATION}s"
     cpu_start "$OUT/cpu-$dv-orders-$run.txt"
-    drain_run "$f" "$pid" -- wrk -t1 -c64 -d"${DURATION}s" --latency -s "$HELPERS/orders.lua" \
+    # ORDERS_LUA: --auth's slots set their own script (and its environment).
+    drain_run "$f" "$pid" -- wrk -t1 -c64 -d"${DURATION}s" --latency -s "${ORDERS_LUA:-$HELPERS/orders.lua}" \
         "http://$ADDR/api/orders"
     cpu_end "$dv.orders.cpu"
     assert_alive "POST /api/orders ($dv)"
@@ -938,6 +1002,161 @@ run_attack() {
     done
 }
 
+# ------------------------------------------------------------------ auth
+
+has_cryptography() { # PYTHON
+    [[ -x $1 ]] && "$1" -c 'from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey' \
+        >/dev/null 2>&1
+}
+
+# Sets AUTH_PY to a Python with the `cryptography` package (bench/auth.py signs Ed25519 tokens
+# with it): python3, /usr/bin/python3 or .data/venv-bench when one has it; else makes
+# .data/venv-bench (python3 -m venv, with apt's python3-venv when the module is missing, and
+# pip install AUTH_CRYPTOGRAPHY), and if that fails installs apt's python3-cryptography.
+ensure_auth_python() {
+    local py
+    for py in "$PY" /usr/bin/python3 "$AUTH_VENV/bin/python"; do
+        if has_cryptography "$py"; then
+            AUTH_PY=$py
+            return 0
+        fi
+    done
+    log "no python3 with the cryptography package: making ${AUTH_VENV#"$REPO_ROOT"/} with $AUTH_CRYPTOGRAPHY (log: ${OUT#"$REPO_ROOT"/}/install.log)"
+    mkdir -p "$(dirname -- "$AUTH_VENV")"
+    if [[ ! -x $AUTH_VENV/bin/pip ]]; then
+        rm -rf "$AUTH_VENV"
+        if ! "$PY" -m venv "$AUTH_VENV" >>"$OUT/install.log" 2>&1; then
+            # Debian's own python3 needs its venv module as a package.
+            rm -rf "$AUTH_VENV"
+            if apt_install python3-venv; then
+                "$PY" -m venv "$AUTH_VENV" >>"$OUT/install.log" 2>&1 || rm -rf "$AUTH_VENV"
+            fi
+        fi
+    fi
+    if [[ -x $AUTH_VENV/bin/pip ]]; then
+        "$AUTH_VENV/bin/pip" install -q --disable-pip-version-check "$AUTH_CRYPTOGRAPHY" >>"$OUT/install.log" 2>&1 ||
+            warn "pip could not install $AUTH_CRYPTOGRAPHY into ${AUTH_VENV#"$REPO_ROOT"/}"
+        if has_cryptography "$AUTH_VENV/bin/python"; then
+            AUTH_PY=$AUTH_VENV/bin/python
+            return 0
+        fi
+    fi
+    apt_install python3-cryptography || true
+    if has_cryptography /usr/bin/python3; then
+        AUTH_PY=/usr/bin/python3
+        return 0
+    fi
+    die "no Python with the cryptography package could be found or installed (see $OUT/install.log)"
+}
+
+# Mints the token pools into AUTH_DIR (bench/auth.py mint) and reads the HS256 secret.
+auth_tokens() {
+    local line what="$AUTH_TOKENS buyers' HS256 and Ed25519 tokens"
+    ((AUTH_MISS_TOKENS == 0)) || what+=" and $AUTH_MISS_TOKENS other buyers' Ed25519 tokens"
+    AUTH_DIR=$OUT/auth
+    mkdir -p "$AUTH_DIR"
+    log "minting $what (bench/auth.py with $AUTH_PY)"
+    line=$("$AUTH_PY" "$HELPERS/auth.py" mint "$AUTH_DIR" "$AUTH_TOKENS" "$AUTH_MISS_TOKENS" "$AUTH_EXP_SECS") ||
+        die "bench/auth.py mint failed"
+    log "tokens: $line"
+    put auth.tokens "$AUTH_TOKENS"
+    put auth.miss_tokens "$AUTH_MISS_TOKENS"
+    put auth.mint "$line"
+    AUTH_SECRET=$(<"$AUTH_DIR/hs256.secret")
+    ((AUTH_TOKENS >= 1000)) || problem "BENCH_AUTH_TOKENS=$AUTH_TOKENS: fewer buyers than the 1,000 the target is stated for"
+}
+
+# auth_probe MODE PRODUCT: one order by the pool's first buyer must be a 202, and in the jwt
+# modes one without a token a 401 (so the server is in the mode the slot is named after).
+auth_probe() {
+    local mode=$1 first code f=$OUT/probe-$SERVER_LABEL.txt
+    first=$(head -n 1 "$BENCH_AUTH_FILE")
+    if [[ $mode == none ]]; then
+        code=$(curl -s -o "$f" -w '%{http_code}' --max-time 5 -H 'Content-Type: application/json' \
+            -d "{\"product_id\":$2,\"qty\":1,\"user_id\":\"$first\"}" "http://$ADDR/api/orders" || true)
+    else
+        code=$(curl -s -o "$f" -w '%{http_code}' --max-time 5 -H 'Content-Type: application/json' \
+            -H "Authorization: Bearer $first" -d "{\"product_id\":$2,\"qty\":1}" "http://$ADDR/api/orders" || true)
+    fi
+    [[ $code == 202 ]] || die "[$mode] the probe order of buyer 1 got ${code:-no answer}, not 202: $(head -c 300 "$f")"
+    if [[ $mode != none ]]; then
+        code=$(curl -s -o "$f" -w '%{http_code}' --max-time 5 -H 'Content-Type: application/json' \
+            -d "{\"product_id\":$2,\"qty\":1}" "http://$ADDR/api/orders" || true)
+        [[ $code == 401 ]] || die "[$mode] an order without a bearer token got ${code:-no answer}, not 401: is the server in jwt mode? $(head -c 300 "$f")"
+    fi
+    log "[$mode] probe: buyer 1's order 202$([[ $mode == none ]] || echo ', no token 401')"
+}
+
+# One slot of --auth: MODE (none, hs256, ed25519, ed25519-miss) on a fresh server (label
+# MODE-ROUND: own Redis prefix and log) with a new large product: the probe, (1), (2) with the
+# mode's pool, the server's statuses of (2) checked; measurements under MODE.
+run_auth_slot() { # MODE ROUND POSITION
+    local mode=$1 round=$2 label=$1-$2 large statuses n202 n401 n422 env pool as
+    local -x BENCH_AUTH_FILE BENCH_AUTH_AS
+    local ORDERS_LUA=$HELPERS/orders_auth.lua # read by run_orders
+    # Only the slot's own key; no iss/aud and no rate limits, whatever the environment says.
+    env=(FLASHSALE_JWT_ISSUER= FLASHSALE_JWT_AUDIENCE= FLASHSALE_RATE_LIMIT_IP= FLASHSALE_RATE_LIMIT_IP_BURST=
+        FLASHSALE_RATE_LIMIT_BUYER= FLASHSALE_RATE_LIMIT_BUYER_BURST=)
+    case $mode in
+    none)
+        env+=(FLASHSALE_BUYER_AUTH=none FLASHSALE_JWT_HS256_SECRET= FLASHSALE_JWT_PUBLIC_KEYS=)
+        pool=buyers.txt as=user_id
+        ;;
+    hs256)
+        env+=(FLASHSALE_BUYER_AUTH=jwt "FLASHSALE_JWT_HS256_SECRET=$AUTH_SECRET" FLASHSALE_JWT_PUBLIC_KEYS=)
+        pool=hs256.txt as=bearer
+        ;;
+    ed25519 | ed25519-miss)
+        env+=(FLASHSALE_BUYER_AUTH=jwt FLASHSALE_JWT_HS256_SECRET= "FLASHSALE_JWT_PUBLIC_KEYS=$AUTH_DIR/jwks.json")
+        pool=$mode.txt as=bearer
+        ;;
+    *) die "unknown --auth mode $mode" ;;
+    esac
+    BENCH_AUTH_FILE=$AUTH_DIR/$pool BENCH_AUTH_AS=$as
+    log "[$mode] round $round/$RUNS, slot $3 of ${#AUTH_SLOTS[@]}: FLASHSALE_BUYER_AUTH=$([[ $mode == none ]] && echo none || echo jwt), $(wc -l <"$BENCH_AUTH_FILE") buyers ($pool) as $as"
+    put "$mode.position" "$3"
+    serve_fresh "$mode" "$label" "${env[@]}"
+    large=$(new_product "bench auth ($mode, round $round)" "$LARGE_STOCK")
+    auth_probe "$mode" "$large"
+    run_health "$mode" "$round"
+    curl -s --max-time 5 "http://$ADDR/metrics" >"$OUT/metrics-$label-before.txt" 2>/dev/null ||
+        : >"$OUT/metrics-$label-before.txt"
+    run_orders "$mode" "$round" "$large"
+    stop_server
+    clean_redis_keys "$SERVER_PREFIX:*"
+    if ! statuses=$("$PY" "$HELPERS/auth.py" statuses "$OUT/metrics-$label-before.txt" "$OUT/metrics-$label.txt" 2>&1); then
+        FAILED=1
+        problem "[$mode] round $round: the server's POST /api/orders statuses could not be read ($statuses)"
+        put "$mode.load_statuses" "unknown"
+        return 0
+    fi
+    put "$mode.load_statuses" "$statuses"
+    n202=$(kv "$statuses" 202) n401=$(kv "$statuses" 401) n422=$(kv "$statuses" 422)
+    log "[$mode] the server's POST /api/orders answers during the orders run: $statuses"
+    if ((${n401:-0} + ${n422:-0} > 0)); then
+        FAILED=1
+        problem "[$mode] round $round: ${n401:-0} × 401 and ${n422:-0} × 422 among the orders run's answers ($statuses): buyers refused"
+    fi
+    if ((${n202:-0} == 0)); then
+        FAILED=1
+        problem "[$mode] round $round: no 202 in the orders run ($statuses)"
+    fi
+}
+
+# RUNS rounds of the slots, in order in odd rounds and reversed in even ones.
+run_auth() {
+    local r i n=${#AUTH_SLOTS[@]}
+    for ((r = 1; r <= RUNS; r++)); do
+        for ((i = 0; i < n; i++)); do
+            if ((r % 2)); then
+                run_auth_slot "${AUTH_SLOTS[i]}" "$r" "$((i + 1))"
+            else
+                run_auth_slot "${AUTH_SLOTS[n - 1 - i]}" "$r" "$((i + 1))"
+            fi
+        done
+    done
+}
+
 # ------------------------------------------------------------------ soak
 
 run_soak() {
@@ -1015,10 +1234,19 @@ main() {
     log "starting PostgreSQL and Redis (scripts/services.sh)"
     DATABASE_URL=$BENCH_DATABASE_URL REDIS_URL=$REDIS_URL "$REPO_ROOT/scripts/services.sh" start >&2
     SERVICES_UP=1
-    [[ -n $COMPARE_OLD ]] || ((ATTACK)) || find_mpl_python # --compare and --attack draw no chart
+    [[ -n $COMPARE_OLD ]] || ((ATTACK || AUTH)) || find_mpl_python # --compare, --attack and --auth draw no chart
+    if ((AUTH)); then
+        AUTH_SLOTS=(none hs256 ed25519)
+        ((AUTH_MISS_TOKENS == 0)) || AUTH_SLOTS+=(ed25519-miss)
+        ensure_auth_python
+        auth_tokens
+    fi
 
     local t_build=$SECONDS
-    if [[ ${BENCH_BUILD:-1} == 0 ]]; then
+    if [[ -n $AUTH_BIN ]]; then
+        log "BENCH_BIN: measuring $AUTH_BIN, not building"
+        BUILD_SECS=0
+    elif [[ ${BENCH_BUILD:-1} == 0 ]]; then
         log "BENCH_BUILD=0: using the existing ${BUILT_BIN#"$REPO_ROOT"/} without building"
         BUILD_SECS=0
     else
@@ -1035,8 +1263,14 @@ main() {
     BIN=$TMPDIR_BENCH/flashsale
     cp -p "$BUILT_BIN" "$BIN"
     BUILD_INFO="binary built $(date -u -r "$BUILT_BIN" +%Y-%m-%dT%H:%M:%SZ), $(checkout_info)"
+    if [[ -n $AUTH_BIN ]]; then
+        BUILD_INFO="BENCH_BIN $(binary_info "$AUTH_BIN" "$BIN"); $(checkout_info)"
+    elif ((AUTH)); then
+        BUILD_INFO="$(binary_info "${BUILT_BIN#"$REPO_ROOT"/}" "$BIN"), $(checkout_info)"
+        if ((BUILD_SECS == 0)); then BUILD_INFO+=" (not rebuilt: BENCH_BUILD=0)"; fi
+    fi
     put build "$BUILD_INFO"
-    if [[ ${BENCH_BUILD:-1} == 0 ]]; then
+    if [[ -z $AUTH_BIN && ${BENCH_BUILD:-1} == 0 ]]; then
         local newer
         newer=$(find "$REPO_ROOT/src" "$REPO_ROOT/lua" "$REPO_ROOT/migrations" "$REPO_ROOT/Cargo.toml" \
             "$REPO_ROOT/Cargo.lock" -type f -newer "$BUILT_BIN" 2>/dev/null | sed "s|^$REPO_ROOT/||" | sort)
@@ -1080,6 +1314,9 @@ main() {
     elif ((ATTACK)); then
         run_attack
         header="## flashsale under attack: legitimate load beside hostile clients ($TS)"
+    elif ((AUTH)); then
+        run_auth
+        header="## flashsale buyer identity: \`jwt\` (HS256, Ed25519) against \`none\`, same binary, alternating ($TS)"
     else
         run_driver io_uring io_uring_extras
         run_driver epoll "" MONOIO_FORCE_LEGACY_DRIVER=1
@@ -1102,6 +1339,17 @@ main() {
                 problem "--attack: $sc $verdict against the targets"
             }
         done < <("$PY" "$HELPERS/report.py" attack-verdicts "$MEAS")
+    elif ((AUTH)); then
+        table=$("$PY" "$HELPERS/auth.py" table "$MEAS")
+        table+=$'\n\n'$("$PY" "$HELPERS/report.py" cpu-table "$MEAS" "${AUTH_SLOTS[@]}")
+        local mode verdict ratio
+        while read -r mode verdict ratio; do
+            log "--auth: $mode $verdict (median reservations/s ÷ none: $ratio)"
+            [[ $verdict == PASS ]] || {
+                FAILED=1
+                problem "--auth: $mode $verdict: median reservations/s ÷ none $ratio (target >= 0.90, no 401/422)"
+            }
+        done < <("$PY" "$HELPERS/auth.py" verdicts "$MEAS")
     else
         table=$("$PY" "$HELPERS/report.py" table "$MEAS")
         table+=$'\n\n'$("$PY" "$HELPERS/report.py" cpu-table "$MEAS")
@@ -1118,6 +1366,11 @@ main() {
             # shellcheck disable=SC2016 # Markdown code spans, not command substitutions
             printf 'Settings: %s slot(s), each a fresh server (own Redis key prefix, io_uring driver, default FLASHSALE_* settings unless set in the environment, RUST_LOG=flashsale=warn) with two legitimate loads for %s s: `POST /api/orders` qty 1 with wrk -t1 -c32 on a product with %s units (reservations = 202s), and `POST /api/payments/webhook` (success, signed) at %s/s over %s keep-alive connections for orders reserved on a second product before the load, each once. The attack of the slot runs from %s s before the load to its end: chunks = 4 connections sending an endless chunk extension in 128-byte writes, reconnecting when closed; idle = %s silent connections from 127.0.0.2 (fewer if the open-file limit says so), reopened when closed; lookups = wrk -t1 -c32 on unknown orders and products. Targets: reservations/s ≥ 0.90× and webhook p99 ≤ 2× the mean of the baselines just before and after the slot, and every webhook paid.\n\n' \
                 "$(grep -m1 $'^attack.slots\t' "$MEAS" | cut -f2)" "$DURATION" "$LARGE_STOCK" "$WEBHOOK_RATE" "$WEBHOOK_CONNS" "$ATTACK_WARMUP" "$ATTACK_IDLE_CONNS"
+        elif ((AUTH)); then
+            printf 'Machine: %s.\n%s\n\nBinary (every slot): %s.\n\n' "$MACHINE" "$note" "$BUILD_INFO"
+            # shellcheck disable=SC2016 # Markdown code spans, not command substitutions
+            printf 'Settings: %s round(s) of %s slots (%s in odd rounds, reversed in even ones); each slot a fresh server (own Redis key prefix, io_uring driver, RUST_LOG=flashsale=warn, `FLASHSALE_BUYER_AUTH` and only its key set for the slot: `FLASHSALE_JWT_HS256_SECRET` for HS256, `FLASHSALE_JWT_PUBLIC_KEYS` (a JWKS file of one Ed25519 key) for Ed25519; no `iss`/`aud`, rate limits off; other FLASHSALE_* settings from the environment) with a new product of %s units without per-user limit, then `GET /health` and `POST /api/orders` with wrk -t1 -c64 -d%ss. Tokens: %s.\n\n' \
+                "$RUNS" "${#AUTH_SLOTS[@]}" "${AUTH_SLOTS[*]}" "$LARGE_STOCK" "$DURATION" "$(grep -m1 $'^auth.mint\t' "$MEAS" | cut -f2)"
         else
             printf 'Machine: %s.\n%s\n\nBuild: %s.\n\n' "$MACHINE" "$note" "$BUILD_INFO"
             if [[ -z $SOAK_MINUTES ]]; then
@@ -1134,7 +1387,7 @@ main() {
     } >"$OUT/results.md"
     cat "$OUT/results.md"
 
-    if [[ -n $COMPARE_OLD ]] || ((ATTACK)); then
+    if [[ -n $COMPARE_OLD ]] || ((ATTACK || AUTH)); then
         : # no chart: the table is the result
     elif [[ -n $MPL_PY ]]; then
         if [[ -n $SOAK_MINUTES ]]; then

@@ -152,6 +152,10 @@ fn a_whole_sale_runs_through_the_admin_api() {
         (409, "insufficient_stock".to_string())
     );
 
+    // The buyers stop before the price changes, so every order they placed was priced before it.
+    stop.store(true, Ordering::Relaxed);
+    let mut refs: Vec<String> = buyers.into_iter().flat_map(|b| b.join().unwrap()).collect();
+
     // A price change applies to new orders only.
     let r = admin(
         &mut c,
@@ -170,8 +174,6 @@ fn a_whole_sale_runs_through_the_admin_api() {
     );
     let held = r.json()["order_reference"].as_str().unwrap().to_string();
 
-    stop.store(true, Ordering::Relaxed);
-    let mut refs: Vec<String> = buyers.into_iter().flat_map(|b| b.join().unwrap()).collect();
     refs.push(held.clone());
     env.wait_rows(&refs);
     let early: Vec<i64> = env

@@ -184,8 +184,12 @@ pub struct Config {
     pub workers: usize,
     /// `DATABASE_URL`.
     pub database_url: String,
-    /// `REDIS_URL`, parsed.
+    /// `REDIS_URL`, parsed: the server, or in cluster mode the first seed node (whose user,
+    /// password and database every node connection uses).
     pub redis: RedisTarget,
+    /// `FLASHSALE_REDIS_MODE=cluster`: the seed nodes of a Redis Cluster (all of
+    /// `REDIS_URL`); `None` for a single server.
+    pub redis_cluster: Option<Vec<RedisTarget>>,
     /// `FLASHSALE_REDIS_PREFIX`: the start of every key, so deployments can share a server.
     pub redis_prefix: String,
     /// `PAYMENT_WEBHOOK_SECRET`: required by `serve`, unused by the other commands.
@@ -269,8 +273,35 @@ impl Config {
             ));
         }
         let redis_url = var("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.into());
-        let redis =
-            RedisTarget::parse(&redis_url).map_err(|why| bad("REDIS_URL", &redis_url, &why))?;
+        let redis_mode = var("FLASHSALE_REDIS_MODE").unwrap_or_else(|| "single".into());
+        let (redis, redis_cluster) = match redis_mode.as_str() {
+            "single" => (
+                RedisTarget::parse(&redis_url).map_err(|why| bad("REDIS_URL", &redis_url, &why))?,
+                None,
+            ),
+            "cluster" => {
+                let seeds = redis_url
+                    .split(',')
+                    .map(|u| RedisTarget::parse(u.trim()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|why| bad("REDIS_URL", &redis_url, &why))?;
+                if seeds.iter().any(|s| s.db != 0) {
+                    return Err(bad(
+                        "REDIS_URL",
+                        &redis_url,
+                        "a Redis Cluster has database 0 only",
+                    ));
+                }
+                (seeds[0].clone(), Some(seeds))
+            }
+            _ => {
+                return Err(bad(
+                    "FLASHSALE_REDIS_MODE",
+                    &redis_mode,
+                    "use single or cluster",
+                ));
+            }
+        };
 
         let redis_prefix =
             var("FLASHSALE_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into());
@@ -414,6 +445,7 @@ impl Config {
             workers,
             database_url,
             redis,
+            redis_cluster,
             redis_prefix,
             webhook_secret,
             hold,
@@ -499,6 +531,7 @@ mod tests {
             c.redis,
             RedisTarget::parse("redis://127.0.0.1:6379/0").unwrap()
         );
+        assert!(c.redis_cluster.is_none());
         assert_eq!(c.redis_prefix, "fs");
         assert_eq!(c.hold, Duration::from_secs(600));
         assert!(c.webhook_secret.is_none());
@@ -513,6 +546,7 @@ mod tests {
             ("FLASHSALE_WORKERS", "0"),
             ("FLASHSALE_HOLD_SECS", "-5"),
             ("REDIS_URL", "http://x"),
+            ("FLASHSALE_REDIS_MODE", "sentinel"),
             ("DATABASE_URL", "mysql://x"),
             ("FLASHSALE_REDIS_PREFIX", "has space"),
             ("FLASHSALE_QUEUE_CAPACITY", "lots"),
@@ -575,6 +609,28 @@ mod tests {
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2") && !printed.contains("adm1n"));
         assert_eq!(c.require_secret().unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn cluster_seeds() {
+        let c = cfg(&[
+            ("FLASHSALE_REDIS_MODE", "cluster"),
+            (
+                "REDIS_URL",
+                "redis://:pw@127.0.0.1:7000, redis://:pw@127.0.0.1:7001",
+            ),
+        ])
+        .unwrap();
+        let seeds = c.redis_cluster.unwrap();
+        assert_eq!(seeds.len(), 2);
+        assert_eq!((seeds[1].port, c.redis.port), (7001, 7000));
+        assert_eq!(seeds[1].password.as_ref().unwrap().expose(), "pw");
+        let err = cfg(&[
+            ("FLASHSALE_REDIS_MODE", "cluster"),
+            ("REDIS_URL", "redis://127.0.0.1:7000/2"),
+        ])
+        .unwrap_err();
+        assert!(err.0.contains("database 0"), "{}", err.0);
     }
 
     #[test]

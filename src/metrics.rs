@@ -219,6 +219,8 @@ pub struct WorkerMetrics {
     open_connections: AtomicU64,
     redis_commands: AtomicU64,
     redis_writes: AtomicU64,
+    /// Redis Cluster redirections followed: MOVED, ASK, TRYAGAIN or CLUSTERDOWN.
+    redis_redirects: [AtomicU64; 3],
 }
 
 impl WorkerMetrics {
@@ -259,6 +261,11 @@ impl WorkerMetrics {
     pub fn set_redis_pipeline(&self, commands: u64, writes: u64) {
         self.redis_commands.store(commands, Relaxed);
         self.redis_writes.store(writes, Relaxed);
+    }
+    pub fn set_redis_redirects(&self, (moved, ask, retry): (u64, u64, u64)) {
+        for (i, v) in [moved, ask, retry].into_iter().enumerate() {
+            self.redis_redirects[i].store(v, Relaxed);
+        }
     }
 }
 
@@ -459,6 +466,18 @@ impl Collector for Sums {
             for (i, cap) in ["total", "per_ip"].iter().enumerate() {
                 let v = self.sum(|w| &w.connections_refused[i]);
                 ConstCounter::new(v).encode(m.encode_family(&[("cap", *cap)])?)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "redis_redirects",
+                "Redis Cluster answers that sent a call elsewhere or made it wait, by kind (moved, ask, tryagain: TRYAGAIN or CLUSTERDOWN)",
+                None,
+                c.metric_type(),
+            )?;
+            for (i, kind) in ["moved", "ask", "tryagain"].iter().enumerate() {
+                let v = self.sum(|w| &w.redis_redirects[i]);
+                ConstCounter::new(v).encode(m.encode_family(&[("kind", *kind)])?)?;
             }
         }
         {

@@ -95,19 +95,26 @@ fn migrate(cfg: &Config) -> anyhow::Result<String> {
 fn check_redis(cfg: &Config) -> anyhow::Result<()> {
     let rt = commands::runtime()?;
     rt.block_on(async {
-        let mut redis = WriterRedis::new(cfg.redis.clone());
-        let Ok(info) = redis.request(&command(&["INFO", "memory"])).await else {
+        let mut redis = WriterRedis::new(cfg);
+        let Ok(servers) = redis.servers().await else {
             tracing::warn!("Redis does not answer yet; it is checked again before use");
             return Ok(());
         };
-        let info = as_string(info)?;
-        match check::parse_policy(&info) {
-            Some(p) if check::evicts_persistent_keys(p) => anyhow::bail!(
-                "the Redis at REDIS_URL has maxmemory-policy {p}: it may evict stock counters, \
-                 which could oversell; set maxmemory-policy noeviction (or a volatile-* policy)"
-            ),
-            _ => Ok(()),
+        for server in servers {
+            let Ok(info) = redis.request_on(&server, &command(&["INFO", "memory"])).await else {
+                tracing::warn!(%server, "Redis does not answer yet; it is checked again before use");
+                continue;
+            };
+            let info = as_string(info)?;
+            if let Some(p) = check::parse_policy(&info).filter(|p| check::evicts_persistent_keys(p)) {
+                anyhow::bail!(
+                    "the Redis at {server} has maxmemory-policy {p}: it may evict stock \
+                     counters, which could oversell; set maxmemory-policy noeviction (or a \
+                     volatile-* policy)"
+                );
+            }
         }
+        Ok(())
     })
 }
 

@@ -198,7 +198,8 @@ mod tests {
 
     /// A concrete path for a documented one (`{id}` → `7`, `{order_reference}` → `7-X`).
     fn concrete(path: &str) -> String {
-        path.replace("{id}", "7").replace("{order_reference}", "7-X")
+        path.replace("{id}", "7")
+            .replace("{order_reference}", "7-X")
     }
 
     #[test]

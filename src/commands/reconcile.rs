@@ -105,7 +105,7 @@ pub async fn lines(cfg: &Config, pg: &Client) -> anyhow::Result<Vec<Line>> {
         .map(|r| r.get(0))
         .collect();
     let keys = Keys::new(&cfg.redis_prefix);
-    let mut redis = WriterRedis::new(cfg.redis.clone());
+    let mut redis = WriterRedis::new(cfg);
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let Some(pid) = ProductId::new(id) else {

@@ -137,9 +137,10 @@ pub async fn product(w: &Worker, pid: ProductId) -> Result<Option<ProductView>, 
 /// before its row reaches PostgreSQL), else from PostgreSQL.
 pub async fn order(w: &Worker, reference: &str) -> Result<Option<OrderRecord>, Failure> {
     if let Some(pid) = product_of_reference(reference) {
+        let key = w.keys().order(pid, reference);
         let v = w
             .redis()
-            .request(record_cmd(&w.keys().order(pid, reference)))
+            .request(&key, record_cmd(&key))
             .await
             .map_err(redis_failure)?;
         if let Some(o) = decode_record(v, pid, reference).map_err(reply_failure)? {

@@ -16,6 +16,7 @@ use crate::lifecycle::load::ensure_loaded;
 use crate::lifecycle::webhook;
 use crate::reaper::wheel::Expiring;
 use crate::redis::cmd::{command, oldest_members};
+use crate::redis::pipeline::Pipeline;
 use crate::redis::reply::{as_int, as_string};
 use crate::redis::scan::{decode_scan, scan_cmd};
 use crate::redis::scripts::expire::member_orders;
@@ -65,6 +66,7 @@ pub async fn run(w: Rc<Worker>) {
         }
         let (sent, writes) = w.redis().pipeline_stats();
         w.metrics().set_redis_pipeline(sent, writes);
+        w.metrics().set_redis_redirects(w.redis().redirects());
         w.metrics().set_wheel_len(w.wheel_len());
         w.metrics().set_open_connections(w.open_connections());
         w.shared().rate_limits.housekeeping(Duration::from_secs(1));
@@ -123,7 +125,10 @@ async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, us
     let score = e.due_ms.to_string();
     let members = match w
         .redis()
-        .request(command(&["ZRANGEBYSCORE", &keys.pending, &score, &score]))
+        .request(
+            &keys.pending,
+            command(&["ZRANGEBYSCORE", &keys.pending, &score, &score]),
+        )
         .await
     {
         Ok(RespValue::Array(items)) => items,
@@ -134,7 +139,11 @@ async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, us
         // Settled already, or Redis lost the product (restarted without its data, or
         // invalidated after a restart): then only a reload from PostgreSQL finds these orders,
         // and it re-arms them.
-        return match w.redis().request(command(&["EXISTS", &keys.stock])).await {
+        return match w
+            .redis()
+            .request(&keys.stock, command(&["EXISTS", &keys.stock]))
+            .await
+        {
             Ok(RespValue::Integer(0)) => match ensure_loaded(w, e.product).await {
                 Ok(_) => (None, 0),
                 Err(_) => (Some(now + 1_000), 0),
@@ -185,14 +194,25 @@ async fn rearm(w: &Worker) {
     }
 }
 
+/// Arms the wheel from the pending sets of every Redis server (each master of a cluster).
 async fn scan_pending(w: &Worker) -> Result<usize, String> {
+    if !w.redis().is_connected() {
+        return Err("Redis is not connected yet".into());
+    }
+    let mut armed = 0;
+    for server in w.redis().servers() {
+        armed += scan_server(w, &server).await?;
+    }
+    Ok(armed)
+}
+
+async fn scan_server(w: &Worker, server: &Pipeline) -> Result<usize, String> {
     let pattern = w.keys().scan_pattern("pending");
     let workers = w.cfg().workers as i64;
     let mut cursor = "0".to_string();
     let mut armed = 0;
     loop {
-        let v = w
-            .redis()
+        let v = server
             .request(scan_cmd(&cursor, &pattern))
             .await
             .map_err(|e| e.to_string())?;
@@ -208,7 +228,7 @@ async fn scan_pending(w: &Worker) -> Result<usize, String> {
             let key = String::from_utf8_lossy(&k).into_owned();
             let entries = w
                 .redis()
-                .request(command(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]))
+                .request(&key, command(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]))
                 .await
                 .map_err(|e| e.to_string())?;
             armed += arm_entries(w, pid, entries);
@@ -249,7 +269,7 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
         let max = (now - SWEEP_GRACE_MS).to_string();
         let Ok(v) = w
             .redis()
-            .request(oldest_members(&key, &max, SWEEP_BATCH))
+            .request(&key, oldest_members(&key, &max, SWEEP_BATCH))
             .await
         else {
             return;

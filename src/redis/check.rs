@@ -24,7 +24,16 @@
 //! Only then is the new `run_id` recorded. Within one process one connection checks and the
 //! others wait for it; several instances may check at once: invalidating twice only costs
 //! one more reload.
+//!
+//! **A cluster.** Each master is checked on its own, as if it were the single Redis: its
+//! markers are keys of a slot it serves (`<prefix>:{m:<k>}:database` and `…:redis_run_id`,
+//! `k` the smallest whose slot is the node's), the passes over the keyspace see its keys
+//! only, and a replica promoted after a failover has another `run_id` than the master it
+//! replaces (whose markers it inherited), so its products are rebuilt from PostgreSQL: it
+//! may be behind what its master acknowledged. When a node's slots change, its markers may
+//! name another slot: the check then finds none and invalidates, which costs reloads only.
 
+use crate::redis::cluster::slot::marker_tag;
 use crate::redis::cmd::command;
 use crate::redis::conn::roundtrip;
 use crate::redis::keys::Keys;
@@ -86,6 +95,22 @@ pub fn evicts_persistent_keys(policy: &str) -> bool {
     policy.starts_with("allkeys-")
 }
 
+/// The names of the database and restart markers of the server on `stream`: the prefix's
+/// own for a single Redis; for a master of a cluster, keys of one of its slots (`None` when it
+/// serves no slot: it holds no keys of ours).
+pub async fn markers(
+    stream: &mut TcpStream,
+    keys: &Keys,
+    cluster_node: bool,
+) -> Result<Option<(String, String)>, String> {
+    if !cluster_node {
+        return Ok(Some((keys.database_marker(), keys.run_id_marker())));
+    }
+    let nodes = as_string(roundtrip(stream, command(&["CLUSTER", "NODES"])).await?)
+        .map_err(|e| e.to_string())?;
+    Ok(marker_tag(&nodes).map(|t| keys.node_markers(&t)))
+}
+
 /// Runs the three checks on a fresh connection; `database` is this PostgreSQL database's
 /// identity. An `Err` keeps the connection from being used (requests get 503).
 pub async fn verify(
@@ -93,6 +118,7 @@ pub async fn verify(
     keys: &Keys,
     database: &str,
     who: &str,
+    cluster_node: bool,
 ) -> Result<(), String> {
     let memory = as_string(roundtrip(stream, command(&["INFO", "memory"])).await?)
         .map_err(|e| e.to_string())?;
@@ -107,8 +133,9 @@ pub async fn verify(
     let run_id = parse_run_id(&info)
         .ok_or("INFO server has no run_id")?
         .to_string();
-    let run_marker = keys.run_id_marker();
-    let db_marker = keys.database_marker();
+    let Some((db_marker, run_marker)) = markers(stream, keys, cluster_node).await? else {
+        return Ok(());
+    };
     // One connection of this process checks; the others wait for its result.
     let (recorded, _checking) = loop {
         let v = roundtrip(stream, command(&["MGET", &db_marker, &run_marker])).await?;
@@ -124,7 +151,7 @@ pub async fn verify(
         if let Some(guard) = Checking::take(&run_marker) {
             match db {
                 Some(other) if other != database => {
-                    let deleted = forget_prefix(stream, keys).await?;
+                    let deleted = forget_prefix(stream, keys, &run_marker).await?;
                     tracing::warn!(
                         worker = who,
                         deleted,
@@ -155,7 +182,11 @@ pub async fn verify(
 /// Deletes every key of this prefix (products, orders, journals, markers), one SCAN pass:
 /// the pattern also matches other prefixes that start with this one, so each key's prefix is
 /// checked exactly.
-async fn forget_prefix(stream: &mut TcpStream, keys: &Keys) -> Result<usize, String> {
+async fn forget_prefix(
+    stream: &mut TcpStream,
+    keys: &Keys,
+    run_marker: &str,
+) -> Result<usize, String> {
     let pattern = keys.scan_pattern("*");
     let mut cursor = "0".to_string();
     let mut deleted = 0;
@@ -178,7 +209,7 @@ async fn forget_prefix(stream: &mut TcpStream, keys: &Keys) -> Result<usize, Str
             None => break,
         }
     }
-    roundtrip(stream, command(&["DEL", &keys.run_id_marker()])).await?;
+    roundtrip(stream, command(&["DEL", run_marker])).await?;
     Ok(deleted)
 }
 

@@ -56,6 +56,15 @@ impl Keys {
         format!("{}:redis_run_id", self.prefix)
     }
 
+    /// The database and restart markers of one master of a cluster: `tag` names one of its
+    /// slots (see `check`).
+    pub fn node_markers(&self, tag: &str) -> (String, String) {
+        (
+            format!("{}:{{{}}}:database", self.prefix, tag),
+            format!("{}:{{{}}}:redis_run_id", self.prefix, tag),
+        )
+    }
+
     pub fn order(&self, pid: ProductId, reference: &str) -> String {
         format!("{}:{{p:{}}}:order:{}", self.prefix, pid, reference)
     }

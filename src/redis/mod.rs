@@ -27,6 +27,8 @@
 //! (`Keys::product_if`), since a glob cannot.
 
 pub mod check;
+pub mod client;
+pub mod cluster;
 pub mod cmd;
 pub mod conn;
 pub mod journal;

@@ -1,6 +1,7 @@
-//! The per-core pipelined Redis client of a worker.
+//! One pipelined connection of a worker to one Redis server (the single Redis, or one master
+//! of a cluster: `redis::client` routes between them).
 //!
-//! One connection per worker, owned by one task; callers hand it encoded commands over a
+//! The connection is owned by one task; callers hand it encoded commands over a
 //! same-core channel and await a same-core oneshot. Everything queued while the previous
 //! write was in flight goes out in one `write`, so concurrent requests on one core share round
 //! trips (the model is mini-redis's buffered client). Replies come back in order and are
@@ -43,6 +44,8 @@ const READ_BUF_MAX: usize = 256 * 1024;
 
 struct Request {
     bytes: Vec<u8>,
+    /// The bytes start with an `ASKING` whose `+OK` is not the caller's reply.
+    asking: bool,
     reply: oneshot::Sender<Result<RespValue, RedisError>>,
 }
 
@@ -54,38 +57,73 @@ struct Inner {
     keys: Keys,
     /// This PostgreSQL database's identity, which the Redis data must belong to.
     database: String,
-    /// For logs: which worker this connection serves.
+    /// For logs: which worker this connection serves (and in a cluster, which node).
     name: String,
+    /// A master of a cluster (its restart markers are its own; see `check`).
+    cluster_node: bool,
+    /// No longer a master of the cluster: no new connection is made once this one ends.
+    retired: Cell<bool>,
+    /// Connected (and checked) at least once: a connection that is down now fails calls at
+    /// once, while a new one is worth waiting for (see [`Pipeline::ready`]).
+    connected_once: Cell<bool>,
     /// Commands sent since start (metrics).
     sent: Cell<u64>,
     /// Writes performed: `sent / writes` is the mean pipeline depth (metrics).
     writes: Cell<u64>,
 }
 
-/// A cheap, clonable handle; all clones share the one connection of this core.
+/// A cheap, clonable handle; all clones share the one connection.
 #[derive(Clone)]
-pub struct RedisClient {
+pub struct Pipeline {
     inner: Rc<Inner>,
 }
 
-impl RedisClient {
+impl Pipeline {
     /// Starts the connection task on the current monoio runtime.
-    pub fn start(target: RedisTarget, keys: Keys, database: String, name: String) -> Self {
+    pub fn start(
+        target: RedisTarget,
+        keys: Keys,
+        database: String,
+        name: String,
+        cluster_node: bool,
+    ) -> Self {
         let inner = Rc::new(Inner {
             tx: RefCell::new(None),
             target,
             keys,
             database,
             name,
+            cluster_node,
+            retired: Cell::new(false),
+            connected_once: Cell::new(false),
             sent: Cell::new(0),
             writes: Cell::new(0),
         });
         monoio::spawn(supervise(inner.clone()));
-        RedisClient { inner }
+        Pipeline { inner }
+    }
+
+    /// Stops taking requests; those in flight still get their replies, then the connection
+    /// closes and is not made again.
+    pub fn retire(&self) {
+        self.inner.retired.set(true);
+        self.inner.tx.borrow_mut().take();
     }
 
     pub fn is_connected(&self) -> bool {
         self.inner.tx.borrow().is_some()
+    }
+
+    /// Whether the connection can take a call: waits until `deadline` for one being made for
+    /// the first time; one that was up and is down now answers `false` at once.
+    pub async fn ready(&self, deadline: Instant) -> bool {
+        while !self.is_connected() {
+            if self.inner.connected_once.get() || Instant::now() >= deadline {
+                return false;
+            }
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
     }
 
     /// (commands sent, writes) since start.
@@ -95,12 +133,27 @@ impl RedisClient {
 
     /// Sends one encoded command and waits for its reply. An error reply is `Err(Reply)`.
     pub async fn request(&self, bytes: Vec<u8>) -> Result<RespValue, RedisError> {
+        self.send(bytes, false).await
+    }
+
+    /// Sends `ASKING` and then the command, back to back (a cluster's `ASK` redirection).
+    pub async fn request_asking(&self, bytes: Vec<u8>) -> Result<RespValue, RedisError> {
+        let mut with = command(&["ASKING"]);
+        with.extend_from_slice(&bytes);
+        self.send(with, true).await
+    }
+
+    async fn send(&self, bytes: Vec<u8>, asking: bool) -> Result<RespValue, RedisError> {
         let (tx, rx) = oneshot::channel();
         {
             let guard = self.inner.tx.borrow();
             let sender = guard.as_ref().ok_or(RedisError::Unavailable)?;
             sender
-                .send(Request { bytes, reply: tx })
+                .send(Request {
+                    bytes,
+                    asking,
+                    reply: tx,
+                })
                 .map_err(|_| RedisError::Unavailable)?;
         }
         match rx.await {
@@ -129,10 +182,18 @@ impl RedisClient {
 async fn supervise(inner: Rc<Inner>) {
     let mut backoff = Duration::from_millis(50);
     let mut down_since: Option<Instant> = None;
-    loop {
+    while !inner.retired.get() {
         let connected = match connect(&inner.target).await {
             Ok(mut stream) => {
-                match check::verify(&mut stream, &inner.keys, &inner.database, &inner.name).await {
+                let verified = check::verify(
+                    &mut stream,
+                    &inner.keys,
+                    &inner.database,
+                    &inner.name,
+                    inner.cluster_node,
+                )
+                .await;
+                match verified {
                     Ok(()) => Ok(stream),
                     Err(e) => Err(format!("checking the Redis before use: {e}")),
                 }
@@ -146,9 +207,17 @@ async fn supervise(inner: Rc<Inner>) {
                 }
                 backoff = Duration::from_millis(50);
                 let (tx, rx) = unbounded::channel();
+                if inner.retired.get() {
+                    return;
+                }
                 *inner.tx.borrow_mut() = Some(tx);
+                inner.connected_once.set(true);
                 let why = run(stream, rx, &inner).await;
                 inner.tx.borrow_mut().take();
+                if inner.retired.get() {
+                    tracing::debug!(worker = %inner.name, "connection to a former master closed");
+                    return;
+                }
                 tracing::warn!(worker = %inner.name, error = %why, "Redis connection lost; requests needing Redis get 503 until it is back");
                 down_since = Some(Instant::now());
             }
@@ -165,7 +234,14 @@ async fn supervise(inner: Rc<Inner>) {
     }
 }
 
-type Waiting = RefCell<VecDeque<(Instant, oneshot::Sender<Result<RespValue, RedisError>>)>>;
+/// Per command written: when, whether an `ASKING` reply comes first, and its caller.
+type Waiting = RefCell<
+    VecDeque<(
+        Instant,
+        bool,
+        oneshot::Sender<Result<RespValue, RedisError>>,
+    )>,
+>;
 
 /// Runs one connection until it fails; then fails every caller still waiting.
 async fn run(stream: TcpStream, mut rx: unbounded::Rx<Request>, inner: &Inner) -> String {
@@ -176,7 +252,11 @@ async fn run(stream: TcpStream, mut rx: unbounded::Rx<Request>, inner: &Inner) -
         let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
         loop {
             let Some(first) = rx.recv().await else {
-                return "client dropped".to_string();
+                // Retired: the replies still owed arrive before the connection closes.
+                while !waiting.borrow().is_empty() {
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+                return "retired".to_string();
             };
             buf.clear();
             let now = Instant::now();
@@ -186,7 +266,7 @@ async fn run(stream: TcpStream, mut rx: unbounded::Rx<Request>, inner: &Inner) -
                 let mut next = Some(first);
                 while let Some(r) = next {
                     buf.extend_from_slice(&r.bytes);
-                    w.push_back((now, r.reply));
+                    w.push_back((now, r.asking, r.reply));
                     n += 1;
                     next = if buf.len() < MAX_WRITE {
                         rx.try_recv().ok()
@@ -210,12 +290,18 @@ async fn run(stream: TcpStream, mut rx: unbounded::Rx<Request>, inner: &Inner) -
         loop {
             loop {
                 match RespCodec.decode(&mut buf) {
-                    Ok(Some(v)) => match waiting.borrow_mut().pop_front() {
-                        Some((_, tx)) => {
-                            let _ = tx.send(Ok(v));
+                    Ok(Some(v)) => {
+                        let mut w = waiting.borrow_mut();
+                        match w.front_mut() {
+                            // The reply to ASKING: the command's own comes next.
+                            Some((_, asking @ true, _)) => *asking = false,
+                            Some(_) => {
+                                let (_, _, tx) = w.pop_front().expect("front exists");
+                                let _ = tx.send(Ok(v));
+                            }
+                            None => return format!("unexpected reply {v:?}"),
                         }
-                        None => return format!("unexpected reply {v:?}"),
-                    },
+                    }
                     Ok(None) => break,
                     Err(e) => return format!("protocol: {e:?}"),
                 }
@@ -244,7 +330,7 @@ async fn run(stream: TcpStream, mut rx: unbounded::Rx<Request>, inner: &Inner) -
             let overdue = waiting
                 .borrow()
                 .front()
-                .is_some_and(|(sent, _)| sent.elapsed() > REPLY_TIMEOUT);
+                .is_some_and(|(sent, _, _)| sent.elapsed() > REPLY_TIMEOUT);
             if overdue {
                 return format!("no reply within {REPLY_TIMEOUT:?}");
             }
@@ -261,7 +347,7 @@ async fn run(stream: TcpStream, mut rx: unbounded::Rx<Request>, inner: &Inner) -
     while let Ok(r) = rx.try_recv() {
         let _ = r.reply.send(Err(RedisError::Unavailable));
     }
-    for (_, tx) in waiting.borrow_mut().drain(..) {
+    for (_, _, tx) in waiting.borrow_mut().drain(..) {
         let _ = tx.send(Err(RedisError::Unavailable));
     }
     why

@@ -15,8 +15,7 @@ pub mod misses;
 pub mod reserve_queues;
 
 use crate::reaper;
-use crate::redis::keys::Keys;
-use crate::redis::pipeline::RedisClient;
+use crate::redis::client::RedisClient;
 use crate::shared::Shared;
 use crate::sync::Arc;
 use crate::time::now_ms;
@@ -49,8 +48,7 @@ pub fn run(
     tracing::info!(worker = id, driver = driver_name(), "worker started");
     rt.block_on(async move {
         let redis = RedisClient::start(
-            shared.cfg.redis.clone(),
-            Keys::new(&shared.cfg.redis_prefix),
+            &shared.cfg,
             shared.database_id.clone(),
             format!("worker-{id}"),
         );

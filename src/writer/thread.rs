@@ -133,8 +133,9 @@ pub struct Writer {
     /// Products whose journal may hold entries: every product this writer was sent a change
     /// of, and those the scans found. The stuck-entry replay reads only these journals.
     journaled: HashSet<ProductId>,
-    /// Where the background SCAN for other journals stands (`None`: start a new pass).
-    scan_cursor: Option<String>,
+    /// Where the background SCAN for other journals stands: the server (an index into
+    /// `WriterRedis::servers`) and its cursor (`None`: start a new pass).
+    scan_cursor: Option<(usize, String)>,
     last_scan_step: Instant,
     /// The start-up replay has not run yet (PostgreSQL was down).
     replay_owed: bool,
@@ -168,7 +169,7 @@ impl Writer {
         let now = Instant::now();
         Writer {
             keys: Keys::new(&shared.cfg.redis_prefix),
-            redis: WriterRedis::new(shared.cfg.redis.clone()),
+            redis: WriterRedis::new(&shared.cfg),
             shared,
             pg: None,
             inboxes,
@@ -445,7 +446,8 @@ impl Writer {
         }
         for (pid, (members, finals)) in by_product {
             let cmds = ack_commands(&self.keys, pid, &members, &finals, FINAL_RECORD_TTL_SECS);
-            if let Err(e) = self.redis.pipeline(&cmds).await {
+            let journal = self.keys.product_keys(pid).journal;
+            if let Err(e) = self.redis.pipeline(&journal, &cmds).await {
                 // Harmless: the entries stay journaled and a later replay acknowledges them.
                 tracing::debug!(error = %e, "journal acknowledgement failed");
             }
@@ -542,14 +544,26 @@ impl Writer {
     async fn replay_all(&mut self) {
         // Journals recorded for another database are never written into this one: the
         // workers' connection check deletes them first (see `redis::check`).
-        match self
-            .redis
-            .request(&command(&["GET", &self.keys.database_marker()]))
-            .await
-        {
-            Ok(RespValue::BulkString(id)) if id != self.shared.database_id.as_bytes() => return,
-            Err(_) => return,
-            _ => {}
+        let Ok(servers) = self.redis.servers().await else {
+            return;
+        };
+        for server in &servers {
+            let marker = match self.redis.database_marker(server, &self.keys).await {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(_) => return,
+            };
+            match self
+                .redis
+                .request_on(server, &command(&["GET", &marker]))
+                .await
+            {
+                Ok(RespValue::BulkString(id)) if id != self.shared.database_id.as_bytes() => {
+                    return;
+                }
+                Err(_) => return,
+                _ => {}
+            }
         }
         self.scan_cursor = None;
         loop {
@@ -566,15 +580,23 @@ impl Writer {
         self.replay(None).await;
     }
 
-    /// One step of a SCAN for journals: those it finds join `journaled`. `Ok(true)` when the
-    /// step ended a pass. After an error the next step starts a new pass (a restarted Redis
-    /// has other cursors).
+    /// One step of a SCAN for journals, server after server (each master of a cluster):
+    /// those it finds join `journaled`. `Ok(true)` when the step ended a pass. After an error
+    /// the next step starts a new pass (a restarted Redis has other cursors).
     async fn scan_step(&mut self) -> Result<bool, String> {
-        let cursor = self.scan_cursor.take().unwrap_or_else(|| "0".to_string());
+        let (server, cursor) = self
+            .scan_cursor
+            .take()
+            .unwrap_or_else(|| (0, "0".to_string()));
+        let servers = self.redis.servers().await.map_err(|e| e.to_string())?;
+        let Some(node) = servers.get(server) else {
+            // The cluster has fewer masters than when the pass began.
+            return Ok(true);
+        };
         let pattern = self.keys.scan_pattern("journal");
         let v = self
             .redis
-            .request(&scan_cmd(&cursor, &pattern))
+            .request_on(node, &scan_cmd(&cursor, &pattern))
             .await
             .map_err(|e| e.to_string())?;
         let (next, keys) = decode_scan(v).map_err(|e| e.to_string())?;
@@ -582,7 +604,11 @@ impl Writer {
             keys.iter()
                 .filter_map(|k| self.keys.product_if(k, "journal")),
         );
-        self.scan_cursor = next;
+        self.scan_cursor = match next {
+            Some(c) => Some((server, c)),
+            None if server + 1 < servers.len() => Some((server + 1, "0".to_string())),
+            None => None,
+        };
         Ok(self.scan_cursor.is_none())
     }
 
@@ -596,7 +622,10 @@ impl Writer {
             let key = self.keys.product_keys(pid).journal;
             let Ok(RespValue::Array(refs)) = self
                 .redis
-                .request(&oldest_members(&key, &max, self.shared.cfg.batch_rows))
+                .request(
+                    &key,
+                    &oldest_members(&key, &max, self.shared.cfg.batch_rows),
+                )
                 .await
             else {
                 continue;
@@ -625,7 +654,10 @@ impl Writer {
                     }
                     None => {
                         // Not ours: drop it rather than trip over it at every replay.
-                        let _ = self.redis.request(&command(&["ZREM", &key, &member])).await;
+                        let _ = self
+                            .redis
+                            .request(&key, &command(&["ZREM", &key, &member]))
+                            .await;
                         continue;
                     }
                 };
@@ -633,9 +665,10 @@ impl Writer {
                     if !seen.insert(reference.to_string()) {
                         continue;
                     }
+                    let order_key = self.keys.order(pid, reference);
                     let Ok(v) = self
                         .redis
-                        .request(&record_cmd(&self.keys.order(pid, reference)))
+                        .request(&order_key, &record_cmd(&order_key))
                         .await
                     else {
                         continue 'members;
@@ -663,7 +696,7 @@ impl Writer {
             // write for them).
             if (orders.is_empty() && side.is_empty()) || self.write(&mut orders, &mut side).await {
                 let cmds = ack_commands(&self.keys, pid, &members, &[], FINAL_RECORD_TTL_SECS);
-                let _ = self.redis.pipeline(&cmds).await;
+                let _ = self.redis.pipeline(&key, &cmds).await;
             }
         }
         if replayed > 0 {

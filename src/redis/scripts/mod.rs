@@ -153,6 +153,19 @@ impl ScriptCall {
         self.arg(itoa::Buffer::new().format(n).as_bytes())
     }
 
+    /// The cluster slot of the call: its first key's (every key of a call is one product's).
+    pub fn slot(&self) -> u16 {
+        // `tail` starts with the first key as `$<len>\r\n<bytes>\r\n`.
+        let first = (self.nkeys > 0)
+            .then(|| {
+                let eol = memchr::memchr(b'\r', &self.tail)?;
+                let len: usize = std::str::from_utf8(&self.tail[1..eol]).ok()?.parse().ok()?;
+                self.tail.get(eol + 2..eol + 2 + len)
+            })
+            .flatten();
+        crate::redis::cluster::slot::key_slot(first.unwrap_or_default())
+    }
+
     /// The RESP bytes: EVALSHA, or EVAL with the whole script when `with_body`.
     pub fn encode(&self, with_body: bool) -> Vec<u8> {
         let (verb, what) = if with_body {
@@ -211,5 +224,9 @@ mod tests {
         assert!(eval.starts_with("*6\r\n$4\r\nEVAL\r\n"));
         assert!(eval.ends_with("$1\r\n1\r\n$1\r\nk\r\n$1\r\na\r\n$1\r\n5\r\n"));
         assert!(is_noscript("NOSCRIPT No matching script. Please use EVAL."));
+        assert_eq!(c.slot(), crate::redis::cluster::slot::key_slot(b"k"));
+        let mut c = ScriptCall::new(ScriptId::Product);
+        c.key("fs:{p:12}:stock").key("other");
+        assert_eq!(c.slot(), crate::redis::cluster::slot::key_slot(b"p:12"));
     }
 }

@@ -7,11 +7,18 @@
 #   scripts/services.sh status    only report whether they answer (changes nothing)
 #   scripts/services.sh stop      stop the servers this script started from .data/
 #                                 (never the machine's own services)
+#   scripts/services.sh cluster [start|stop|status]
+#                                 a local Redis Cluster for FLASHSALE_REDIS_MODE=cluster:
+#                                 3 masters (and CLUSTER_REPLICAS replicas each) on
+#                                 127.0.0.1, ports CLUSTER_PORT.. (default 7000), data in
+#                                 .data/redis-cluster/<port>/; `start` prints the REDIS_URL
 #
 # Environment:
 #   DATABASE_URL  default postgres://postgres@127.0.0.1:5432/flashsale
 #   REDIS_URL     default redis://127.0.0.1:6379/0
 #   SERVICES_WAIT_SECS  how long to wait for a server to answer (default 30)
+#   CLUSTER_PORT      first port of the local cluster (default 7000)
+#   CLUSTER_REPLICAS  replicas per master of the local cluster (default 0; 1 gives 6 nodes)
 #
 # Only loopback targets (127.0.0.1, localhost, ::1) are installed/started; for
 # any other host the script only checks reachability. Servers it starts keep
@@ -723,6 +730,119 @@ stop_redis() {
     log "redis: stopped the server from $(rel "$REDIS_DIR") (pid $pid, port ${port:-?}); data kept"
 }
 
+# -------------------------------------------------------------- Redis Cluster
+
+CLUSTER_DIR=$DATA_ROOT/redis-cluster
+CLUSTER_PORT=${CLUSTER_PORT:-7000}
+CLUSTER_REPLICAS=${CLUSTER_REPLICAS:-0}
+CLUSTER_MASTERS=3
+
+cluster_ports() {
+    local i n=$((CLUSTER_MASTERS * (1 + CLUSTER_REPLICAS)))
+    for ((i = 0; i < n; i++)); do printf '%s\n' $((CLUSTER_PORT + i)); done
+}
+
+cluster_url() {
+    local p urls=()
+    for p in $(cluster_ports); do urls+=("redis://127.0.0.1:$p"); done
+    local IFS=,
+    printf '%s' "${urls[*]}"
+}
+
+# cluster_state PORT -> ok | fail | down
+cluster_state() {
+    local out
+    out=$(timeout 5 redis-cli -p "$1" cluster info 2>/dev/null | tr -d '\r' | sed -n 's/^cluster_state://p')
+    printf '%s' "${out:-down}"
+}
+
+# The pid of the node started from .data/redis-cluster/PORT, if alive.
+cluster_node_pid() {
+    local pid f=$CLUSTER_DIR/$1/redis.pid
+    [[ -r $f ]] || return 0
+    pid=$(head -n 1 "$f" 2>/dev/null || true)
+    [[ $pid =~ ^[0-9]+$ && -d /proc/$pid ]] || return 0
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server* ]] || return 0
+    printf '%s' "$pid"
+}
+
+cluster_start() {
+    [[ $CLUSTER_REPLICAS =~ ^[0-9]$ ]] || die "CLUSTER_REPLICAS='$CLUSTER_REPLICAS': expected 0-9"
+    if ! [[ $CLUSTER_PORT =~ ^[0-9]{1,5}$ ]] || ((CLUSTER_PORT < 1 || CLUSTER_PORT > 55000)); then
+        die "CLUSTER_PORT='$CLUSTER_PORT': expected a port from 1 to 55000"
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        apt_install redis-server
+    fi
+    ensure_redis_cli
+    local port dir state fresh=1 nodes=() started=0 args
+    for port in $(cluster_ports); do
+        dir=$CLUSTER_DIR/$port
+        mkdir -p "$dir"
+        [[ -s $dir/nodes.conf ]] && fresh=0
+        nodes+=("127.0.0.1:$port")
+        if [[ $(redis_probe 127.0.0.1 "$port" "") == ready ]]; then
+            [[ -n $(cluster_node_pid "$port") ]] ||
+                die "port $port answers as Redis but is not a node from $(rel "$dir"); stop it or set CLUSTER_PORT"
+            continue
+        fi
+        # Node timeout 2 s: a killed master's replica takes over within a few seconds.
+        args=(--daemonize yes --bind 127.0.0.1 --port "$port" --dir "$dir"
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
+            --appendonly yes --appendfsync everysec --save ""
+            --logfile "$dir/redis.log" --pidfile "$dir/redis.pid")
+        if ! redis-server "${args[@]}" >>"$dir/redis.log" 2>&1 9>&-; then
+            tail -n 20 "$dir/redis.log" >&2 || true
+            die "redis-server failed to start on port $port (see $(rel "$dir/redis.log"))"
+        fi
+        started=$((started + 1))
+        wait_ready redis redis_probe 127.0.0.1 "$port" "" ||
+            die "the cluster node on port $port does not answer within ${WAIT_SECS}s (see $(rel "$dir/redis.log"))"
+    done
+    state=$(cluster_state "$CLUSTER_PORT")
+    if [[ $state != ok ]] && ((fresh)); then
+        log "redis cluster: creating $CLUSTER_MASTERS masters with $CLUSTER_REPLICAS replica(s) each on ${nodes[*]}"
+        redis-cli --cluster create "${nodes[@]}" --cluster-replicas "$CLUSTER_REPLICAS" --cluster-yes \
+            >>"$CLUSTER_DIR/create.log" 2>&1 ||
+            die "redis-cli --cluster create failed (see $(rel "$CLUSTER_DIR/create.log"))"
+    fi
+    local deadline=$((SECONDS + WAIT_SECS))
+    until [[ $(cluster_state "$CLUSTER_PORT") == ok ]]; do
+        ((SECONDS < deadline)) ||
+            die "the cluster on ports $(cluster_ports | paste -sd,) is not ok after ${WAIT_SECS}s (CLUSTER INFO on $CLUSTER_PORT: $(cluster_state "$CLUSTER_PORT"))"
+        sleep 0.5
+    done
+    if ((started == 0)); then
+        log "redis cluster: already running on ports $(cluster_ports | paste -sd,), data in $(rel "$CLUSTER_DIR")"
+    else
+        log "redis cluster: ok on ports $(cluster_ports | paste -sd,) ($started node(s) started), data in $(rel "$CLUSTER_DIR")"
+    fi
+    log "redis cluster: FLASHSALE_REDIS_MODE=cluster REDIS_URL=$(cluster_url)"
+}
+
+cluster_stop() {
+    local port pid i stopped=0
+    for port in $(cluster_ports); do
+        pid=$(cluster_node_pid "$port")
+        [[ -n $pid ]] || continue
+        timeout 10 redis-cli -p "$port" shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < WAIT_SECS * 2; i++)); do
+            [[ -d /proc/$pid ]] || break
+            sleep 0.5
+        done
+        [[ ! -d /proc/$pid ]] || die "cluster node $port (pid $pid) did not stop within ${WAIT_SECS}s"
+        stopped=$((stopped + 1))
+    done
+    log "redis cluster: stopped $stopped node(s) from $(rel "$CLUSTER_DIR"); data kept"
+}
+
+cluster_status() {
+    local state
+    state=$(cluster_state "$CLUSTER_PORT")
+    log "redis cluster: $state at 127.0.0.1:$CLUSTER_PORT"
+    [[ $state == ok ]]
+}
+
 # --------------------------------------------------------------------- status
 
 status() {
@@ -764,6 +884,20 @@ main() {
         ;;
     status)
         status
+        ;;
+    cluster)
+        case ${2:-start} in
+        start | up)
+            lock
+            cluster_start
+            ;;
+        stop | down)
+            lock
+            cluster_stop
+            ;;
+        status) cluster_status ;;
+        *) die "unknown cluster command '$2' (start, stop or status)" ;;
+        esac
         ;;
     -h | --help | help)
         usage

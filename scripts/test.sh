@@ -17,6 +17,24 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
 fi
 
+# A Redis Cluster of three masters for the cluster tests that share one (the chaos tests start
+# their own): on the first free ports from 7000, stopped and removed when the suite ends, so a
+# run leaves nothing behind and two checkouts never meet on one cluster.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+cluster_port=${TEST_CLUSTER_PORT:-7000}
+while port_busy "$cluster_port" || port_busy $((cluster_port + 1)) || port_busy $((cluster_port + 2)) ||
+    port_busy $((cluster_port + 10000)) || port_busy $((cluster_port + 10001)) || port_busy $((cluster_port + 10002)); do
+  cluster_port=$((cluster_port + 3))
+  ((cluster_port < 7300)) || { echo "[test] no free ports for the test cluster in 7000-7300" >&2; exit 1; }
+done
+stop_cluster() {
+  CLUSTER_PORT=$cluster_port scripts/services.sh cluster stop || true
+  rm -rf .data/redis-cluster/"$cluster_port" .data/redis-cluster/$((cluster_port + 1)) .data/redis-cluster/$((cluster_port + 2))
+}
+trap stop_cluster EXIT
+CLUSTER_PORT=$cluster_port scripts/services.sh cluster start
+export TEST_REDIS_CLUSTER_URL="redis://127.0.0.1:$cluster_port,redis://127.0.0.1:$((cluster_port + 1)),redis://127.0.0.1:$((cluster_port + 2))"
+
 cargo test --workspace --all-targets
 scripts/contract.sh target/debug/flashsale
 scripts/loom.sh

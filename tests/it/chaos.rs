@@ -6,57 +6,9 @@
 //! in time, loopback only.
 
 use crate::common::*;
-use std::net::SocketAddr;
+use crate::load::*;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-/// What a load run saw.
-#[derive(Default)]
-struct Seen {
-    accepted: Mutex<Vec<String>>,
-    ok: AtomicUsize,
-    unavailable: AtomicUsize,
-}
-
-/// `clients` threads ordering one unit at a time from `addr()` until `stop`; connection errors
-/// (a killed server) and 503s are retried, anything else fails the test.
-fn load(clients: usize, pid: i64, addr: &Mutex<SocketAddr>, stop: &AtomicBool, seen: &Seen) {
-    std::thread::scope(|s| {
-        for _ in 0..clients {
-            s.spawn(|| {
-                let mut c = Client::connect(*addr.lock().unwrap());
-                let mut current = *addr.lock().unwrap();
-                while !stop.load(Ordering::SeqCst) {
-                    let a = *addr.lock().unwrap();
-                    if a != current {
-                        c = Client::connect(a);
-                        current = a;
-                    }
-                    match c.try_order(pid, 1) {
-                        Some(r) if r.status == 202 => {
-                            let reference =
-                                r.json()["order_reference"].as_str().unwrap().to_string();
-                            seen.accepted.lock().unwrap().push(reference);
-                            seen.ok.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Some(r) if r.status == 503 => {
-                            assert_eq!(r.code(), "unavailable");
-                            assert!(r.header("retry-after").is_some());
-                            seen.unavailable.fetch_add(1, Ordering::SeqCst);
-                            std::thread::sleep(std::time::Duration::from_millis(5));
-                        }
-                        Some(r) => panic!(
-                            "unexpected {}: {}",
-                            r.status,
-                            String::from_utf8_lossy(&r.body)
-                        ),
-                        None => std::thread::sleep(std::time::Duration::from_millis(5)),
-                    }
-                }
-            });
-        }
-    });
-}
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[test]
 fn repeated_sigkills_under_load_lose_nothing() {
@@ -68,7 +20,7 @@ fn repeated_sigkills_under_load_lose_nothing() {
     let stop = AtomicBool::new(false);
     let seen = Seen::default();
     std::thread::scope(|s| {
-        s.spawn(|| load(8, pid, &addr, &stop, &seen));
+        s.spawn(|| load(8, &addr, &[pid], &stop, &seen));
         for round in 1..=3 {
             let target = round * 1_500;
             wait_until("orders accepted", || {
@@ -84,7 +36,7 @@ fn repeated_sigkills_under_load_lose_nothing() {
         });
         stop.store(true, Ordering::SeqCst);
     });
-    let accepted = seen.accepted.into_inner().unwrap();
+    let accepted = seen.references();
     env.wait_rows(&accepted);
     let rows: i64 = env
         .pg()
@@ -106,7 +58,7 @@ fn a_redis_with_aof_killed_and_restarted_under_load() {
     let stop = AtomicBool::new(false);
     let seen = Seen::default();
     std::thread::scope(|s| {
-        s.spawn(|| load(8, pid, &addr, &stop, &seen));
+        s.spawn(|| load(8, &addr, &[pid], &stop, &seen));
         wait_until("orders accepted", || {
             (seen.ok.load(Ordering::SeqCst) >= 3_000).then_some(())
         });
@@ -128,7 +80,7 @@ fn a_redis_with_aof_killed_and_restarted_under_load() {
         });
         stop.store(true, Ordering::SeqCst);
     });
-    let accepted = seen.accepted.into_inner().unwrap();
+    let accepted = seen.references();
     env.wait_rows(&accepted);
     assert_eq!(srv.client().get("/ready").status, 200);
     env.assert_conserved(pid, initial);
@@ -154,7 +106,7 @@ fn postgresql_unreachable_under_load_queues_to_the_bound_then_drains() {
     let stop = AtomicBool::new(false);
     let seen = Seen::default();
     std::thread::scope(|s| {
-        s.spawn(|| load(8, pid, &addr, &stop, &seen));
+        s.spawn(|| load(8, &addr, &[pid], &stop, &seen));
         wait_until("orders accepted", || {
             (seen.ok.load(Ordering::SeqCst) >= 1_000).then_some(())
         });
@@ -181,7 +133,7 @@ fn postgresql_unreachable_under_load_queues_to_the_bound_then_drains() {
         stop.store(true, Ordering::SeqCst);
     });
     // Refused orders touched nothing: Redis lost exactly the accepted units.
-    let accepted = seen.accepted.into_inner().unwrap();
+    let accepted = seen.references();
     let live = c.get(&format!("/api/products/{pid}")).json()["stock"]
         .as_i64()
         .unwrap();

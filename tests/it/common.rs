@@ -73,7 +73,10 @@ pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 pub struct Env {
     pub db: String,
     pub db_url: String,
+    /// One server's URL, or a cluster's seed nodes separated by commas.
     pub redis_url: String,
+    /// `redis_url` names the nodes of a Redis Cluster (`FLASHSALE_REDIS_MODE=cluster`).
+    pub cluster: bool,
     pub prefix: String,
 }
 
@@ -83,6 +86,15 @@ impl Env {
     }
 
     pub fn with_redis(redis_url: String) -> Env {
+        Env::create(redis_url, false)
+    }
+
+    /// An environment on the Redis Cluster whose nodes `urls` lists (comma-separated).
+    pub fn with_cluster(urls: String) -> Env {
+        Env::create(urls, true)
+    }
+
+    fn create(redis_url: String, cluster: bool) -> Env {
         let db = unique("fs_test");
         let mut admin = postgres::Client::connect(&pg_url("postgres"), postgres::NoTls)
             .expect("test PostgreSQL reachable (run scripts/services.sh)");
@@ -93,6 +105,7 @@ impl Env {
             db_url: pg_url(&db),
             db,
             redis_url,
+            cluster,
             prefix: unique("t"),
         };
         let status = env.command("migrate").output().unwrap();
@@ -108,11 +121,28 @@ impl Env {
         postgres::Client::connect(&self.db_url, postgres::NoTls).unwrap()
     }
 
+    /// A connection to the single Redis (not for a cluster: see [`Env::store`]).
     pub fn redis(&self) -> redis::Connection {
+        assert!(!self.cluster, "Env::redis is for a single Redis");
         redis::Client::open(self.redis_url.as_str())
             .unwrap()
             .get_connection()
             .unwrap()
+    }
+
+    /// A connection to wherever the keys are: the Redis, or the cluster (commands routed).
+    pub fn store(&self) -> Box<dyn redis::ConnectionLike> {
+        if self.cluster {
+            let nodes: Vec<&str> = self.redis_url.split(',').collect();
+            Box::new(
+                redis::cluster::ClusterClient::new(nodes)
+                    .unwrap()
+                    .get_connection()
+                    .unwrap(),
+            )
+        } else {
+            Box::new(self.redis())
+        }
     }
 
     /// `flashsale <cmd>` with this environment. `FLASHSALE_TEST_BIN` runs another binary
@@ -124,6 +154,10 @@ impl Env {
         c.arg(cmd)
             .env("DATABASE_URL", &self.db_url)
             .env("REDIS_URL", &self.redis_url)
+            .env(
+                "FLASHSALE_REDIS_MODE",
+                if self.cluster { "cluster" } else { "single" },
+            )
             .env("FLASHSALE_REDIS_PREFIX", &self.prefix)
             .env("PAYMENT_WEBHOOK_SECRET", SECRET)
             .env("RUST_LOG", "flashsale=info");
@@ -160,14 +194,14 @@ impl Env {
     pub fn redis_stock(&self, product: i64) -> Option<i64> {
         redis::cmd("GET")
             .arg(self.key(product, "stock"))
-            .query(&mut self.redis())
+            .query(&mut *self.store())
             .unwrap()
     }
 
     pub fn journal_len(&self, product: i64) -> i64 {
         redis::cmd("ZCARD")
             .arg(self.key(product, "journal"))
-            .query(&mut self.redis())
+            .query(&mut *self.store())
             .unwrap()
     }
 
@@ -270,15 +304,23 @@ impl Drop for Env {
             let _ =
                 admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db));
         }
-        if let Ok(mut r) =
-            redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection())
-        {
+        // Each node of a cluster holds its own keys (a replica refuses the DEL: harmless).
+        for url in self.redis_url.split(',') {
+            let Ok(mut r) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
+                continue;
+            };
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{}:*", self.prefix))
                 .query(&mut r)
                 .unwrap_or_default();
-            for chunk in keys.chunks(500) {
-                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut r);
+            if self.cluster {
+                for k in &keys {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(k).query(&mut r);
+                }
+            } else {
+                for chunk in keys.chunks(500) {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut r);
+                }
             }
         }
     }

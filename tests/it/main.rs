@@ -3,9 +3,11 @@
 
 mod auth;
 mod chaos;
+mod cluster;
 mod common;
 mod hostile;
 mod lifecycle;
+mod load;
 mod operator;
 mod purchase;
 mod writer;

@@ -14,6 +14,9 @@
 #   scripts/bench.sh --auth          reservations/s with buyer identity from JWTs (HS256 and
 #                                    Ed25519) against `none`, alternating, same binary (about 6
 #                                    minutes with the defaults; see below)
+#   scripts/bench.sh --cluster       reservations/s and CPU per reservation on a local Redis
+#                                    Cluster of 3 masters against the single Redis, same
+#                                    binary, alternating (about 3 minutes with the defaults)
 #   scripts/bench.sh --help
 #
 # What it does: installs wrk, ab (apache2-utils), curl and python3 (+ python3-matplotlib for
@@ -104,6 +107,19 @@
 # its round, p99, CPU µs per reservation and the server's share of it, statuses), the medians
 # per mode and the verdicts, then the CPU per process. No chart.
 #
+# --cluster: what routing over a Redis Cluster costs (FLASHSALE_REDIS_MODE=cluster against
+# single). Starts (or reuses) the local cluster of `scripts/services.sh cluster` on
+# BENCH_CLUSTER_PORT (default 7000; 3 masters, no replicas) and, for the run, gives its nodes
+# the single Redis's `appendonly` setting (restored at the end), so both store the same way.
+# One binary (target/release/flashsale, built unless BENCH_BUILD=0). BENCH_RUNS rounds
+# (default 3) of two slots, single then cluster in odd rounds, reversed in even ones; each
+# slot a fresh server (own Redis key prefix) with a new large-stock product (whose slot is on
+# one master: a sale's products spread over the masters, one product's reservations do not),
+# then (1) and (2) of --compare, the journal drained through the product's master, and the
+# slot's keys deleted on every node. Target: CPU per reservation of all processes (wrk,
+# server, every redis-server, PostgreSQL) in cluster mode within 1.15x single mode (medians);
+# PASS/FAIL, exits 1 on a FAIL. The table is --compare's with single as OLD and cluster as NEW.
+#
 # Output: the table on stdout, progress on stderr, and in bench-results/<UTC timestamp>/:
 # results.md (machine + table), chart.png, measurements.tsv, the raw wrk/ab outputs, the
 # server logs and /metrics snapshots.
@@ -115,6 +131,7 @@
 #   BENCH_AUTH_TOKENS  --auth: buyers in the token pool (default 1000)
 #   BENCH_AUTH_MISS_TOKENS
 #                      --auth: tokens of the ed25519-miss slot (default 50000; 0: no such slot)
+#   BENCH_CLUSTER_PORT --cluster: first port of the local cluster (default 7000)
 #   BENCH_BIN          --auth: the binary to measure instead of target/release/flashsale (not built)
 #   BENCH_WEBHOOK_RATE --attack: webhooks a second (default 200)
 #   BENCH_ATTACK_IDLE_CONNS
@@ -155,6 +172,11 @@ WEBHOOK_RATE=${BENCH_WEBHOOK_RATE:-200}
 ATTACK_IDLE_CONNS=${BENCH_ATTACK_IDLE_CONNS:-20000}
 ATTACK_WARMUP=2 # seconds an attack runs before the legitimate load starts
 AUTH=0 # --auth
+CLUSTER=0 # --cluster
+CLUSTER_PORT=${BENCH_CLUSTER_PORT:-7000}
+CLUSTER_URL='' # --cluster: the seeds, one URL per node
+CLUSTER_AOF='' # --cluster: the nodes' appendonly before the run, restored by cleanup
+SLOT_CLUSTER=0 # --cluster: the current slot's server runs on the cluster
 AUTH_TOKENS=${BENCH_AUTH_TOKENS:-1000}
 AUTH_MISS_TOKENS=${BENCH_AUTH_MISS_TOKENS:-50000}
 AUTH_BIN=${BENCH_BIN:-} # --auth: the binary to measure instead of BUILT_BIN (not built)
@@ -204,6 +226,10 @@ while (($#)); do
         AUTH=1
         shift
         ;;
+    --cluster)
+        CLUSTER=1
+        shift
+        ;;
     -h | --help)
         usage
         exit 0
@@ -251,6 +277,14 @@ if ((AUTH)); then
         AUTH_BIN=$(cd -- "$(dirname -- "$AUTH_BIN")" && pwd -P)/$(basename -- "$AUTH_BIN")
         BUILT_BIN=$AUTH_BIN
     fi
+fi
+if ((CLUSTER)); then
+    if [[ -n $SOAK_MINUTES || -n $COMPARE_OLD ]] || ((ATTACK || AUTH)); then
+        die "--cluster cannot be combined with --soak, --compare, --attack or --auth"
+    fi
+    is_uint "$CLUSTER_PORT" || die "BENCH_CLUSTER_PORT='$CLUSTER_PORT': expected a port"
+    CLUSTER_PORT=$((10#$CLUSTER_PORT))
+    CLUSTER_URL="redis://127.0.0.1:$CLUSTER_PORT,redis://127.0.0.1:$((CLUSTER_PORT + 1)),redis://127.0.0.1:$((CLUSTER_PORT + 2))"
 fi
 DURATION=$((10#$DURATION))
 RUNS=$((10#$RUNS))
@@ -313,6 +347,7 @@ psql_db() { psql "$BENCH_DATABASE_URL" -v ON_ERROR_STOP=1 -qtAX "$@"; }
 # start with $PREFIX-).
 clean_redis_keys() { # [PATTERN]
     local pattern=${1:-$PREFIX-*} keys=$OUT/.redis-keys before after
+    if [[ -n $CLUSTER_URL ]]; then clean_cluster_keys "$pattern"; fi
     if ! redis --scan --pattern "$pattern" >"$keys"; then
         warn "could not list the Redis keys under $pattern (left in place)"
         return 0
@@ -332,12 +367,30 @@ clean_redis_keys() { # [PATTERN]
     fi
 }
 
+# The keys matching PATTERN on every node of the --cluster cluster, one UNLINK each (keys of
+# several slots cannot share a command there).
+clean_cluster_keys() { # PATTERN
+    local port n=0 c
+    for port in $CLUSTER_PORT $((CLUSTER_PORT + 1)) $((CLUSTER_PORT + 2)); do
+        c=$(redis-cli -p "$port" --scan --pattern "$1" | awk '{ print "UNLINK " $0 } END { print "PING" }' |
+            redis-cli -p "$port" --pipe 2>/dev/null | sed -n 's/.*replies: \([0-9]*\).*/\1/p') || true
+        n=$((n + ${c:-1} - 1))
+    done
+    log "deleted $n keys under $1 on the cluster's nodes"
+}
+
 cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
     kill_bg
     if [[ -n $SERVER_PID ]]; then stop_server; fi
+    if [[ -n $CLUSTER_AOF ]]; then
+        for port in $CLUSTER_PORT $((CLUSTER_PORT + 1)) $((CLUSTER_PORT + 2)); do
+            redis-cli -p "$port" config set appendonly "$CLUSTER_AOF" >/dev/null 2>&1 || true
+        done
+        log "cluster nodes: appendonly back to $CLUSTER_AOF"
+    fi
     if ((SERVICES_UP)); then
         clean_redis_keys
         if ((DB_CREATED)) && [[ ${BENCH_KEEP_DB:-0} != 1 ]]; then
@@ -595,7 +648,9 @@ run_health() { # DRIVER RUN
 drain_run() {
     local f=$1 pid=$2 out kv
     shift 3
-    out=$(BENCH_PRODUCT_ID=$pid "$PY" "$HELPERS/drain.py" --out "$f" --redis-url "$REDIS_URL" \
+    local redis_args=(--redis-url "$REDIS_URL")
+    if ((SLOT_CLUSTER)); then redis_args=(--redis-url "redis://127.0.0.1:$CLUSTER_PORT" --redis-cluster); fi
+    out=$(BENCH_PRODUCT_ID=$pid "$PY" "$HELPERS/drain.py" --out "$f" "${redis_args[@]}" \
         --db-url "$BENCH_DATABASE_URL" --journal-key "$(journal_key "$pid")" --product "$pid" \
         --timeout 120 -- "$@") || die "drain.py failed for $f"
     D_RC='' D_LAG='' D_ROWS_BEFORE='' D_ROWS='' D_JOURNAL='' D_DRAINED=''
@@ -812,6 +867,57 @@ run_compare() {
             run_slot old "$r" 2
         fi
     done
+}
+
+# ------------------------------------------------------------------ cluster
+
+# One slot of --cluster: MODE (single|cluster) on a fresh server of the one binary, measured
+# under --compare's keys (single as old, cluster as new) so its table serves.
+run_cluster_slot() { # MODE ROUND POSITION
+    local mode=$1 round=$2 large key=old
+    local env=(FLASHSALE_REDIS_MODE=single)
+    SLOT_CLUSTER=0
+    if [[ $mode == cluster ]]; then
+        env=(FLASHSALE_REDIS_MODE=cluster "REDIS_URL=$CLUSTER_URL")
+        SLOT_CLUSTER=1 key=new
+    fi
+    log "[$mode] round $round/$RUNS, slot $3 of 2"
+    put "$key.position" "$3"
+    serve_fresh "$key" "$mode-$round" "${env[@]}"
+    large=$(new_product "bench cluster ($mode, round $round)" "$LARGE_STOCK")
+    run_health "$key" "$round"
+    run_orders "$key" "$round" "$large"
+    stop_server
+    if ((SLOT_CLUSTER)); then clean_cluster_keys "$SERVER_PREFIX:*"; else clean_redis_keys "$SERVER_PREFIX:*"; fi
+    SLOT_CLUSTER=0
+}
+
+run_cluster() {
+    local r
+    for ((r = 1; r <= RUNS; r++)); do
+        if ((r % 2)); then
+            run_cluster_slot single "$r" 1
+            run_cluster_slot cluster "$r" 2
+        else
+            run_cluster_slot cluster "$r" 1
+            run_cluster_slot single "$r" 2
+        fi
+    done
+}
+
+# Starts the local cluster (scripts/services.sh cluster) and gives its nodes the single
+# Redis's appendonly for the run.
+cluster_up() {
+    local port aof
+    CLUSTER_PORT=$CLUSTER_PORT "$REPO_ROOT/scripts/services.sh" cluster start >&2
+    aof=$(redis config get appendonly | sed -n 2p)
+    CLUSTER_AOF=$(redis-cli -p "$CLUSTER_PORT" config get appendonly | sed -n 2p)
+    for port in $CLUSTER_PORT $((CLUSTER_PORT + 1)) $((CLUSTER_PORT + 2)); do
+        redis-cli -p "$port" config set appendonly "$aof" >/dev/null ||
+            die "could not set appendonly on the cluster node $port"
+    done
+    put cluster.info "3 masters on 127.0.0.1:$CLUSTER_PORT-$((CLUSTER_PORT + 2)), appendonly $aof as the single Redis (was $CLUSTER_AOF); single Redis $REDIS_URL"
+    log "cluster nodes: appendonly $aof for the run, as the single Redis (was $CLUSTER_AOF)"
 }
 
 # ------------------------------------------------------------------ attack
@@ -1234,7 +1340,8 @@ main() {
     log "starting PostgreSQL and Redis (scripts/services.sh)"
     DATABASE_URL=$BENCH_DATABASE_URL REDIS_URL=$REDIS_URL "$REPO_ROOT/scripts/services.sh" start >&2
     SERVICES_UP=1
-    [[ -n $COMPARE_OLD ]] || ((ATTACK || AUTH)) || find_mpl_python # --compare, --attack and --auth draw no chart
+    [[ -n $COMPARE_OLD ]] || ((ATTACK || AUTH || CLUSTER)) || find_mpl_python # only the plain run and --soak draw a chart
+    if ((CLUSTER)); then cluster_up; fi
     if ((AUTH)); then
         AUTH_SLOTS=(none hs256 ed25519)
         ((AUTH_MISS_TOKENS == 0)) || AUTH_SLOTS+=(ed25519-miss)
@@ -1317,6 +1424,9 @@ main() {
     elif ((AUTH)); then
         run_auth
         header="## flashsale buyer identity: \`jwt\` (HS256, Ed25519) against \`none\`, same binary, alternating ($TS)"
+    elif ((CLUSTER)); then
+        run_cluster
+        header="## flashsale on a Redis Cluster of 3 masters against one Redis, same binary, alternating ($TS)"
     else
         run_driver io_uring io_uring_extras
         run_driver epoll "" MONOIO_FORCE_LEGACY_DRIVER=1
@@ -1339,6 +1449,16 @@ main() {
                 problem "--attack: $sc $verdict against the targets"
             }
         done < <("$PY" "$HELPERS/report.py" attack-verdicts "$MEAS")
+    elif ((CLUSTER)); then
+        table=$("$PY" "$HELPERS/report.py" compare-table "$MEAS" single cluster)
+        table+=$'\n\n'$("$PY" "$HELPERS/report.py" cpu-table "$MEAS" old=single new=cluster)
+        local verdict ratio
+        read -r verdict ratio < <("$PY" "$HELPERS/report.py" cluster-verdict "$MEAS")
+        log "--cluster: $verdict (median CPU per reservation, cluster ÷ single: $ratio)"
+        [[ $verdict == PASS ]] || {
+            FAILED=1
+            problem "--cluster: $verdict: CPU per reservation cluster ÷ single $ratio (target <= 1.15)"
+        }
     elif ((AUTH)); then
         table=$("$PY" "$HELPERS/auth.py" table "$MEAS")
         table+=$'\n\n'$("$PY" "$HELPERS/report.py" cpu-table "$MEAS" "${AUTH_SLOTS[@]}")
@@ -1366,6 +1486,11 @@ main() {
             # shellcheck disable=SC2016 # Markdown code spans, not command substitutions
             printf 'Settings: %s slot(s), each a fresh server (own Redis key prefix, io_uring driver, default FLASHSALE_* settings unless set in the environment, RUST_LOG=flashsale=warn) with two legitimate loads for %s s: `POST /api/orders` qty 1 with wrk -t1 -c32 on a product with %s units (reservations = 202s), and `POST /api/payments/webhook` (success, signed) at %s/s over %s keep-alive connections for orders reserved on a second product before the load, each once. The attack of the slot runs from %s s before the load to its end: chunks = 4 connections sending an endless chunk extension in 128-byte writes, reconnecting when closed; idle = %s silent connections from 127.0.0.2 (fewer if the open-file limit says so), reopened when closed; lookups = wrk -t1 -c32 on unknown orders and products. Targets: reservations/s ≥ 0.90× and webhook p99 ≤ 2× the mean of the baselines just before and after the slot, and every webhook paid.\n\n' \
                 "$(grep -m1 $'^attack.slots\t' "$MEAS" | cut -f2)" "$DURATION" "$LARGE_STOCK" "$WEBHOOK_RATE" "$WEBHOOK_CONNS" "$ATTACK_WARMUP" "$ATTACK_IDLE_CONNS"
+        elif ((CLUSTER)); then
+            printf 'Machine: %s.\n%s\n\nBinary (every slot): %s.\n\n' "$MACHINE" "$note" "$BUILD_INFO"
+            # shellcheck disable=SC2016 # Markdown code spans, not command substitutions
+            printf 'Settings: %s round(s) of two slots (single then cluster in odd rounds, reversed in even ones); each slot a fresh server (own Redis key prefix, io_uring driver, RUST_LOG=flashsale=warn, `FLASHSALE_REDIS_MODE` single or cluster, other FLASHSALE_* settings from the environment) with a new product of %s units, then `GET /health` and `POST /api/orders` with wrk -t1 -c64 -d%ss. Redis: %s. Target: CPU per reservation (all processes) cluster ÷ single <= 1.15.\n\n' \
+                "$RUNS" "$LARGE_STOCK" "$DURATION" "$(grep -m1 $'^cluster.info\t' "$MEAS" | cut -f2)"
         elif ((AUTH)); then
             printf 'Machine: %s.\n%s\n\nBinary (every slot): %s.\n\n' "$MACHINE" "$note" "$BUILD_INFO"
             # shellcheck disable=SC2016 # Markdown code spans, not command substitutions
@@ -1387,7 +1512,7 @@ main() {
     } >"$OUT/results.md"
     cat "$OUT/results.md"
 
-    if [[ -n $COMPARE_OLD ]] || ((ATTACK || AUTH)); then
+    if [[ -n $COMPARE_OLD ]] || ((ATTACK || AUTH || CLUSTER)); then
         : # no chart: the table is the result
     elif [[ -n $MPL_PY ]]; then
         if [[ -n $SOAK_MINUTES ]]; then

@@ -3,8 +3,11 @@
 
 Used by scripts/bench.sh. Usage:
 
-    drain.py --out FILE --redis-url URL --db-url URL --journal-key KEY --product ID
-             [--timeout SECS] [--interval SECS] -- COMMAND ARGS...
+    drain.py --out FILE --redis-url URL [--redis-cluster] --db-url URL --journal-key KEY
+             --product ID [--timeout SECS] [--interval SECS] -- COMMAND ARGS...
+
+--redis-cluster: URL is a node of a Redis Cluster (redis-cli -c follows the journal key's
+redirection to its master).
 
 Opens a redis-cli and a psql session first (so their start-up is not counted), runs COMMAND
 with its stdout and stderr going to FILE, and from the moment it exits polls every
@@ -41,6 +44,9 @@ class Session:
         self.p.stdin.write(line + "\n")
         self.p.stdin.flush()
         out = self.p.stdout.readline()
+        # redis-cli -c announces a redirection on a line of its own before the reply.
+        while out.startswith("-> Redirected"):
+            out = self.p.stdout.readline()
         if out == "":
             raise RuntimeError(f"{self.p.args[0]} exited while answering {line!r}")
         return out.strip()
@@ -67,6 +73,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--redis-url", required=True)
+    ap.add_argument("--redis-cluster", action="store_true")
     ap.add_argument("--db-url", required=True)
     ap.add_argument("--journal-key", required=True)
     ap.add_argument("--product", required=True, type=int)
@@ -78,7 +85,7 @@ def main():
     if not cmd:
         ap.error("missing the command to run after --")
 
-    redis = Session(["redis-cli", "-u", a.redis_url])
+    redis = Session(["redis-cli", "-u", a.redis_url] + (["-c"] if a.redis_cluster else []))
     pg = Session(["psql", a.db_url, "-tAqX", "-v", "ON_ERROR_STOP=0"])
     count_sql = f"SELECT count(*) FROM orders WHERE product_id = {a.product};"
     zcard = f"ZCARD {a.journal_key}"

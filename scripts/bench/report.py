@@ -6,9 +6,12 @@
     report.py metrics FILE PREFIX -> key facts of a /metrics snapshot as TSV lines (FILE - = stdin)
     report.py metrics-brief FILE  -> the same facts on one line
     report.py table TSV         -> the Markdown results table (stdout)
-    report.py cpu-table TSV [KEY...] -> CPU per request, one column pair per KEY
-                                   (default: io_uring epoll)
-    report.py compare-table TSV -> the Markdown table of a --compare run (KEYs old and new)
+    report.py cpu-table TSV [KEY[=NAME]...] -> CPU per request, one column pair per KEY
+                                   (default: io_uring epoll), headed NAME if given
+    report.py compare-table TSV [OLD_NAME NEW_NAME]
+                                -> the Markdown table of a --compare run (KEYs old and new;
+                                   --cluster names them single and cluster)
+    report.py cluster-verdict TSV -> "PASS|FAIL ratio": --cluster's CPU per reservation target
     report.py soak-table TSV    -> the Markdown table of a --soak run (stdout)
     report.py attack-table TSV [DIR] -> the Markdown tables of an --attack run (DIR: where the
                                    servers' /metrics snapshots are)
@@ -365,9 +368,11 @@ def cpu_runs(m, key, rps_key):
 def cpu_table(path, keys=("io_uring", "epoll")):
     m = M(load(path))
     cols = []
-    for dv in keys:
-        cols.append((f"{dv}: `GET /health`", cpu_runs(m, f"{dv}.health.cpu", f"{dv}.health.rps")))
-        cols.append((f"{dv}: `POST /api/orders`",
+    for key in keys:
+        dv, _, name = key.partition("=")
+        name = name or dv
+        cols.append((f"{name}: `GET /health`", cpu_runs(m, f"{dv}.health.cpu", f"{dv}.health.rps")))
+        cols.append((f"{name}: `POST /api/orders`",
                      cpu_runs(m, f"{dv}.orders.cpu", f"{dv}.orders.accepted_rps")))
 
     def med(runs, g):
@@ -410,10 +415,11 @@ def soak_table(path):
     print(md_table(["Soak (memory flatness)", "Value"], rows))
 
 
-def compare_table(path):
-    """--compare: one row per slot (round, binary), the medians per binary, NEW ÷ OLD."""
+def compare_table(path, old_name="OLD", new_name="NEW"):
+    """--compare: one row per slot (round, binary), the medians per binary, NEW ÷ OLD.
+    --cluster names its two modes instead (measured under the keys old and new)."""
     m = M(load(path))
-    names = {"old": "OLD", "new": "NEW"}
+    names = {"old": old_name, "new": new_name}
     per = {}
     for b in names:
         cpu_h = cpu_per_run(m, f"{b}.health.cpu", f"{b}.health.rps")
@@ -459,13 +465,13 @@ def compare_table(path):
     def quot(k, digits=3):
         return f_ratio(med("new", k), med("old", k), digits)
 
-    rows.append(["**NEW ÷ OLD** (of the medians)", "", "",
+    rows.append([f"**{new_name} ÷ {old_name}** (of the medians)", "", "",
                  quot("health"), f"**{quot('res')}**", f"**{quot('ratio')}**", quot("p99"),
                  f"{quot('cpu_h')} / {quot('cpu_o')}"])
     print("Each slot: a fresh server, `GET /health` (the no-op ceiling) then `POST /api/orders`; "
           "ratio = that slot's reservations/s ÷ its health req/s. CPU: all processes' CPU time "
           "over the middle of each wrk run (bench/cpu.py) per health request / per reservation.\n")
-    print(md_table(["round", "slot", "binary", "`GET /health` req/s", "reservations/s", "ratio",
+    print(md_table(["round", "slot", "binary" if old_name == "OLD" else "mode", "`GET /health` req/s", "reservations/s", "ratio",
                     "orders p99", "CPU µs per request / reservation"], rows))
 
     def paired(k):
@@ -479,10 +485,32 @@ def compare_table(path):
         xs = per[b][k]
         return f"{fmt(min(xs))}–{fmt(max(xs))}" if xs else DASH
 
-    print(f"\nNEW ÷ OLD within each round: reservations/s {paired('res')}; ratio {paired('ratio')}. "
-          f"Single slots range: reservations/s OLD {spread('old', 'res', f_rps)}, "
-          f"NEW {spread('new', 'res', f_rps)}; ratio OLD {spread('old', 'ratio', lambda x: f_x(x, 3))}, "
-          f"NEW {spread('new', 'ratio', lambda x: f_x(x, 3))}.")
+    print(f"\n{new_name} ÷ {old_name} within each round: reservations/s {paired('res')}; "
+          f"ratio {paired('ratio')}; CPU per reservation {paired('cpu_o')}. "
+          f"Single slots range: reservations/s {old_name} {spread('old', 'res', f_rps)}, "
+          f"{new_name} {spread('new', 'res', f_rps)}; ratio {old_name} "
+          f"{spread('old', 'ratio', lambda x: f_x(x, 3))}, "
+          f"{new_name} {spread('new', 'ratio', lambda x: f_x(x, 3))}.")
+
+
+CLUSTER_CPU_TARGET = 1.15
+
+
+def cluster_verdict(path):
+    """--cluster: PASS when the median CPU per reservation (all processes) in cluster mode
+    (key new) is at most CLUSTER_CPU_TARGET × single mode's (key old)."""
+    m = M(load(path))
+
+    def med(b):
+        xs = [c["all"] for c in cpu_runs(m, f"{b}.orders.cpu", f"{b}.orders.accepted_rps")]
+        return statistics.median(xs) if xs else None
+
+    single, cluster = med("old"), med("new")
+    if not single or cluster is None:
+        print("FAIL -")
+        return
+    q = cluster / single
+    print(f"{'PASS' if q <= CLUSTER_CPU_TARGET else 'FAIL'} {q:.3f}")
 
 
 # ------------------------------------------------------------------- attack
@@ -822,7 +850,9 @@ def main():
     elif cmd == "cpu-table":
         cpu_table(args[0], *([args[1:]] if len(args) > 1 else []))
     elif cmd == "compare-table":
-        compare_table(args[0])
+        compare_table(*args[:3])
+    elif cmd == "cluster-verdict":
+        cluster_verdict(args[0])
     elif cmd == "soak-table":
         soak_table(args[0])
     elif cmd == "attack-table":

@@ -6,7 +6,7 @@
 //! ```text
 //!  clients ──HTTP/1.1──▶ fs-worker-0 … N-1   one monoio runtime per core, own SO_REUSEPORT listener
 //!                          │  worker::conn → http::request (framing) → api::* (one file per endpoint)
-//!                          │  lifecycle::*: the order's steps; redis::pipeline: EVALSHA lua/*.lua
+//!                          │  lifecycle::*: the order's steps; redis::client: EVALSHA lua/*.lua
 //!                          │  reaper: timer wheel of this core's pending reservations
 //!                          ▼
 //!                   handoff (bounded crossbeam channel, permits taken before Redis changes)
@@ -26,7 +26,8 @@
 //! 2. [`api`] routes `POST /api/orders` to [`api::orders`], which parses the body;
 //! 3. [`lifecycle::reserve`] takes a place in the writer's queue ([`lifecycle::queue`],
 //!    [`handoff`]), queues the request for its product's next `reserve.lua` call (state in
-//!    [`worker::ctx`]), and its flush task sends the call through [`redis::pipeline`]
+//!    [`worker::ctx`]), and its flush task sends the call through [`redis::client`] (one
+//!    [`redis::pipeline`] to the Redis, or to the product's master in a cluster)
 //!    (encoded by [`redis::scripts::reserve`]); the call's reservations arm the reaper's
 //!    wheel ([`reaper::wheel`]);
 //! 4. the new order is handed to the writer as a [`writer::msg::WriterMsg`], and
@@ -43,7 +44,8 @@
 //!   [`http::request`]
 //! - the order's life and its safety argument: [`lifecycle`]; its outcomes: [`domain`]
 //! - the atomic operations: `lua/*.lua`, called through [`redis::scripts`]; key names:
-//!   [`redis::keys`]; a restarted Redis: [`redis::restart`]
+//!   [`redis::keys`]; a restarted Redis: [`redis::check`]; Redis Cluster routing:
+//!   [`redis::cluster`]
 //! - back-pressure and shutdown of the queue: [`handoff`] (model-checked in `loom-tests/`
 //!   through [`sync`])
 //! - expiry: [`reaper`] and its pure [`reaper::wheel`]

@@ -41,7 +41,7 @@ pub const READ_CAP: usize = MAX_REQUEST_BYTES + 4 * READ_BUF;
 
 /// Closes a connection over a connection cap at once, with a 503 that needs nothing read: a
 /// client that waits for an answer learns why, and the descriptor is free again within
-/// [`REFUSE_WITHIN`] whatever the client does.
+/// `REFUSE_WITHIN` whatever the client does.
 pub async fn refuse(mut stream: TcpStream) {
     let mut out = Vec::with_capacity(256);
     ApiError::Unavailable(Unavailable::TooManyConnections)

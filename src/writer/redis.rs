@@ -12,7 +12,7 @@
 //!
 //! On a cluster, redirections are followed as the workers' router does (`MOVED`: read the
 //! slot map again and go where told; `ASK`: `ASKING` there, once; `TRYAGAIN` and
-//! `CLUSTERDOWN`: wait and retry), for at most [`PATIENCE`].
+//! `CLUSTERDOWN`: wait and retry), for at most `PATIENCE`.
 
 use crate::config::{Config, RedisTarget};
 use crate::redis::cluster::slot::{Node, Redirect, SlotMap, key_slot, marker_tag};

@@ -5,14 +5,14 @@
 //! asks for a new slot map; `ASK` (the slot is migrating and this key has left) sends
 //! `ASKING` and the call to the node named, once, and keeps the map; `TRYAGAIN` (a
 //! multi-key call while a product's keys are split between the two nodes of a migration) and
-//! `CLUSTERDOWN` wait [`RETRY_PAUSE`] and try again. A node that answers with a redirection
-//! did not run the call, so resending is safe; after [`PATIENCE`] of redirections the caller
+//! `CLUSTERDOWN` wait `RETRY_PAUSE` and try again. A node that answers with a redirection
+//! did not run the call, so resending is safe; after `PATIENCE` of redirections the caller
 //! gets `Unavailable` (a 503), as for a Redis that is down. A call whose connection fails is
 //! not resent (it may have run; see `lifecycle` for why that is safe) and asks for a new map,
 //! since a failed master may have been replaced.
 //!
 //! The slot map is read with `CLUSTER SLOTS` from a known master or a seed node, when asked
-//! for and every [`REFRESH_EVERY`] otherwise. A node that stops being a master has its
+//! for and every `REFRESH_EVERY` otherwise. A node that stops being a master has its
 //! connection retired (calls in flight still get their replies).
 
 use crate::config::RedisTarget;

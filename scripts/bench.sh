@@ -540,6 +540,12 @@ start_server() {
     done
     [[ -n $line ]] || die "flashsale serve ($label) printed no 'listening' line within 60 s (log: $SERVER_LOG)"
     ADDR=${line#flashsale listening on http://}
+    # Ready when Redis and PostgreSQL are (a new prefix's restart check scans Redis first).
+    for ((i = 0; i < 600; i++)); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$ADDR/ready") == 200 ]] && break
+        sleep 0.1
+    done
+    ((i < 600)) || die "flashsale serve ($label) is not ready (GET /ready) within 60 s (log: $SERVER_LOG)"
     log "server ($label) pid $SERVER_PID listening on $ADDR"
 }
 
@@ -1088,6 +1094,10 @@ run_attack_slot() { # N SCENARIO
     put "$key.fds" "$fds"
     log "[attack] $sc: $res_rps reservations/s (orders p99 $o_p99 ms, non-2xx $o_non2xx); webhooks: $(kv "$wh" paid) paid of $(kv "$wh" sent), p50 $(kv "$wh" p50_ms) ms, p99 $(kv "$wh" p99_ms) ms; server RSS max $rss_max kB; attack: ${line:-none}"
     stop_server
+    # As in --compare: every slot starts on the same Redis. With ~200k keys left per slot, the
+    # baselines fell from 35k to 24k reservations/s within one run, and a new server's restart
+    # check (one SCAN of the whole keyspace before it serves) outlasted webhooks.py's start.
+    clean_redis_keys "$SERVER_PREFIX:*"
 }
 
 # Baseline, then for each of RUNS rounds the three attacks (reversed in even rounds) and a

@@ -94,10 +94,7 @@ impl WriterRedis {
     /// made on each).
     pub async fn servers(&mut self) -> Result<Vec<Node>, RedisError> {
         match self {
-            WriterRedis::Single(c) => Ok(vec![Node {
-                host: c.target.host.clone(),
-                port: c.target.port,
-            }]),
+            WriterRedis::Single(c) => Ok(vec![Node::of(&c.target)]),
             WriterRedis::Cluster(c) => Ok(c.map().await?.masters().to_vec()),
         }
     }
@@ -171,19 +168,16 @@ impl WriterRedis {
                 }
                 r => return r,
             };
-            match Redirect::of(&e) {
-                None => return Err(RedisError::Reply(e)),
-                Some(Redirect::Moved(_, node)) => {
-                    c.map = None;
-                    redirected = Some((node, false));
-                }
-                Some(Redirect::Ask(_, node)) => redirected = Some((node, true)),
-                Some(Redirect::Retry) => {
-                    if e.starts_with("CLUSTERDOWN") {
-                        c.map = None;
-                    }
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
+            let Some(redirect) = Redirect::of(&e) else {
+                return Err(RedisError::Reply(e));
+            };
+            if redirect.map_is_stale() {
+                c.map = None;
+            }
+            match redirect {
+                Redirect::Moved(_, node) => redirected = Some((node, false)),
+                Redirect::Ask(_, node) => redirected = Some((node, true)),
+                Redirect::Retry { .. } => tokio::time::sleep(RETRY_PAUSE).await,
             }
             if Instant::now() >= deadline {
                 return Err(RedisError::Unavailable);
@@ -195,22 +189,16 @@ impl WriterRedis {
 impl Cluster {
     fn conn(&mut self, node: &Node) -> &mut Conn {
         let seed = &self.seeds[0];
-        self.conns.entry(node.clone()).or_insert_with(|| {
-            let mut t = seed.clone();
-            t.host = node.host.clone();
-            t.port = node.port;
-            Conn::new(t)
-        })
+        self.conns
+            .entry(node.clone())
+            .or_insert_with(|| Conn::new(node.target(seed)))
     }
 
     /// The slot map, read (from a known master, else a seed) when there is none.
     async fn map(&mut self) -> Result<&SlotMap, RedisError> {
         if self.map.is_none() {
             let mut candidates: Vec<Node> = self.conns.keys().cloned().collect();
-            candidates.extend(self.seeds.iter().map(|t| Node {
-                host: t.host.clone(),
-                port: t.port,
-            }));
+            candidates.extend(self.seeds.iter().map(Node::of));
             for node in candidates {
                 let Ok(v) = self
                     .conn(&node)

@@ -123,23 +123,24 @@ impl Router {
                 }
                 r => return r,
             };
+            let Some(redirect) = Redirect::of(&e) else {
+                return Err(RedisError::Reply(e));
+            };
+            if redirect.map_is_stale() {
+                self.refresh_wanted.set(true);
+            }
             let redirects = &self.redirects;
-            match Redirect::of(&e) {
-                None => return Err(RedisError::Reply(e)),
-                Some(Redirect::Moved(_, node)) => {
+            match redirect {
+                Redirect::Moved(_, node) => {
                     redirects.moved.set(redirects.moved.get() + 1);
-                    self.refresh_wanted.set(true);
                     redirected = Some((node, false));
                 }
-                Some(Redirect::Ask(_, node)) => {
+                Redirect::Ask(_, node) => {
                     redirects.ask.set(redirects.ask.get() + 1);
                     redirected = Some((node, true));
                 }
-                Some(Redirect::Retry) => {
+                Redirect::Retry { .. } => {
                     redirects.retry.set(redirects.retry.get() + 1);
-                    if e.starts_with("CLUSTERDOWN") {
-                        self.refresh_wanted.set(true);
-                    }
                     monoio::time::sleep(RETRY_PAUSE).await;
                 }
             }
@@ -170,11 +171,8 @@ impl Router {
         if let Some(p) = self.nodes.borrow().get(node) {
             return p.clone();
         }
-        let mut target = self.seeds[0].clone();
-        target.host = node.host.clone();
-        target.port = node.port;
         let p = Pipeline::start(
-            target,
+            node.target(&self.seeds[0]),
             self.keys.clone(),
             self.database.clone(),
             format!("{}@{node}", self.name),
@@ -249,12 +247,7 @@ impl Router {
     fn candidates(&self) -> Vec<RedisTarget> {
         let mut out: Vec<RedisTarget> = Vec::new();
         if let Some(m) = self.map.borrow().as_ref() {
-            for n in m.masters() {
-                let mut t = self.seeds[0].clone();
-                t.host = n.host.clone();
-                t.port = n.port;
-                out.push(t);
-            }
+            out.extend(m.masters().iter().map(|n| n.target(&self.seeds[0])));
         }
         out.extend(self.seeds.iter().cloned());
         out
@@ -265,10 +258,7 @@ impl Router {
 pub async fn read_map(candidates: &[RedisTarget]) -> Result<SlotMap, String> {
     let mut last = "no seed nodes".to_string();
     for t in candidates {
-        let asked = Node {
-            host: t.host.clone(),
-            port: t.port,
-        };
+        let asked = Node::of(t);
         let got = async {
             let mut s = connect(t).await?;
             let v = roundtrip(&mut s, command(&["CLUSTER", "SLOTS"])).await?;

@@ -6,6 +6,7 @@
 //! take away the checks every connection of ours makes before it carries a request
 //! (`redis::check`) and the per-core pipelining and batching of the workers.
 
+use crate::config::RedisTarget;
 use crate::redis::reply::{ReplyError, array, as_int, as_string};
 use redis_async::resp::RespValue;
 
@@ -46,6 +47,24 @@ impl std::fmt::Display for Node {
 }
 
 impl Node {
+    /// The address of a configured server (a seed node).
+    pub fn of(target: &RedisTarget) -> Node {
+        Node {
+            host: target.host.clone(),
+            port: target.port,
+        }
+    }
+
+    /// How to connect to this node: `template`'s credentials (every node of a cluster shares
+    /// them) with this node's address.
+    pub fn target(&self, template: &RedisTarget) -> RedisTarget {
+        RedisTarget {
+            host: self.host.clone(),
+            port: self.port,
+            ..template.clone()
+        }
+    }
+
     /// Parses `host:port` (as in `MOVED 3999 127.0.0.1:7002`; IPv6 hosts end at the last `:`).
     pub fn parse(s: &str) -> Option<Node> {
         let (host, port) = s.rsplit_once(':')?;
@@ -142,8 +161,9 @@ pub enum Redirect {
     /// send `ASKING` and the command there, once (the slot map is unchanged).
     Ask(u16, Node),
     /// `TRYAGAIN`: a multi-key command during a migration found some keys on each side; try
-    /// again shortly. `CLUSTERDOWN`: the cluster cannot serve the slot now (a failover).
-    Retry,
+    /// again shortly. `CLUSTERDOWN` (`cluster_down`): the cluster cannot serve the slot now
+    /// (a failover); try again shortly too.
+    Retry { cluster_down: bool },
 }
 
 impl Redirect {
@@ -164,9 +184,21 @@ impl Redirect {
                     Redirect::Ask(slot, node)
                 })
             }
-            "TRYAGAIN" | "CLUSTERDOWN" => Some(Redirect::Retry),
+            "TRYAGAIN" => Some(Redirect::Retry {
+                cluster_down: false,
+            }),
+            "CLUSTERDOWN" => Some(Redirect::Retry { cluster_down: true }),
             _ => None,
         }
+    }
+
+    /// Whether the slot map that sent the command is out of date: the slot moved, or the
+    /// cluster is failing over (its masters are changing).
+    pub fn map_is_stale(&self) -> bool {
+        matches!(
+            self,
+            Redirect::Moved(..) | Redirect::Retry { cluster_down: true }
+        )
     }
 }
 
@@ -254,11 +286,13 @@ mod tests {
         );
         assert_eq!(
             Redirect::of("TRYAGAIN Multiple keys request during rehashing of slot"),
-            Some(Redirect::Retry)
+            Some(Redirect::Retry {
+                cluster_down: false
+            })
         );
         assert_eq!(
             Redirect::of("CLUSTERDOWN The cluster is down"),
-            Some(Redirect::Retry)
+            Some(Redirect::Retry { cluster_down: true })
         );
         assert_eq!(Redirect::of("MOVED 99999 h:1"), None);
         assert_eq!(Redirect::of("NOSCRIPT No matching script"), None);

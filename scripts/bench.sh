@@ -861,17 +861,21 @@ run_slot() { # WHO ROUND POSITION
     clean_redis_keys "$SERVER_PREFIX:*"
 }
 
-# RUNS rounds, the order alternating: OLD first in odd rounds, NEW first in even ones.
-run_compare() {
-    local r
+# RUNS rounds of slots, one per NAME: in the order given in odd rounds, reversed in even ones,
+# so drift over the run (the orders table growing, other load on the machine) favours none.
+# Each slot is SLOT_FN NAME ROUND POSITION (--compare, --cluster and --auth).
+alternate() { # SLOT_FN NAME...
+    local slot_fn=$1 r i
+    shift
+    local names=("$@") n=$#
     for ((r = 1; r <= RUNS; r++)); do
-        if ((r % 2)); then
-            run_slot old "$r" 1
-            run_slot new "$r" 2
-        else
-            run_slot new "$r" 1
-            run_slot old "$r" 2
-        fi
+        for ((i = 0; i < n; i++)); do
+            if ((r % 2)); then
+                "$slot_fn" "${names[i]}" "$r" "$((i + 1))"
+            else
+                "$slot_fn" "${names[n - 1 - i]}" "$r" "$((i + 1))"
+            fi
+        done
     done
 }
 
@@ -894,21 +898,8 @@ run_cluster_slot() { # MODE ROUND POSITION
     run_health "$key" "$round"
     run_orders "$key" "$round" "$large"
     stop_server
-    if ((SLOT_CLUSTER)); then clean_cluster_keys "$SERVER_PREFIX:*"; else clean_redis_keys "$SERVER_PREFIX:*"; fi
     SLOT_CLUSTER=0
-}
-
-run_cluster() {
-    local r
-    for ((r = 1; r <= RUNS; r++)); do
-        if ((r % 2)); then
-            run_cluster_slot single "$r" 1
-            run_cluster_slot cluster "$r" 2
-        else
-            run_cluster_slot cluster "$r" 1
-            run_cluster_slot single "$r" 2
-        fi
-    done
+    clean_redis_keys "$SERVER_PREFIX:*" # on the single Redis and on the cluster's nodes
 }
 
 # Starts the local cluster (scripts/services.sh cluster) and gives its nodes the single
@@ -1259,20 +1250,6 @@ run_auth_slot() { # MODE ROUND POSITION
     fi
 }
 
-# RUNS rounds of the slots, in order in odd rounds and reversed in even ones.
-run_auth() {
-    local r i n=${#AUTH_SLOTS[@]}
-    for ((r = 1; r <= RUNS; r++)); do
-        for ((i = 0; i < n; i++)); do
-            if ((r % 2)); then
-                run_auth_slot "${AUTH_SLOTS[i]}" "$r" "$((i + 1))"
-            else
-                run_auth_slot "${AUTH_SLOTS[n - 1 - i]}" "$r" "$((i + 1))"
-            fi
-        done
-    done
-}
-
 # ------------------------------------------------------------------ soak
 
 run_soak() {
@@ -1426,16 +1403,16 @@ main() {
         run_soak
         header="## flashsale soak ($TS)"
     elif [[ -n $COMPARE_OLD ]]; then
-        run_compare
+        alternate run_slot old new
         header="## flashsale A/B comparison: OLD against NEW, alternating ($TS)"
     elif ((ATTACK)); then
         run_attack
         header="## flashsale under attack: legitimate load beside hostile clients ($TS)"
     elif ((AUTH)); then
-        run_auth
+        alternate run_auth_slot "${AUTH_SLOTS[@]}"
         header="## flashsale buyer identity: \`jwt\` (HS256, Ed25519) against \`none\`, same binary, alternating ($TS)"
     elif ((CLUSTER)); then
-        run_cluster
+        alternate run_cluster_slot single cluster
         header="## flashsale on a Redis Cluster of 3 masters against one Redis, same binary, alternating ($TS)"
     else
         run_driver io_uring io_uring_extras

@@ -9,12 +9,12 @@
 //!   a chunked body (which is copied out of the buffer). Per request.
 //! - `http_response`: `Response::json` (serde) + `write_to` (head, `Date`, body) into a reused
 //!   output buffer, for the 202 of an accepted order and the 409 of `InsufficientStock`; the
-//!   router itself (`api::dispatch`) needs a `Worker` and is not measured here.
+//!   router itself (`api::dispatch`) needs a worker's `Local` and is not measured here.
 //! - `api_orders_parse`: `api::orders::parse`, the decode + validation of an order body (valid,
 //!   numbers as strings, and a 422 with every field wrong).
 //! - `api_webhook`: `api::webhook::parse` and `api::webhook::verify` (HMAC-SHA256 of the raw
 //!   body, hex decode, constant-time compare), for a good and a bad signature.
-//! - `timer_wheel`: `reaper::wheel::TimerWheel` with the server's geometry (100 ms x 1024
+//! - `timer_wheel`: `local::wheel::TimerWheel` with the server's geometry (100 ms x 1024
 //!   slots) and 10 000 reservations due over ten minutes: inserting them, and advancing in
 //!   100 ms steps until all have fired. Per entry.
 //! - `writer_batch`: `writer::batch::collect` on a real `handoff` holding 1 000 one-row
@@ -36,7 +36,7 @@ use flashsale::domain::{ProductId, new_reference};
 use flashsale::handoff::{HandoffRx, HandoffTx, handoff};
 use flashsale::http::request::{Framing, frame};
 use flashsale::http::response::ApiError;
-use flashsale::reaper::wheel::{Expiring, TimerWheel};
+use flashsale::local::wheel::{Expiring, TimerWheel};
 use flashsale::redis::keys::Keys;
 use flashsale::redis::scripts::reserve::{
     ReserveReply, ReserveRequest, decode_reserve, reserve_call,
@@ -270,7 +270,7 @@ const WHEEL_ENTRIES: usize = 10_000;
 const WHEEL_SPAN_MS: i64 = 600_000;
 const WHEEL_STEP_MS: i64 = 100;
 
-/// The server's wheel (`worker::Worker`: 100 ms ticks, 1024 slots).
+/// The server's wheel (`local::expiries`: 100 ms ticks, 1024 slots).
 fn new_wheel() -> TimerWheel<Expiring> {
     TimerWheel::new(100, 1024, NOW_MS)
 }

@@ -6,8 +6,16 @@
 # (each test in its own database and Redis key prefix), the property tests, the loom
 # models of the handoff, and the contract test of the OpenAPI document against the running
 # server (scripts/contract.sh). .ci/run runs exactly this.
+#
+# First it checks what the README asks of every change: `cargo fmt` and `cargo clippy` with
+# warnings as errors, so a formatting or lint error fails the run before any test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "[test] cargo fmt --all -- --check" >&2
+cargo fmt --all -- --check
+echo "[test] cargo clippy --workspace --all-targets -- -D warnings" >&2
+cargo clippy --workspace --all-targets -- -D warnings
 
 scripts/services.sh
 # redis-server is needed by the tests that kill and restart a Redis of their own.

@@ -234,6 +234,35 @@ impl TokenCache {
     }
 }
 
+/// One worker's verification of buyers (`FLASHSALE_BUYER_AUTH=jwt`): the process's verifier
+/// and this worker's cache of the tokens it verified.
+pub struct Buyers {
+    /// `None` in `none` mode: the body's `user_id` is taken as given.
+    verifier: Option<std::sync::Arc<Verifier>>,
+    /// Tokens verified on this worker, so a signature is checked once per token.
+    tokens: TokenCache,
+}
+
+impl Buyers {
+    pub fn new(verifier: Option<std::sync::Arc<Verifier>>) -> Buyers {
+        Buyers {
+            verifier,
+            tokens: TokenCache::default(),
+        }
+    }
+
+    /// The buyer a request's `Authorization` header names (`jwt` mode), verified once per
+    /// token on this worker; `None` in `none` mode, where the body names the buyer.
+    pub fn of_request(&self, authorization: Option<&[u8]>) -> Result<Option<Buyer>, Rejected> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(None);
+        };
+        let token = bearer(authorization)?;
+        let now = crate::time::now_ms().max(0) as u64 / 1000;
+        self.tokens.buyer(verifier, token, now).map(Some)
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` header value.
 pub fn bearer(header: Option<&[u8]>) -> Result<&str, Rejected> {
     let v = std::str::from_utf8(header.ok_or(Rejected::Missing)?).map_err(|_| Rejected::Invalid)?;

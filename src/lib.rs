@@ -6,7 +6,8 @@
 //! ```text
 //!  clients ──HTTP/1.1──▶ fs-worker-0 … N-1   one monoio runtime per core, own SO_REUSEPORT listener
 //!                          │  worker::conn → http::request (framing) → api::* (one file per endpoint)
-//!                          │  lifecycle::*: the order's steps; redis::client: EVALSHA lua/*.lua
+//!                          │  lifecycle::*: the order's steps, on the core's parts (local::*)
+//!                          │  redis::client: EVALSHA lua/*.lua
 //!                          │  reaper: timer wheel of this core's pending reservations
 //!                          ▼
 //!                   handoff (bounded crossbeam channel, permits taken before Redis changes)
@@ -20,25 +21,31 @@
 //!
 //! # One reservation, from accept to row
 //!
-//! Each module is touched once, in one direction:
-//! 1. [`worker`] (the thread) accepts the connection and spawns [`worker::conn`], which reads
-//!    bytes and frames a request with [`http::request`];
-//! 2. [`api`] routes `POST /api/orders` to [`api::orders`], which parses the body;
-//! 3. [`lifecycle::reserve`] takes a place in the writer's queue ([`lifecycle::queue`],
-//!    [`handoff`]), queues the request for its product's next `reserve.lua` call (state in
-//!    [`worker::ctx`]), and its flush task sends the call through [`redis::client`] (one
-//!    [`redis::pipeline`] to the Redis, or to the product's master in a cluster)
-//!    (encoded by [`redis::scripts::reserve`]); the call's reservations arm the reaper's
-//!    wheel ([`reaper::wheel`]);
-//! 4. the new order is handed to the writer as a [`writer::msg::WriterMsg`], and
+//! The path goes down once, each layer calling only the layers below it, and climbs back only
+//! to answer:
+//! 1. [`worker`] (the thread, the top) accepts the connection and spawns [`worker::conn`],
+//!    which reads bytes and frames a request with [`http::request`];
+//! 2. [`api`] routes `POST /api/orders` to [`api::orders`], which parses the body (and, in
+//!    `jwt` mode, asks [`auth::Buyers`] who the buyer is);
+//! 3. [`lifecycle::reserve`] takes a place in the writer's queue ([`local::queue`]) and queues
+//!    the request for its product's next `reserve.lua` call ([`local::batches`]); the product's
+//!    flush task sends the call, encoded by [`redis::scripts::reserve`], through
+//!    [`redis::client`] (one [`redis::pipeline`] to the Redis, or to the product's master in a
+//!    cluster), and arms the reaper's wheel for the call's reservations ([`local::expiries`]);
+//! 4. the new order is handed to the writer as a [`writer::msg::WriterMsg`] ([`handoff`]), and
 //!    [`api::orders`] answers 202 through [`http::response`];
 //! 5. [`writer::thread`] collects a batch ([`writer::batch`]), writes it with
 //!    [`writer::pg`] (binary COPY), and acknowledges it in the Redis journal
 //!    ([`redis::journal`]) through [`writer::redis`].
 //!
+//! # Layers
+//! `worker` → `api` → `lifecycle` → `local` → `redis`, `handoff`, `writer::msg`, `reader`;
+//! `reaper` sits beside `api` (a worker's loop that calls `lifecycle`). No folder imports one
+//! that imports it back.
+//!
 //! # Where to find things
 //! - `serve`: [`server`] (threads, shutdown); the other commands: [`commands`]
-//! - per-core state and its methods: [`worker::ctx`]; state of all threads: [`shared`]
+//! - a worker's per-core parts, as handles: [`local`]; state of all threads: [`shared`]
 //! - the endpoints: [`api`] (router) and `api/*.rs`; outcomes and errors → HTTP:
 //!   [`http::response`]; request framing (keep-alive, pipelining, limits, smuggling shapes):
 //!   [`http::request`]
@@ -48,8 +55,21 @@
 //!   [`redis::cluster`]
 //! - back-pressure and shutdown of the queue: [`handoff`] (model-checked in `loom-tests/`
 //!   through [`sync`])
-//! - expiry: [`reaper`] and its pure [`reaper::wheel`]
+//! - expiry: [`reaper`], with the wheel in [`local::expiries`] (pure: [`local::wheel`])
 //! - configuration: [`config`]; metrics: [`metrics`]; logs: [`telemetry`]; clocks: [`time`]
+//!
+//! # Rooms for what comes next
+//! - **Buyer cancellation**: a fourth transition beside pay and fail: `lua/cancel.lua`, its
+//!   wrapper in [`redis::scripts::transition`], the step in `lifecycle/cancel.rs`, the endpoint
+//!   in `api/cancel.rs`.
+//! - **Order events**: the outbox rows are written by the writer in the transaction of each
+//!   change (`writer/outbox.rs`, beside [`writer::pg`]); a dispatcher thread of its own
+//!   (`events/`: claim due deliveries, sign, send, record) delivers them; the admin endpoints
+//!   in `api/events.rs`.
+//! - **The waiting room**: a Lua family (`lua/queue_*.lua`, wrappers in
+//!   `redis/scripts/queue.rs`), the steps in `lifecycle/queue.rs`, the endpoints in
+//!   `api/queue.rs`, and the signed tickets and admission tokens beside [`auth`]
+//!   (`admission.rs`), verified without Redis.
 
 pub mod handoff;
 pub mod sync;
@@ -73,6 +93,8 @@ pub mod http;
 pub mod lifecycle;
 #[cfg(feature = "server")]
 pub mod limits;
+#[cfg(feature = "server")]
+pub mod local;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]

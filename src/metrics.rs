@@ -7,7 +7,7 @@
 
 use crate::domain::Unavailable;
 use crate::limits::connections::Over;
-use crate::limits::rate::Which;
+use crate::limits::rate::LimitedBy;
 use crate::sync::Arc;
 use crossbeam_utils::CachePadded;
 use prometheus_client::collector::Collector;
@@ -98,7 +98,7 @@ fn status_index(s: u16) -> usize {
 
 /// What became of a reservation request (`outcome` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reservation {
+pub enum ReservationLabel {
     Accepted,
     Replayed,
     InsufficientStock,
@@ -117,31 +117,31 @@ pub enum Reservation {
     SaleEnded,
 }
 
-impl Reservation {
-    const ALL: [Reservation; 10] = [
-        Reservation::Accepted,
-        Reservation::Replayed,
-        Reservation::InsufficientStock,
-        Reservation::PurchaseLimitReached,
-        Reservation::Invalid,
-        Reservation::Unavailable,
-        Reservation::Unauthorized,
-        Reservation::RateLimited,
-        Reservation::SaleNotStarted,
-        Reservation::SaleEnded,
+impl ReservationLabel {
+    const ALL: [ReservationLabel; 10] = [
+        ReservationLabel::Accepted,
+        ReservationLabel::Replayed,
+        ReservationLabel::InsufficientStock,
+        ReservationLabel::PurchaseLimitReached,
+        ReservationLabel::Invalid,
+        ReservationLabel::Unavailable,
+        ReservationLabel::Unauthorized,
+        ReservationLabel::RateLimited,
+        ReservationLabel::SaleNotStarted,
+        ReservationLabel::SaleEnded,
     ];
     pub fn label(self) -> &'static str {
         match self {
-            Reservation::Accepted => "accepted",
-            Reservation::Replayed => "replayed",
-            Reservation::InsufficientStock => "insufficient_stock",
-            Reservation::PurchaseLimitReached => "purchase_limit_reached",
-            Reservation::Invalid => "invalid",
-            Reservation::Unavailable => "unavailable",
-            Reservation::Unauthorized => "unauthorized",
-            Reservation::RateLimited => "rate_limited",
-            Reservation::SaleNotStarted => "sale_not_started",
-            Reservation::SaleEnded => "sale_ended",
+            ReservationLabel::Accepted => "accepted",
+            ReservationLabel::Replayed => "replayed",
+            ReservationLabel::InsufficientStock => "insufficient_stock",
+            ReservationLabel::PurchaseLimitReached => "purchase_limit_reached",
+            ReservationLabel::Invalid => "invalid",
+            ReservationLabel::Unavailable => "unavailable",
+            ReservationLabel::Unauthorized => "unauthorized",
+            ReservationLabel::RateLimited => "rate_limited",
+            ReservationLabel::SaleNotStarted => "sale_not_started",
+            ReservationLabel::SaleEnded => "sale_ended",
         }
     }
 }
@@ -203,12 +203,12 @@ const UNAVAILABLE_REASONS: [&str; 6] = [
 #[derive(Default)]
 pub struct WorkerMetrics {
     http: [[AtomicU64; STATUSES.len()]; Route::ALL.len()],
-    reservations: [AtomicU64; Reservation::ALL.len()],
+    reservations: [AtomicU64; ReservationLabel::ALL.len()],
     webhooks: [AtomicU64; Webhook::ALL.len()],
     unavailable: [AtomicU64; UNAVAILABLE_REASONS.len()],
     /// Connections closed at accept, by the cap they were over (`limits::connections::Over`).
     connections_refused: [AtomicU64; 2],
-    /// Requests answered 429, by the limit (`limits::rate::Which`).
+    /// Requests answered 429, by the limit (`limits::rate::LimitedBy`).
     rate_limited: [AtomicU64; 2],
     expiries: AtomicU64,
     /// `reserve.lua` calls: reservation requests ÷ calls is the mean batch.
@@ -227,7 +227,7 @@ impl WorkerMetrics {
     pub fn request(&self, route: Route, status: u16) {
         self.http[route as usize][status_index(status)].fetch_add(1, Relaxed);
     }
-    pub fn reservation(&self, o: Reservation) {
+    pub fn reservation(&self, o: ReservationLabel) {
         self.reservations[o as usize].fetch_add(1, Relaxed);
     }
     pub fn webhook(&self, o: Webhook) {
@@ -242,7 +242,7 @@ impl WorkerMetrics {
         self.unavailable[Unavailable::TooManyConnections as usize].fetch_add(1, Relaxed);
         self.connections_refused[over as usize].fetch_add(1, Relaxed);
     }
-    pub fn rate_limited(&self, which: Which) {
+    pub fn rate_limited(&self, which: LimitedBy) {
         self.rate_limited[which as usize].fetch_add(1, Relaxed);
     }
     pub fn reserve_call(&self) {
@@ -427,7 +427,7 @@ impl Collector for Sums {
                 None,
                 c.metric_type(),
             )?;
-            for (i, o) in Reservation::ALL.iter().enumerate() {
+            for (i, o) in ReservationLabel::ALL.iter().enumerate() {
                 let v = self.sum(|w| &w.reservations[i]);
                 ConstCounter::new(v).encode(m.encode_family(&[("outcome", o.label())])?)?;
             }
@@ -559,7 +559,7 @@ mod tests {
         m.worker(0).request(Route::OrderCreate, 202);
         m.worker(1).request(Route::OrderCreate, 202);
         m.worker(1).request(Route::Unknown, 418);
-        m.worker(0).reservation(Reservation::Accepted);
+        m.worker(0).reservation(ReservationLabel::Accepted);
         m.worker(1).unavailable(Unavailable::QueueFull);
         m.writer.batch_rows.observe(12.0);
         let t = m.render();

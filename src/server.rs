@@ -16,6 +16,7 @@ use crate::config::{BuyerAuth, Config, FD_RESERVE};
 use crate::handoff::handoff;
 use crate::limits::connections::ConnectionLimits;
 use crate::limits::rate::RateLimits;
+use crate::local::Links;
 use crate::metrics::Metrics;
 use crate::reader;
 use crate::redis::check;
@@ -160,7 +161,9 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
     let connections = ConnectionLimits::new(max_connections, cfg.max_connections_per_ip);
     let verifier = match &cfg.buyer_auth {
         BuyerAuth::None => None,
-        BuyerAuth::Jwt(jwt) => Some(Verifier::from_config(jwt).map_err(anyhow::Error::msg)?),
+        BuyerAuth::Jwt(jwt) => Some(Arc::new(
+            Verifier::from_config(jwt).map_err(anyhow::Error::msg)?,
+        )),
     };
     let rate_limits = RateLimits::new(cfg.rate_limit_ip, cfg.rate_limit_buyer);
 
@@ -176,7 +179,6 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         connections,
         database_id,
         rate_limits,
-        verifier,
         cfg,
     });
 
@@ -197,10 +199,11 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         .unzip();
     let writer = writer::spawn(shared.clone(), rx, inbox_tx)?;
     let (reader_tx, reader) = reader::spawn(shared.cfg.database_url.clone())?;
-    let links = |inbox| worker::ctx::Links {
+    let links = |inbox| Links {
         handoff: tx.clone(),
         reader: reader_tx.clone(),
         inbox,
+        verifier: verifier.clone(),
     };
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

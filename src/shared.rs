@@ -2,7 +2,6 @@
 //! health flags the writer sets and `/ready` reads, and the handle that closes the handoff.
 //! A leaf: the workers, the writer and the server read it; it imports none of them.
 
-use crate::auth::Verifier;
 use crate::config::Config;
 use crate::handoff::Closer;
 use crate::limits::connections::ConnectionLimits;
@@ -27,8 +26,6 @@ pub struct Shared {
     pub connections: std::sync::Arc<ConnectionLimits>,
     /// Rate limits per client address and per buyer, across the workers.
     pub rate_limits: RateLimits,
-    /// Verifies buyers' bearer tokens (`FLASHSALE_BUYER_AUTH=jwt`); `None` in `none` mode.
-    pub verifier: Option<Verifier>,
 }
 
 impl Shared {

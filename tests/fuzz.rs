@@ -893,7 +893,7 @@ proptest! {
                 if reference.chars().any(char::is_control)
                     && matches!(&got, Err(ApiError::Validation(e)) if e.contains_key("order_reference")) => {}
             (Some(reference), Some(success)) => {
-                prop_assert_eq!(got, Ok(webhook::Verdict { reference, success }))
+                prop_assert_eq!(got, Ok(webhook::PaymentNotice { reference, success }))
             }
             _ => prop_assert!(matches!(got, Err(ApiError::Validation(_))), "{}: {:?}", body, got),
         }

@@ -11,9 +11,9 @@ use crate::domain::{AdminOutcome, LatePayment, NewProduct, OrderFilter, ProductI
 use crate::http::request::Request;
 use crate::http::response::{ApiError, FieldErrors, Response};
 use crate::lifecycle::admin;
+use crate::local::Local;
 use crate::redis::scripts::product::ProductView;
 use crate::time::rfc3339_ms;
-use crate::worker::ctx::Worker;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
@@ -192,24 +192,24 @@ fn product_answer(status: u16, o: AdminOutcome<ProductView>) -> Result<Response,
     }
 }
 
-pub async fn create_product(w: &Worker, req: &Request<'_>) -> Result<Response, ApiError> {
+pub async fn create_product(w: &Local, req: &Request<'_>) -> Result<Response, ApiError> {
     let p = parse_new_product(&req.body)?;
     product_answer(201, admin::create(w, p).await?)
 }
 
-pub async fn patch_product(w: &Worker, req: &Request<'_>, id: &str) -> Result<Response, ApiError> {
+pub async fn patch_product(w: &Local, req: &Request<'_>, id: &str) -> Result<Response, ApiError> {
     let pid = product_id(id)?;
     let patch = parse_patch(&req.body)?;
     product_answer(200, admin::patch(w, pid, patch).await?)
 }
 
-pub async fn restock(w: &Worker, req: &Request<'_>, id: &str) -> Result<Response, ApiError> {
+pub async fn restock(w: &Local, req: &Request<'_>, id: &str) -> Result<Response, ApiError> {
     let pid = product_id(id)?;
     let delta = parse_delta(&req.body)?;
     product_answer(200, admin::restock(w, pid, delta).await?)
 }
 
-pub async fn close(w: &Worker, id: &str) -> Result<Response, ApiError> {
+pub async fn close(w: &Local, id: &str) -> Result<Response, ApiError> {
     product_answer(200, admin::close(w, product_id(id)?).await?)
 }
 
@@ -225,7 +225,7 @@ struct Stats {
     late_payments: i64,
 }
 
-pub async fn stats(w: &Worker, id: &str) -> Result<Response, ApiError> {
+pub async fn stats(w: &Local, id: &str) -> Result<Response, ApiError> {
     let pid = product_id(id)?;
     match admin::stats(w, pid).await? {
         AdminOutcome::Done((s, reservable)) => Ok(Response::json(
@@ -364,7 +364,7 @@ struct OrdersPage<'a> {
     next: Option<String>,
 }
 
-pub async fn orders(w: &Worker, req: &Request<'_>) -> Result<Response, ApiError> {
+pub async fn orders(w: &Local, req: &Request<'_>) -> Result<Response, ApiError> {
     let filter = parse_filter(req.query)?;
     let limit = filter.limit as usize;
     let page = admin::orders(w, filter).await?;
@@ -403,7 +403,7 @@ struct LatePayments<'a> {
 }
 
 /// `GET /admin/late-payments?refunded=true|false`.
-pub async fn late_payments(w: &Worker, req: &Request<'_>) -> Result<Response, ApiError> {
+pub async fn late_payments(w: &Local, req: &Request<'_>) -> Result<Response, ApiError> {
     let refunded = match query_param(req.query, "refunded") {
         Ok(None) => None,
         Ok(Some(v)) if v.is_empty() => None,
@@ -426,7 +426,7 @@ pub async fn late_payments(w: &Worker, req: &Request<'_>) -> Result<Response, Ap
 }
 
 /// `POST /admin/late-payments/{order_reference}/refund`.
-pub async fn refund(w: &Worker, reference: &str) -> Result<Response, ApiError> {
+pub async fn refund(w: &Local, reference: &str) -> Result<Response, ApiError> {
     if reference.is_empty() || reference.len() > crate::domain::MAX_REFERENCE_LEN {
         return Err(ApiError::NotFound);
     }

@@ -21,9 +21,9 @@ use crate::auth::Rejected;
 use crate::http::request::Request;
 use crate::http::response::{ApiError, Response};
 use crate::limits::client::client_address;
-use crate::limits::rate::Which;
+use crate::limits::rate::LimitedBy;
+use crate::local::Local;
 use crate::metrics::Route;
-use crate::worker::ctx::Worker;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -125,7 +125,7 @@ pub fn resolve<'a>(method: &str, path: &'a str, admin: bool) -> Result<Endpoint<
 
 /// Handles one request from the TCP peer `peer`; every outcome, error or not, becomes a
 /// response here. Requests that name no endpoint (404, 405) are counted under `other`.
-pub async fn handle(w: &Rc<Worker>, req: &Request<'_>, peer: IpAddr) -> Response {
+pub async fn handle(w: &Rc<Local>, req: &Request<'_>, peer: IpAddr) -> Response {
     let admin = w.cfg().admin_token.is_some();
     let (route, result) = match resolve(req.method, req.path, admin) {
         Ok(endpoint) => (endpoint.route(), call(w, req, peer, endpoint).await),
@@ -146,7 +146,7 @@ pub async fn handle(w: &Rc<Worker>, req: &Request<'_>, peer: IpAddr) -> Response
 
 /// Runs an endpoint for the client behind `peer`, after its address's rate limit.
 async fn call(
-    w: &Rc<Worker>,
+    w: &Rc<Local>,
     req: &Request<'_>,
     peer: IpAddr,
     endpoint: Endpoint<'_>,
@@ -163,9 +163,9 @@ async fn call(
             return Err(ApiError::Unauthorized(Rejected::Invalid));
         }
     } else if !endpoint.is_operations()
-        && let Err(secs) = w.shared().rate_limits.address(client)
+        && let Err(secs) = w.shared.rate_limits.address(client)
     {
-        w.metrics().rate_limited(Which::Address);
+        w.metrics().rate_limited(LimitedBy::Address);
         return Err(ApiError::RateLimited(secs));
     }
     match endpoint {

@@ -1,7 +1,7 @@
 //! `GET /health`, `GET /ready`, `GET /metrics`.
 
 use crate::http::response::{ContentType, Response};
-use crate::worker::ctx::Worker;
+use crate::local::Local;
 use serde_json::json;
 
 pub fn health() -> Response {
@@ -10,9 +10,9 @@ pub fn health() -> Response {
 
 /// 200 when Redis answers a PING on this worker's connection and the writer's last contact
 /// with PostgreSQL succeeded (it checks at least once a second); 503 naming what failed.
-pub async fn ready(w: &Worker) -> Response {
-    let redis_ok = w.redis().ping().await.is_ok();
-    let pg_ok = w.shared().postgres_up();
+pub async fn ready(w: &Local) -> Response {
+    let redis_ok = w.redis.ping().await.is_ok();
+    let pg_ok = w.shared.postgres_up();
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     if redis_ok && pg_ok {
         return Response::json(
@@ -38,6 +38,6 @@ pub async fn ready(w: &Worker) -> Response {
     r
 }
 
-pub fn metrics(w: &Worker) -> Response {
-    Response::text(200, w.shared().metrics.render(), ContentType::Prometheus)
+pub fn metrics(w: &Local) -> Response {
+    Response::text(200, w.shared.metrics.render(), ContentType::Prometheus)
 }

@@ -6,8 +6,8 @@ use crate::domain::{MAX_REFERENCE_LEN, OrderRecord};
 use crate::http::request::Request;
 use crate::http::response::{ApiError, Response};
 use crate::lifecycle::load::order;
+use crate::local::Local;
 use crate::time::rfc3339_ms;
-use crate::worker::ctx::Worker;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -37,12 +37,12 @@ pub fn body(o: &OrderRecord) -> OrderBody<'_> {
     }
 }
 
-pub async fn get(w: &Worker, req: &Request<'_>, reference: &str) -> Result<Response, ApiError> {
+pub async fn get(w: &Local, req: &Request<'_>, reference: &str) -> Result<Response, ApiError> {
     // In `jwt` mode an order is its buyer's alone: anyone else is told it does not exist.
-    let buyer = match w.shared().verifier {
-        Some(_) => Some(w.buyer(req.authorization).map_err(ApiError::Unauthorized)?),
-        None => None,
-    };
+    let buyer = w
+        .buyers
+        .of_request(req.authorization)
+        .map_err(ApiError::Unauthorized)?;
     if reference.is_empty()
         || reference.len() > MAX_REFERENCE_LEN
         || !reference.bytes().all(|b| b.is_ascii_graphic())

@@ -11,10 +11,10 @@ use crate::domain::{NewOrder, ProductId, ReserveOutcome};
 use crate::http::request::Request;
 use crate::http::response::{ApiError, FieldErrors, Response};
 use crate::lifecycle::reserve::reserve;
-use crate::limits::rate::Which;
-use crate::metrics::Reservation;
+use crate::limits::rate::LimitedBy;
+use crate::local::Local;
+use crate::metrics::ReservationLabel;
 use crate::time::rfc3339_ms;
-use crate::worker::ctx::Worker;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::net::IpAddr;
@@ -107,7 +107,7 @@ pub fn accepted(
 }
 
 pub async fn create(
-    w: &Rc<Worker>,
+    w: &Rc<Local>,
     req: &Request<'_>,
     client: IpAddr,
 ) -> Result<Response, ApiError> {
@@ -119,14 +119,14 @@ pub async fn create(
 /// Who the buyer is (the token's `sub` in `jwt` mode, else the body's `user_id`), the
 /// buyer's rate limit, then the reservation.
 async fn reserve_for_buyer(
-    w: &Rc<Worker>,
+    w: &Rc<Local>,
     req: &Request<'_>,
     client: IpAddr,
 ) -> Result<ReserveOutcome, ApiError> {
-    let buyer = match w.shared().verifier {
-        Some(_) => Some(w.buyer(req.authorization).map_err(ApiError::Unauthorized)?),
-        None => None,
-    };
+    let buyer = w
+        .buyers
+        .of_request(req.authorization)
+        .map_err(ApiError::Unauthorized)?;
     let mut order = parse(&req.body, req.idempotency_key)?;
     if let Some(b) = buyer {
         if order.user_id.as_deref().is_some_and(|u| u != &*b.sub) {
@@ -138,28 +138,28 @@ async fn reserve_for_buyer(
         order.user_id = Some(b.sub.to_string());
     }
     if let Some(buyer) = order.user_id.as_deref()
-        && let Err(secs) = w.shared().rate_limits.buyer(buyer)
+        && let Err(secs) = w.shared.rate_limits.buyer(buyer)
     {
-        w.metrics().rate_limited(Which::Buyer);
+        w.metrics().rate_limited(LimitedBy::Buyer);
         return Err(ApiError::RateLimited(secs));
     }
     reserve(w, order, client).await.map_err(ApiError::from)
 }
 
 /// The metrics label of a reservation request's end.
-fn metric(result: &Result<ReserveOutcome, ApiError>) -> Reservation {
+fn metric(result: &Result<ReserveOutcome, ApiError>) -> ReservationLabel {
     match result {
-        Ok(ReserveOutcome::Reserved(_)) => Reservation::Accepted,
-        Ok(ReserveOutcome::Replayed { .. }) => Reservation::Replayed,
-        Ok(ReserveOutcome::InsufficientStock) => Reservation::InsufficientStock,
-        Ok(ReserveOutcome::LimitReached) => Reservation::PurchaseLimitReached,
-        Ok(ReserveOutcome::SaleNotStarted { .. }) => Reservation::SaleNotStarted,
-        Ok(ReserveOutcome::SaleEnded) => Reservation::SaleEnded,
-        Ok(_) => Reservation::Invalid,
-        Err(ApiError::Unavailable(_)) | Err(ApiError::Internal) => Reservation::Unavailable,
-        Err(ApiError::Unauthorized(_)) => Reservation::Unauthorized,
-        Err(ApiError::RateLimited(_)) => Reservation::RateLimited,
-        Err(_) => Reservation::Invalid,
+        Ok(ReserveOutcome::Reserved(_)) => ReservationLabel::Accepted,
+        Ok(ReserveOutcome::Replayed { .. }) => ReservationLabel::Replayed,
+        Ok(ReserveOutcome::InsufficientStock) => ReservationLabel::InsufficientStock,
+        Ok(ReserveOutcome::LimitReached) => ReservationLabel::PurchaseLimitReached,
+        Ok(ReserveOutcome::SaleNotStarted { .. }) => ReservationLabel::SaleNotStarted,
+        Ok(ReserveOutcome::SaleEnded) => ReservationLabel::SaleEnded,
+        Ok(_) => ReservationLabel::Invalid,
+        Err(ApiError::Unavailable(_)) | Err(ApiError::Internal) => ReservationLabel::Unavailable,
+        Err(ApiError::Unauthorized(_)) => ReservationLabel::Unauthorized,
+        Err(ApiError::RateLimited(_)) => ReservationLabel::RateLimited,
+        Err(_) => ReservationLabel::Invalid,
     }
 }
 

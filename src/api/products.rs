@@ -5,9 +5,9 @@
 use crate::domain::ProductId;
 use crate::http::response::{ApiError, Response};
 use crate::lifecycle::load::product;
+use crate::local::Local;
 use crate::redis::scripts::product::ProductView;
 use crate::time::rfc3339_ms;
-use crate::worker::ctx::Worker;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -25,7 +25,7 @@ struct Body<'a> {
     state: &'static str,
 }
 
-pub async fn get(w: &Worker, id: &str) -> Result<Response, ApiError> {
+pub async fn get(w: &Local, id: &str) -> Result<Response, ApiError> {
     let pid = ProductId::parse(id).ok_or(ApiError::ProductNotFound)?;
     match product(w, pid).await? {
         Some(p) => Ok(respond_with(200, &p)),

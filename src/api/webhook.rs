@@ -9,8 +9,8 @@ use crate::domain::{MAX_REFERENCE_LEN, OrderState, WebhookOutcome};
 use crate::http::request::Request;
 use crate::http::response::{ApiError, FieldErrors, Response};
 use crate::lifecycle::webhook::apply;
+use crate::local::Local;
 use crate::metrics::Webhook;
-use crate::worker::ctx::Worker;
 use hmac::Mac;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -38,12 +38,12 @@ pub fn verify(mac: &hmac::Hmac<sha2::Sha256>, signature: Option<&[u8]>, body: &[
 
 /// A validated webhook.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct PaymentNotice {
     pub reference: String,
     pub success: bool,
 }
 
-pub fn parse(body: &[u8]) -> Result<Verdict, ApiError> {
+pub fn parse(body: &[u8]) -> Result<PaymentNotice, ApiError> {
     let b: Body<'_> = json::object(body)?;
     let mut errors = FieldErrors::new();
     let reference = json::string(
@@ -81,7 +81,9 @@ pub fn parse(body: &[u8]) -> Result<Verdict, ApiError> {
         }
     };
     match (reference, success) {
-        (Some(reference), Some(success)) if errors.is_empty() => Ok(Verdict { reference, success }),
+        (Some(reference), Some(success)) if errors.is_empty() => {
+            Ok(PaymentNotice { reference, success })
+        }
         _ => Err(ApiError::Validation(errors)),
     }
 }
@@ -96,7 +98,7 @@ struct Answer<'a> {
     refund_required: Option<bool>,
 }
 
-pub async fn handle(w: &Worker, req: &Request<'_>) -> Result<Response, ApiError> {
+pub async fn handle(w: &Local, req: &Request<'_>) -> Result<Response, ApiError> {
     let result = run(w, req).await;
     let m = match &result {
         Ok((_, o)) => match o {
@@ -118,8 +120,8 @@ pub async fn handle(w: &Worker, req: &Request<'_>) -> Result<Response, ApiError>
     result.map(|(r, _)| r)
 }
 
-async fn run(w: &Worker, req: &Request<'_>) -> Result<(Response, WebhookOutcome), ApiError> {
-    if !verify(w.mac(), req.signature, &req.body) {
+async fn run(w: &Local, req: &Request<'_>) -> Result<(Response, WebhookOutcome), ApiError> {
+    if !verify(&w.webhook_mac, req.signature, &req.body) {
         return Err(ApiError::InvalidSignature);
     }
     let v = parse(&req.body)?;
@@ -203,7 +205,7 @@ mod tests {
     fn verdicts() {
         assert_eq!(
             parse(br#"{"order_reference":"1-X","status":"failure"}"#).unwrap(),
-            Verdict {
+            PaymentNotice {
                 reference: "1-X".into(),
                 success: false
             }

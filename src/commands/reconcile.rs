@@ -216,26 +216,26 @@ async fn line(
 
 /// What the lines add up to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum ReconcileOutcome {
     Clean,
     Drift,
     /// Some product kept changing: no stable reading.
     Busy,
 }
 
-impl Verdict {
+impl ReconcileOutcome {
     /// The command's exit code: 0 clean, 1 drift, 3 busy.
     pub fn exit_code(self) -> i32 {
         match self {
-            Verdict::Clean => 0,
-            Verdict::Drift => 1,
-            Verdict::Busy => 3,
+            ReconcileOutcome::Clean => 0,
+            ReconcileOutcome::Drift => 1,
+            ReconcileOutcome::Busy => 3,
         }
     }
 }
 
 /// Prints the table; returns the verdict.
-pub fn print(lines: &[Line]) -> Verdict {
+pub fn print(lines: &[Line]) -> ReconcileOutcome {
     println!(
         "{:>10} {:>12} {:>12} {:>12} {:>8} {:>10} {:>8}",
         "product", "pg_stock", "redis_stock", "pending", "journal", "in_flight", "drift"
@@ -263,13 +263,13 @@ pub fn print(lines: &[Line]) -> Verdict {
     }
     if drifted {
         println!("DRIFT: Redis reservable stock + pending units differs from PostgreSQL stock");
-        Verdict::Drift
+        ReconcileOutcome::Drift
     } else if busy {
         println!("BUSY: some products changed during every reading; run again");
-        Verdict::Busy
+        ReconcileOutcome::Busy
     } else {
         println!("ok: no drift");
-        Verdict::Clean
+        ReconcileOutcome::Clean
     }
 }
 

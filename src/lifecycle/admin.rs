@@ -13,25 +13,25 @@ use crate::domain::{
     ProductAttrs, ProductId, ProductPatch, ProductStats, Unavailable,
 };
 use crate::lifecycle::load::{ensure_loaded, product, read_failure};
-use crate::lifecycle::queue::{commit, permit};
 use crate::lifecycle::{redis_failure, reply_failure};
+use crate::local::Local;
+use crate::local::queue::commit;
 use crate::reader::ReadMsg;
 use crate::redis::scripts::admin::{
     RestockReply, SyncReply, decode_restock, decode_sync, restock_call, sync_call,
 };
 use crate::redis::scripts::load::invalidate_call;
 use crate::redis::scripts::product::ProductView;
-use crate::worker::ctx::Worker;
 use crate::writer::msg::{AdminOp, WriterMsg};
 
 /// Creates a product; answers it as `GET /api/products/{id}` shows it (loaded into Redis).
-pub async fn create(w: &Worker, p: NewProduct) -> Result<AdminOutcome<ProductView>, Failure> {
+pub async fn create(w: &Local, p: NewProduct) -> Result<AdminOutcome<ProductView>, Failure> {
     change(w, AdminOp::Create(p)).await
 }
 
 /// Changes a product's sold attributes.
 pub async fn patch(
-    w: &Worker,
+    w: &Local,
     pid: ProductId,
     patch: ProductPatch,
 ) -> Result<AdminOutcome<ProductView>, Failure> {
@@ -40,13 +40,13 @@ pub async fn patch(
 
 /// Ends a product's sale now: reservations get 409 `sale_ended`; pending orders can still be
 /// paid until they expire, and the units they release are not sold again.
-pub async fn close(w: &Worker, pid: ProductId) -> Result<AdminOutcome<ProductView>, Failure> {
+pub async fn close(w: &Local, pid: ProductId) -> Result<AdminOutcome<ProductView>, Failure> {
     change(w, AdminOp::Close(pid)).await
 }
 
 /// A product change by the writer, copied into Redis, answered with the product.
-async fn change(w: &Worker, op: AdminOp) -> Result<AdminOutcome<ProductView>, Failure> {
-    let changed = commit(permit(w)?, |reply| WriterMsg::Admin { op, reply }).await?;
+async fn change(w: &Local, op: AdminOp) -> Result<AdminOutcome<ProductView>, Failure> {
+    let changed = commit(w.queue.permit()?, |reply| WriterMsg::Admin { op, reply }).await?;
     let attrs = match changed {
         AdminChange::Product(a) => a,
         AdminChange::NotFound | AdminChange::LatePayment(_) => {
@@ -54,21 +54,21 @@ async fn change(w: &Worker, op: AdminOp) -> Result<AdminOutcome<ProductView>, Fa
         }
         AdminChange::InvalidWindow => return Ok(AdminOutcome::InvalidWindow),
     };
-    w.missing_products().forget(&attrs.id);
+    w.loads.forget_missing_product(attrs.id);
     sync(w, &attrs).await?;
     view(w, attrs.id).await
 }
 
 /// Copies changed attributes into Redis if the product is loaded there (see `sync.lua`).
-async fn sync(w: &Worker, attrs: &ProductAttrs) -> Result<(), Failure> {
+async fn sync(w: &Local, attrs: &ProductAttrs) -> Result<(), Failure> {
     let v = w
-        .redis()
-        .eval(&sync_call(w.keys(), attrs))
+        .redis
+        .eval(&sync_call(&w.keys, attrs))
         .await
         .map_err(redis_failure)?;
     if decode_sync(v).map_err(reply_failure)? == SyncReply::Invalidate {
-        w.redis()
-            .eval(&invalidate_call(w.keys(), attrs.id))
+        w.redis
+            .eval(&invalidate_call(&w.keys, attrs.id))
             .await
             .map_err(redis_failure)?;
     }
@@ -76,7 +76,7 @@ async fn sync(w: &Worker, attrs: &ProductAttrs) -> Result<(), Failure> {
 }
 
 /// The product as `GET /api/products/{id}` shows it, loading it if needed.
-async fn view(w: &Worker, pid: ProductId) -> Result<AdminOutcome<ProductView>, Failure> {
+async fn view(w: &Local, pid: ProductId) -> Result<AdminOutcome<ProductView>, Failure> {
     Ok(match product(w, pid).await? {
         Some(v) => AdminOutcome::Done(v),
         None => AdminOutcome::NotFound,
@@ -86,16 +86,16 @@ async fn view(w: &Worker, pid: ProductId) -> Result<AdminOutcome<ProductView>, F
 /// Adds `delta` units to the reservable stock (and `products.stock`), or removes them when
 /// negative, never more than are reservable.
 pub async fn restock(
-    w: &Worker,
+    w: &Local,
     pid: ProductId,
     delta: i64,
 ) -> Result<AdminOutcome<ProductView>, Failure> {
     let op_id = ulid::Ulid::generate().to_string();
-    let p = permit(w)?;
+    let p = w.queue.permit()?;
     for _ in 0..2 {
         let v = w
-            .redis()
-            .eval(&restock_call(w.keys(), pid, &op_id, delta))
+            .redis
+            .eval(&restock_call(&w.keys, pid, &op_id, delta))
             .await
             .map_err(redis_failure)?;
         match decode_restock(v).map_err(reply_failure)? {
@@ -115,7 +115,7 @@ pub async fn restock(
                     done,
                 })
                 .await?;
-                w.remember(pid);
+                w.expiries.remember(pid);
                 return view(w, pid).await;
             }
         }
@@ -126,14 +126,14 @@ pub async fn restock(
 
 /// A product's numbers, with its live reservable stock.
 pub async fn stats(
-    w: &Worker,
+    w: &Local,
     pid: ProductId,
 ) -> Result<AdminOutcome<(ProductStats, i64)>, Failure> {
     let Some(view) = product(w, pid).await? else {
         return Ok(AdminOutcome::NotFound);
     };
     let stats = w
-        .reader()
+        .reader
         .ask(|reply| ReadMsg::Stats {
             product_id: pid,
             reply,
@@ -147,28 +147,25 @@ pub async fn stats(
 }
 
 /// A page of orders as PostgreSQL has them, with their ids (the cursor).
-pub async fn orders(w: &Worker, filter: OrderFilter) -> Result<Vec<(i64, OrderRecord)>, Failure> {
-    w.reader()
+pub async fn orders(w: &Local, filter: OrderFilter) -> Result<Vec<(i64, OrderRecord)>, Failure> {
+    w.reader
         .ask(|reply| ReadMsg::Orders { filter, reply })
         .await
         .map_err(read_failure)
 }
 
-pub async fn late_payments(
-    w: &Worker,
-    refunded: Option<bool>,
-) -> Result<Vec<LatePayment>, Failure> {
-    w.reader()
+pub async fn late_payments(w: &Local, refunded: Option<bool>) -> Result<Vec<LatePayment>, Failure> {
+    w.reader
         .ask(|reply| ReadMsg::LatePayments { refunded, reply })
         .await
         .map_err(read_failure)
 }
 
 /// Marks a late payment refunded (repeats answer the same and change nothing).
-pub async fn refund(w: &Worker, reference: &str) -> Result<AdminOutcome<LatePayment>, Failure> {
+pub async fn refund(w: &Local, reference: &str) -> Result<AdminOutcome<LatePayment>, Failure> {
     let op = AdminOp::Refund(reference.to_string());
     Ok(
-        match commit(permit(w)?, |reply| WriterMsg::Admin { op, reply }).await? {
+        match commit(w.queue.permit()?, |reply| WriterMsg::Admin { op, reply }).await? {
             AdminChange::LatePayment(l) => AdminOutcome::Done(l),
             _ => AdminOutcome::NotFound,
         },

@@ -4,11 +4,11 @@
 
 use crate::domain::{ExpireOutcome, ProductId};
 use crate::lifecycle::load::ensure_loaded;
-use crate::lifecycle::queue::hand_over;
 use crate::lifecycle::reply_failure;
+use crate::local::Local;
+use crate::local::queue::hand_over;
 use crate::redis::reply::RedisError;
 use crate::redis::scripts::expire::{ExpireReply, decode_expire, expire_call, member_orders};
-use crate::worker::ctx::Worker;
 use crate::writer::msg::WriterMsg;
 
 /// How long to wait before trying again what could not run now.
@@ -16,18 +16,18 @@ const RETRY_MS: i64 = 1_000;
 
 /// Expires the reservations of pending-set `member` of product `pid` that are still pending
 /// and due by Redis's clock.
-pub async fn expire(w: &Worker, pid: ProductId, member: &str, now_ms: i64) -> ExpireOutcome {
+pub async fn expire(w: &Local, pid: ProductId, member: &str, now_ms: i64) -> ExpireOutcome {
     // A place in the queue for every order the member may expire, before Redis changes.
     let orders = member_orders(member);
     let mut permits = Vec::with_capacity(orders);
     for _ in 0..orders {
-        match w.handoff().try_reserve() {
+        match w.queue.permit() {
             Ok(p) => permits.push(p),
             Err(_) => return ExpireOutcome::NoRoom(now_ms + RETRY_MS),
         }
     }
-    let call = expire_call(w.keys(), pid, member);
-    let v = match w.redis().eval(&call).await {
+    let call = expire_call(&w.keys, pid, member);
+    let v = match w.redis.eval(&call).await {
         Ok(v) => v,
         Err(err) => {
             if !matches!(err, RedisError::Unavailable) {

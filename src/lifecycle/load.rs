@@ -6,23 +6,22 @@
 //! A load reads its snapshot after a writer barrier, so every reservation handed over so far
 //! is counted; it asks the reader first whether the product exists at all, so that requests
 //! for unknown products never reach the writer. What PostgreSQL says does not exist is
-//! remembered on this core for a second (`worker::misses`).
+//! remembered on this core for a second (`local::loads`).
 
 use crate::domain::{Failure, OrderRecord, ProductId, Unavailable, product_of_reference};
-use crate::lifecycle::queue::barrier;
 use crate::lifecycle::{redis_failure, reply_failure};
+use crate::local::Local;
+use crate::local::flight::Joined;
 use crate::reader::{ReadError, ReadMsg};
 use crate::redis::record::{decode_record, record_cmd};
 use crate::redis::scripts::load::{decode_load, load_call};
 use crate::redis::scripts::product::{ProductView, decode_product, product_call};
-use crate::worker::ctx::Worker;
-use crate::worker::flight::Joined;
 use std::time::Instant;
 
 /// Makes sure product `pid` is in Redis; `false` when PostgreSQL has no such product.
 /// Concurrent callers on this worker share one load.
-pub async fn ensure_loaded(w: &Worker, pid: ProductId) -> Result<bool, Failure> {
-    match w.join_load(pid) {
+pub async fn ensure_loaded(w: &Local, pid: ProductId) -> Result<bool, Failure> {
+    match w.loads.join(pid) {
         Joined::Follow(rx) => rx
             .await
             .unwrap_or(Err(Failure::Unavailable(Unavailable::Redis))),
@@ -36,13 +35,13 @@ pub async fn ensure_loaded(w: &Worker, pid: ProductId) -> Result<bool, Failure> 
     }
 }
 
-async fn load(w: &Worker, pid: ProductId) -> Result<bool, Failure> {
+async fn load(w: &Local, pid: ProductId) -> Result<bool, Failure> {
     let now = Instant::now();
-    if w.missing_products().recent(&pid, now) {
+    if w.loads.product_missing(pid, now) {
         return Ok(false);
     }
     let exists = w
-        .reader()
+        .reader
         .ask(|reply| ReadMsg::ProductExists {
             product_id: pid,
             reply,
@@ -50,12 +49,12 @@ async fn load(w: &Worker, pid: ProductId) -> Result<bool, Failure> {
         .await
         .map_err(read_failure)?;
     if !exists {
-        w.missing_products().remember(pid, now);
+        w.loads.remember_missing_product(pid, now);
         return Ok(false);
     }
-    barrier(w).await?;
+    w.queue.barrier().await?;
     let snapshot = w
-        .reader()
+        .reader
         .ask(|reply| ReadMsg::Snapshot {
             product_id: pid,
             reply,
@@ -66,32 +65,32 @@ async fn load(w: &Worker, pid: ProductId) -> Result<bool, Failure> {
         return Ok(false);
     };
     let installed = decode_load(
-        w.redis()
-            .eval(&load_call(w.keys(), &snapshot))
+        w.redis
+            .eval(&load_call(&w.keys, &snapshot))
             .await
             .map_err(redis_failure)?,
     )
     .map_err(reply_failure)?;
     if let Some(stock) = installed {
-        tracing::info!(worker = w.id(), product = %pid, stock, pending = snapshot.pending.len(),
+        tracing::info!(worker = w.id, product = %pid, stock, pending = snapshot.pending.len(),
             "product loaded into Redis from PostgreSQL");
         for o in &snapshot.pending {
-            w.arm(pid, o.expires_at_ms);
+            w.expiries.arm(pid, o.expires_at_ms);
         }
     }
-    w.remember(pid);
+    w.expiries.remember(pid);
     Ok(true)
 }
 
 /// Reads an order from PostgreSQL.
-pub async fn find_order(w: &Worker, reference: &str) -> Result<Option<OrderRecord>, Failure> {
+pub async fn find_order(w: &Local, reference: &str) -> Result<Option<OrderRecord>, Failure> {
     let now = Instant::now();
     let reference = reference.to_string();
-    if w.missing_orders().recent(&reference, now) {
+    if w.loads.order_missing(&reference, now) {
         return Ok(None);
     }
     let found = w
-        .reader()
+        .reader
         .ask(|reply| ReadMsg::Order {
             reference: reference.clone(),
             reply,
@@ -99,7 +98,7 @@ pub async fn find_order(w: &Worker, reference: &str) -> Result<Option<OrderRecor
         .await
         .map_err(read_failure)?;
     if found.is_none() {
-        w.missing_orders().remember(reference, now);
+        w.loads.remember_missing_order(reference, now);
     }
     Ok(found)
 }
@@ -113,11 +112,11 @@ pub fn read_failure(e: ReadError) -> Failure {
 
 /// A product with its live reservable stock, loading it first if Redis does not have it;
 /// `None` when PostgreSQL has no such product.
-pub async fn product(w: &Worker, pid: ProductId) -> Result<Option<ProductView>, Failure> {
+pub async fn product(w: &Local, pid: ProductId) -> Result<Option<ProductView>, Failure> {
     for _ in 0..2 {
         let v = w
-            .redis()
-            .eval(&product_call(w.keys(), pid))
+            .redis
+            .eval(&product_call(&w.keys, pid))
             .await
             .map_err(redis_failure)?;
         match decode_product(v, pid).map_err(reply_failure)? {
@@ -135,11 +134,11 @@ pub async fn product(w: &Worker, pid: ProductId) -> Result<Option<ProductView>, 
 
 /// An order: from Redis while it is live there (so it is found from the moment of its 202,
 /// before its row reaches PostgreSQL), else from PostgreSQL.
-pub async fn order(w: &Worker, reference: &str) -> Result<Option<OrderRecord>, Failure> {
+pub async fn order(w: &Local, reference: &str) -> Result<Option<OrderRecord>, Failure> {
     if let Some(pid) = product_of_reference(reference) {
-        let key = w.keys().order(pid, reference);
+        let key = w.keys.order(pid, reference);
         let v = w
-            .redis()
+            .redis
             .request(&key, record_cmd(&key))
             .await
             .map_err(redis_failure)?;

@@ -26,7 +26,6 @@
 pub mod admin;
 pub mod expire;
 pub mod load;
-pub mod queue;
 pub mod reserve;
 pub mod webhook;
 

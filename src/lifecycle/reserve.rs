@@ -22,11 +22,11 @@ use crate::domain::{
     new_reference,
 };
 use crate::lifecycle::load::ensure_loaded;
-use crate::lifecycle::queue::{hand_over, order_permit};
 use crate::lifecycle::{redis_failure, reply_failure};
+use crate::local::Local;
+use crate::local::batches::{CallResult, Queued, ReserveArgs};
+use crate::local::queue::hand_over;
 use crate::redis::scripts::reserve::{ReserveReply, ReserveRequest, decode_reserve, reserve_call};
-use crate::worker::ctx::Worker;
-use crate::worker::reserve_queues::{CallResult, Queued, Reservation};
 use crate::writer::msg::{JournalBatch, WriterMsg};
 use std::future::Future;
 use std::net::IpAddr;
@@ -46,22 +46,22 @@ pub const MAX_BATCH: usize = 64;
 /// or, for an anonymous order, the client address, so that two anonymous clients sending the
 /// same key never see each other's order.
 pub async fn reserve(
-    w: &Rc<Worker>,
+    w: &Rc<Local>,
     order: NewOrder,
     client: IpAddr,
 ) -> Result<ReserveOutcome, Failure> {
     let pid = order.product_id;
     let reference = new_reference(pid, ulid::Ulid::generate().0);
     // The place in the queue comes first: a full queue must refuse before stock is touched.
-    let p = order_permit(w)?;
+    let p = w.queue.order_permit()?;
     let idem_key = order.idempotency_key.as_deref().map(|key| {
         let scope = match &order.user_id {
             Some(u) => format!("user:{u}"),
             None => format!("addr:{client}"),
         };
-        w.keys().idem(pid, &scope, key)
+        w.keys.idem(pid, &scope, key)
     });
-    let request = Reservation {
+    let request = ReserveArgs {
         reference: reference.clone(),
         qty: order.qty,
         user: order.user_id.clone().unwrap_or_default(),
@@ -117,9 +117,9 @@ pub async fn reserve(
 }
 
 /// Queues a reservation for its product's next call and waits for its reply.
-async fn queue(w: &Rc<Worker>, pid: ProductId, req: Reservation) -> CallResult {
+async fn queue(w: &Rc<Local>, pid: ProductId, req: ReserveArgs) -> CallResult {
     let (tx, rx) = local_sync::oneshot::channel();
-    if w.queue_reservation(pid, Queued { req, reply: tx }) {
+    if w.batches.push(pid, Queued { req, reply: tx }) {
         monoio::spawn(flush(w.clone(), pid));
     }
     rx.await.unwrap_or(Err(Failure::Internal))
@@ -128,9 +128,9 @@ async fn queue(w: &Rc<Worker>, pid: ProductId, req: Reservation) -> CallResult {
 /// Sends the product's waiting requests, then whatever queued up while that call was in
 /// flight, until none wait: one call in flight per product and worker, so the requests that
 /// arrive during a round trip share the next call.
-async fn flush(w: Rc<Worker>, pid: ProductId) {
+async fn flush(w: Rc<Local>, pid: ProductId) {
     YieldOnce(false).await;
-    while let Some(mut batch) = w.take_reservations(pid) {
+    while let Some(mut batch) = w.batches.take(pid) {
         let mut calls = Vec::new();
         while batch.len() > MAX_BATCH {
             let rest = batch.split_off(MAX_BATCH);
@@ -148,8 +148,8 @@ async fn flush(w: Rc<Worker>, pid: ProductId) {
 }
 
 /// One `reserve.lua` call for `batch`; every request gets its own reply.
-async fn call(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
-    let keys = w.product_keys(pid);
+async fn call(w: Rc<Local>, pid: ProductId, batch: Vec<Queued>) {
+    let keys = w.product_keys.product(pid);
     let script = {
         let reqs: Vec<ReserveRequest<'_>> = batch
             .iter()
@@ -161,10 +161,10 @@ async fn call(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
             })
             .collect();
         let ttl = w.cfg().idempotency_ttl.as_secs();
-        reserve_call(w.keys(), &keys, pid, w.hold_ms(), ttl, &reqs)
+        reserve_call(&w.keys, &keys, pid, w.hold_ms, ttl, &reqs)
     };
     w.metrics().reserve_call();
-    let outcome = match w.redis().eval(&script).await {
+    let outcome = match w.redis.eval(&script).await {
         Ok(v) => decode_reserve(v, pid, batch.len()).map_err(reply_failure),
         Err(e) => Err(redis_failure(e)),
     };
@@ -181,7 +181,7 @@ async fn call(w: Rc<Worker>, pid: ProductId, batch: Vec<Queued>) {
                 ReserveReply::Reserved { expires_at_ms, .. } => Some(*expires_at_ms),
                 _ => None,
             }) {
-                w.arm(pid, at);
+                w.expiries.arm(pid, at);
             }
             let journal = done.journal.map(|member| {
                 Arc::new(JournalBatch {

@@ -9,26 +9,26 @@ use crate::domain::{
 };
 use crate::handoff::Permit;
 use crate::lifecycle::load::{ensure_loaded, find_order};
-use crate::lifecycle::queue::{commit, permit};
 use crate::lifecycle::{redis_failure, reply_failure};
+use crate::local::Local;
+use crate::local::queue::commit;
 use crate::redis::scripts::load::{AdoptReply, adopt_call, decode_adopt};
 use crate::redis::scripts::transition::{
-    Transition, TransitionReply, Verdict, decode_transition, transition_call,
+    Settlement, Transition, TransitionReply, decode_transition, transition_call,
 };
-use crate::worker::ctx::Worker;
 use crate::writer::msg::{WebhookNote, WriterMsg};
 
 /// Applies `success` (else failure) to the order `reference`.
 pub async fn apply(
-    w: &Worker,
+    w: &Local,
     reference: &str,
     success: bool,
     payload: String,
 ) -> Result<WebhookOutcome, Failure> {
     let verdict = if success {
-        Verdict::Success
+        Settlement::Success
     } else {
-        Verdict::Failure
+        Settlement::Failure
     };
     // The product's keys are found from the reference when it is one of ours, else through
     // PostgreSQL (an order inserted by another tool may carry any reference).
@@ -45,7 +45,7 @@ pub async fn apply(
         },
     };
 
-    let p = permit(w)?;
+    let p = w.queue.permit()?;
     let mut attempts = 0;
     let (transition, record) = loop {
         attempts += 1;
@@ -57,8 +57,8 @@ pub async fn apply(
             return Err(Failure::Unavailable(Unavailable::Redis));
         }
         let v = w
-            .redis()
-            .eval(&transition_call(verdict, w.keys(), pid, reference))
+            .redis
+            .eval(&transition_call(verdict, &w.keys, pid, reference))
             .await
             .map_err(redis_failure)?;
         match decode_transition(v, pid, reference).map_err(reply_failure)? {
@@ -97,11 +97,11 @@ pub async fn apply(
 
 /// Takes a pending order that only PostgreSQL has into Redis (or loads its product, which
 /// counts it), so the next transition call finds it.
-async fn adopt(w: &Worker, order: &OrderRecord) -> Result<(), Failure> {
+async fn adopt(w: &Local, order: &OrderRecord) -> Result<(), Failure> {
     let pid = order.product_id;
     let reply = decode_adopt(
-        w.redis()
-            .eval(&adopt_call(w.keys(), order))
+        w.redis
+            .eval(&adopt_call(&w.keys, order))
             .await
             .map_err(redis_failure)?,
     )
@@ -119,7 +119,7 @@ async fn adopt(w: &Worker, order: &OrderRecord) -> Result<(), Failure> {
                     "adopted an order for more units than were left; stock stopped at zero"
                 );
             }
-            w.arm(pid, order.expires_at_ms);
+            w.expiries.arm(pid, order.expires_at_ms);
         }
     }
     Ok(())
@@ -149,11 +149,11 @@ async fn finish(
 }
 
 async fn record_early(
-    w: &Worker,
+    w: &Local,
     reference: &str,
     payload: String,
 ) -> Result<WebhookOutcome, Failure> {
-    let p = permit(w)?;
+    let p = w.queue.permit()?;
     commit(p, |done| WriterMsg::EarlyWebhook {
         reference: reference.to_string(),
         payload,

@@ -64,9 +64,9 @@ pub struct RateLimits {
     started: Instant,
 }
 
-/// Which limit refused a request.
+/// The limit that refused a request: per client address or per buyer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
+pub enum LimitedBy {
     Address,
     Buyer,
 }

@@ -2,6 +2,9 @@
 //! (the table is in `redis/mod.rs`).
 
 use crate::domain::ProductId;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 /// Builds key names under one prefix.
 #[derive(Clone, Debug)]
@@ -17,6 +20,39 @@ pub struct ProductKeys {
     pub pending: String,
     pub journal: String,
     pub users: String,
+}
+
+/// Products whose key names a [`KeyCache`] keeps; past this it starts over, so requests naming
+/// random products cannot grow it without bound.
+const KEY_CACHE_MAX: usize = 4096;
+
+/// One worker's product key names, built once per product instead of per request.
+pub struct KeyCache {
+    keys: Keys,
+    by_product: RefCell<HashMap<ProductId, Rc<ProductKeys>>>,
+}
+
+impl KeyCache {
+    pub fn new(keys: Keys) -> KeyCache {
+        KeyCache {
+            keys,
+            by_product: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The fixed key names of a product.
+    pub fn product(&self, pid: ProductId) -> Rc<ProductKeys> {
+        if let Some(k) = self.by_product.borrow().get(&pid) {
+            return k.clone();
+        }
+        let k = Rc::new(self.keys.product_keys(pid));
+        let mut cache = self.by_product.borrow_mut();
+        if cache.len() >= KEY_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(pid, k.clone());
+        k
+    }
 }
 
 impl Keys {
@@ -119,6 +155,19 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_cache_builds_each_products_names_once_and_stays_bounded() {
+        let c = KeyCache::new(Keys::new("fs"));
+        let p = ProductId::new(7).unwrap();
+        let a = c.product(p);
+        assert!(Rc::ptr_eq(&a, &c.product(p)), "built once");
+        assert_eq!(a.stock, Keys::new("fs").product_keys(p).stock);
+        for i in 1..=(2 * KEY_CACHE_MAX as i64) {
+            c.product(ProductId::new(i).unwrap());
+        }
+        assert!(c.by_product.borrow().len() <= KEY_CACHE_MAX);
+    }
 
     #[test]
     fn keys_share_the_product_hash_tag() {

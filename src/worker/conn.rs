@@ -17,8 +17,8 @@ use crate::domain::Unavailable;
 use crate::http::request::{Framer, Framing, MAX_REQUEST_BYTES, Refusal};
 use crate::http::response::ApiError;
 use crate::limits::connections::Slot;
+use crate::local::Local;
 use crate::metrics::Route;
-use crate::worker::ctx::Worker;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -53,13 +53,13 @@ pub async fn refuse(mut stream: TcpStream) {
 /// Serves one connection from `peer` until it closes. `accepted` is when it was accepted:
 /// its first request's head must be complete within the header timeout of that moment.
 pub async fn serve(
-    w: Rc<Worker>,
+    w: Rc<Local>,
     mut stream: TcpStream,
     _slot: Slot,
     peer: IpAddr,
     accepted: Instant,
 ) {
-    let _open = w.open_connection();
+    let _open = w.connections.open();
     let header_timeout = w.cfg().header_timeout;
     let idle_timeout = w.cfg().idle_timeout;
     let mut rbuf: Vec<u8> = Vec::with_capacity(READ_BUF);
@@ -85,7 +85,7 @@ pub async fn serve(
             match framer.frame(&rbuf[consumed..]) {
                 Framing::Complete(req, used) => {
                     framer.reset();
-                    let keep_alive = req.keep_alive && !w.drain().is_on();
+                    let keep_alive = req.keep_alive && !w.connections.drain().is_on();
                     // Boxed: the handler future is large (every endpoint nested), and an idle
                     // connection should not carry its space while it waits for a request.
                     let resp = Box::pin(api::handle(&w, &req, peer)).await;
@@ -182,7 +182,7 @@ pub async fn serve(
                     Ok(r) => r,
                     Err(_) => return,
                 },
-                _ = w.drain().wait() => return,
+                _ = w.connections.drain().wait() => return,
             }
         };
         let (res, slice) = result;

@@ -1,25 +1,16 @@
 //! A worker thread: one monoio runtime, one SO_REUSEPORT listener, the accept loop and the
-//! drain at shutdown. It builds the per-core state (`ctx`), starts the Redis pipeline and the
-//! reaper, and spawns one task per connection (`conn`). Only `server` runs it.
-//!
-//! The rest of this folder is the per-core state and its parts: `ctx` (the state and the
-//! methods that change it), `drain` (the shutdown signal), `flight` (one load per product at a
-//! time), `misses` (what PostgreSQL recently said does not exist), `reserve_queues` (requests
-//! waiting for their product's next `reserve.lua` call).
+//! drain at shutdown. It builds the per-core parts ([`crate::local`]), starts the Redis
+//! pipeline and the reaper, and spawns one task per connection (`conn`). Only `server` runs
+//! it. The top of the house: nothing below imports it.
 
 pub mod conn;
-pub mod ctx;
-pub mod drain;
-pub mod flight;
-pub mod misses;
-pub mod reserve_queues;
 
+use crate::local::{Links, Local};
 use crate::reaper;
 use crate::redis::client::RedisClient;
 use crate::shared::Shared;
 use crate::sync::Arc;
 use crate::time::now_ms;
-use crate::worker::ctx::{Links, Worker};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -53,14 +44,14 @@ pub fn run(
             format!("worker-{id}"),
         );
         let grace = shared.cfg.shutdown_grace;
-        let w = Rc::new(Worker::new(id, shared, links, redis, now_ms()));
+        let w = Rc::new(Local::new(id, shared, links, redis, now_ms()));
         monoio::spawn(reaper::run(w.clone()));
 
         // Serve once Redis answers, so the first requests do not get 503 for a connection
         // still being set up. A Redis that stays down does not keep the server from starting
         // (`/ready` says why requests fail).
         let started = std::time::Instant::now();
-        while !w.redis().is_connected() && started.elapsed() < Duration::from_secs(3) {
+        while !w.redis.is_connected() && started.elapsed() < Duration::from_secs(3) {
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
         let listener = monoio::net::TcpListener::from_std(listener)?;
@@ -73,7 +64,7 @@ pub fn run(
                     Ok((stream, peer)) => {
                         accept_errors_logged = false;
                         let accepted = Instant::now();
-                        match w.shared().connections.admit(peer.ip()) {
+                        match w.shared.connections.admit(peer.ip()) {
                             Ok(slot) => {
                                 let _ = stream.set_nodelay(true);
                                 monoio::spawn(conn::serve(w.clone(), stream, slot, peer.ip(), accepted));
@@ -97,15 +88,15 @@ pub fn run(
             }
         }
         drop(listener);
-        w.drain().start();
+        w.connections.drain().start();
         let deadline = std::time::Instant::now() + grace;
-        while w.open_connections() > 0 && std::time::Instant::now() < deadline {
+        while w.connections.count() > 0 && std::time::Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(10)).await;
         }
-        if w.open_connections() > 0 {
+        if w.connections.count() > 0 {
             tracing::warn!(
                 worker = id,
-                open = w.open_connections(),
+                open = w.connections.count(),
                 "shutdown grace over; closing connections"
             );
         }

@@ -10,7 +10,7 @@ fn record(pid: i64, i: usize, state: OrderState) -> OrderRecord {
     OrderRecord {
         reference: format!("{pid}-W{i:024}"),
         product_id: ProductId::new(pid).unwrap(),
-        user_id: (i % 2 == 0).then(|| format!("u{i}")),
+        user_id: i.is_multiple_of(2).then(|| format!("u{i}")),
         qty: 1 + (i % 3) as i32,
         amount_cents: 100,
         state,

@@ -10,7 +10,7 @@ use redis_async::resp::RespValue;
 
 /// The provider's verdict: which script runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Settlement {
     /// `pay.lua`: pending → paid.
     Success,
     /// `fail.lua`: pending → cancelled (`payment_failed`), units back.
@@ -19,15 +19,15 @@ pub enum Verdict {
 
 /// Builds a `pay.lua` or `fail.lua` call.
 pub fn transition_call(
-    verdict: Verdict,
+    verdict: Settlement,
     keys: &Keys,
     pid: ProductId,
     reference: &str,
 ) -> ScriptCall {
     let pk = keys.product_keys(pid);
     let mut c = ScriptCall::new(match verdict {
-        Verdict::Success => ScriptId::Pay,
-        Verdict::Failure => ScriptId::Fail,
+        Settlement::Success => ScriptId::Pay,
+        Settlement::Failure => ScriptId::Fail,
     });
     c.key(&pk.stock)
         .key(&keys.order(pid, reference))

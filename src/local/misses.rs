@@ -3,6 +3,7 @@
 //! answered without a query. Bounded: entries live [`MISS_TTL`], and at [`MAX_MISSES`] the
 //! expired ones go, or all of them.
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -27,7 +28,11 @@ impl<K> Default for Misses<K> {
 
 impl<K: Eq + Hash> Misses<K> {
     /// True when `k` was found missing less than [`MISS_TTL`] before `now`.
-    pub fn recent(&self, k: &K, now: Instant) -> bool {
+    pub fn recent<Q>(&self, k: &Q, now: Instant) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         self.seen
             .borrow()
             .get(k)

@@ -1,9 +1,9 @@
 //! Reservations waiting for their product's next `reserve.lua` call: the per-core state of the
 //! micro-batching in `lifecycle::reserve`. Pure bookkeeping, no IO.
 //!
-//! Rule: a product has a queue exactly while its flush task runs. [`ReserveQueues::push`]
-//! says when a queue was created (start the task); [`ReserveQueues::take`] removes an empty
-//! queue and says so (the task ends), so no request can be queued with nobody to send it.
+//! Rule: a product has a batch exactly while its flush task runs. [`ReserveBatches::push`]
+//! says when a batch was created (start the task); [`ReserveBatches::take`] removes an empty
+//! batch and says so (the task ends), so no request can be queued with nobody to send it.
 
 use crate::domain::{Failure, ProductId};
 use crate::redis::scripts::reserve::ReserveReply;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// One reservation request, owned while it waits.
 #[derive(Clone, Debug)]
-pub struct Reservation {
+pub struct ReserveArgs {
     pub reference: String,
     pub qty: i64,
     /// `""` when no user was named.
@@ -32,16 +32,16 @@ pub type CallResult = Result<Option<Reply>, Failure>;
 
 /// A request waiting for its call, and where its answer goes.
 pub struct Queued {
-    pub req: Reservation,
+    pub req: ReserveArgs,
     pub reply: oneshot::Sender<CallResult>,
 }
 
 #[derive(Default)]
-pub struct ReserveQueues {
+pub struct ReserveBatches {
     by_product: RefCell<HashMap<ProductId, Vec<Queued>>>,
 }
 
-impl ReserveQueues {
+impl ReserveBatches {
     /// Queues `q`; `true` when the product had no queue: the caller starts its flush task.
     pub fn push(&self, pid: ProductId, q: Queued) -> bool {
         let mut queues = self.by_product.borrow_mut();
@@ -68,7 +68,7 @@ mod tests {
 
     fn queued() -> Queued {
         Queued {
-            req: Reservation {
+            req: ReserveArgs {
                 reference: "1-A".into(),
                 qty: 1,
                 user: String::new(),
@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn a_queue_lives_exactly_while_its_flush_runs() {
-        let q = ReserveQueues::default();
+        let q = ReserveBatches::default();
         let p = ProductId::new(1).unwrap();
         assert!(q.push(p, queued()), "the first request starts the flush");
         assert!(!q.push(p, queued()), "later ones join it");

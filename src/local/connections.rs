@@ -1,8 +1,42 @@
-//! The shutdown signal of one worker: a same-core flag that any number of tasks can wait on.
+//! One worker's connections: how many are open, and the shutdown signal they wait on (a
+//! same-core flag that any number of tasks can wait on). The worker's drain reads both.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
+
+#[derive(Default)]
+pub struct Connections {
+    /// Open connections, for the shutdown drain.
+    open: Cell<usize>,
+    /// Set on shutdown: idle connections close, busy ones close after their response.
+    drain: Drain,
+}
+
+impl Connections {
+    /// Counts a connection open until the guard drops.
+    pub fn open(&self) -> ConnectionGuard<'_> {
+        self.open.set(self.open.get() + 1);
+        ConnectionGuard(self)
+    }
+
+    pub fn count(&self) -> usize {
+        self.open.get()
+    }
+
+    pub fn drain(&self) -> &Drain {
+        &self.drain
+    }
+}
+
+/// One open connection; dropping it counts the connection closed.
+pub struct ConnectionGuard<'a>(&'a Connections);
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+    }
+}
 
 /// A same-core shutdown signal that any number of tasks can wait on.
 ///
@@ -83,6 +117,18 @@ mod tests {
     use super::*;
     use std::future::Future;
     use std::task::Context;
+
+    #[test]
+    fn guards_count_open_connections() {
+        let c = Connections::default();
+        let a = c.open();
+        let b = c.open();
+        assert_eq!(c.count(), 2);
+        drop(a);
+        assert_eq!(c.count(), 1);
+        drop(b);
+        assert_eq!(c.count(), 0);
+    }
 
     #[test]
     fn drain_waits_leave_nothing_behind() {

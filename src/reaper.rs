@@ -1,27 +1,25 @@
 //! The reaper: each worker's loop that expires unpaid reservations.
 //!
-//! Every 100 ms it advances the worker's timer wheel (`wheel`, pure); for each entry that came
+//! Every 100 ms it advances the worker's timer wheel (`local::expiries`); for each entry that came
 //! due (a product and an expiry time: one per reserve call or restored order) it reads the
 //! pending-set members of that time and runs `expire.lua` on each, which skips the orders a
 //! payment or a failure settled first. It also hands over the webhooks the writer found
-//! applicable (`inbox`), and once a second sweeps the pending sets of the products it knows
+//! applicable (`Local::deferred`), and once a second sweeps the pending sets of the products it knows
 //! for entries overdue by more than a second, which only happens for reservations made by an
 //! instance that died. At start-up the wheel is re-armed from the pending sets in Redis.
-
-pub mod wheel;
 
 use crate::domain::{ExpireOutcome, ProductId, WebhookOutcome};
 use crate::lifecycle::expire::expire;
 use crate::lifecycle::load::ensure_loaded;
 use crate::lifecycle::webhook;
-use crate::reaper::wheel::Expiring;
+use crate::local::Local;
+use crate::local::wheel::Expiring;
 use crate::redis::cmd::{command, oldest_members};
 use crate::redis::pipeline::Pipeline;
 use crate::redis::reply::{as_int, as_string};
 use crate::redis::scan::{decode_scan, scan_cmd};
 use crate::redis::scripts::expire::member_orders;
 use crate::time::now_ms;
-use crate::worker::ctx::Worker;
 use redis_async::resp::RespValue;
 use std::rc::Rc;
 use std::time::Duration;
@@ -36,18 +34,18 @@ const SWEEP_BATCH: usize = 500;
 /// Expiries run concurrently in groups of this size: they share Redis round trips.
 const CONCURRENCY: usize = 256;
 
-pub async fn run(w: Rc<Worker>) {
+pub async fn run(w: Rc<Local>) {
     rearm(&w).await;
     let mut last_sweep = now_ms();
     let mut fired: Vec<Expiring> = Vec::new();
     loop {
         monoio::time::sleep(TICK).await;
         let now = now_ms();
-        w.advance_wheel(now, &mut fired);
+        w.expiries.advance(now, &mut fired);
         if !fired.is_empty() {
             expire_all(&w, std::mem::take(&mut fired), now).await;
         }
-        while let Some(d) = w.next_deferred() {
+        while let Ok(d) = w.deferred.try_recv() {
             let w2 = w.clone();
             monoio::spawn(async move {
                 match webhook::apply(&w2, &d.reference, d.success, d.payload).await {
@@ -64,18 +62,18 @@ pub async fn run(w: Rc<Worker>) {
             last_sweep = now;
             sweep(&w, now).await;
         }
-        let (sent, writes) = w.redis().pipeline_stats();
+        let (sent, writes) = w.redis.pipeline_stats();
         w.metrics().set_redis_pipeline(sent, writes);
-        w.metrics().set_redis_redirects(w.redis().redirects());
-        w.metrics().set_wheel_len(w.wheel_len());
-        w.metrics().set_open_connections(w.open_connections());
-        w.shared().rate_limits.housekeeping(Duration::from_secs(1));
+        w.metrics().set_redis_redirects(w.redis.redirects());
+        w.metrics().set_wheel_len(w.expiries.len());
+        w.metrics().set_open_connections(w.connections.count());
+        w.shared.rate_limits.housekeeping(Duration::from_secs(1));
     }
 }
 
 /// Runs the expiries of the entries that fired. Those that cannot run now (no room in the
 /// queue, Redis down, not due by Redis's clock) go back into the wheel.
-async fn expire_all(w: &Rc<Worker>, mut due: Vec<Expiring>, now: i64) {
+async fn expire_all(w: &Rc<Local>, mut due: Vec<Expiring>, now: i64) {
     // Several reserve calls can share an expiry millisecond: one look at it is enough.
     due.sort_by_key(|e| (e.product, e.due_ms));
     due.dedup();
@@ -88,11 +86,11 @@ async fn expire_all(w: &Rc<Worker>, mut due: Vec<Expiring>, now: i64) {
     for (e, (again, waited)) in results {
         no_room += waited;
         if let Some(t) = again {
-            w.rearm(t, e);
+            w.expiries.rearm(t, e);
         }
     }
-    // Expiries held up by a full queue make new orders wait (see `order_permit`).
-    w.set_expiry_backlog(no_room);
+    // Expiries held up by a full queue make new orders wait (see `local::queue`, headroom).
+    w.queue.set_expiry_backlog(no_room);
 }
 
 /// Runs `f` on every item, `CONCURRENCY` tasks at a time (their Redis calls share round
@@ -120,11 +118,11 @@ where
 /// Expires the reservations due at `e.due_ms`: the members of that score in the product's
 /// pending set. Returns when to look again (some were not due by Redis's clock, the queue had
 /// no room, or Redis did not answer) and how many orders waited for room in the queue.
-async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, usize) {
-    let keys = w.product_keys(e.product);
+async fn expire_entry(w: &Rc<Local>, e: Expiring, now: i64) -> (Option<i64>, usize) {
+    let keys = w.product_keys.product(e.product);
     let score = e.due_ms.to_string();
     let members = match w
-        .redis()
+        .redis
         .request(
             &keys.pending,
             command(&["ZRANGEBYSCORE", &keys.pending, &score, &score]),
@@ -140,7 +138,7 @@ async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, us
         // invalidated after a restart): then only a reload from PostgreSQL finds these orders,
         // and it re-arms them.
         return match w
-            .redis()
+            .redis
             .request(&keys.stock, command(&["EXISTS", &keys.stock]))
             .await
         {
@@ -173,13 +171,13 @@ async fn expire_entry(w: &Rc<Worker>, e: Expiring, now: i64) -> (Option<i64>, us
 
 /// Arms the wheel with the pending reservations of this worker's share of the products
 /// (product id modulo the number of workers), retrying until Redis answers.
-async fn rearm(w: &Worker) {
+async fn rearm(w: &Local) {
     loop {
         match scan_pending(w).await {
             Ok(n) => {
                 if n > 0 {
                     tracing::info!(
-                        worker = w.id(),
+                        worker = w.id,
                         reservations = n,
                         "timer wheel re-armed from Redis"
                     );
@@ -187,7 +185,7 @@ async fn rearm(w: &Worker) {
                 return;
             }
             Err(e) => {
-                tracing::debug!(worker = w.id(), error = %e, "re-arm waits for Redis");
+                tracing::debug!(worker = w.id, error = %e, "re-arm waits for Redis");
                 monoio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -195,19 +193,19 @@ async fn rearm(w: &Worker) {
 }
 
 /// Arms the wheel from the pending sets of every Redis server (each master of a cluster).
-async fn scan_pending(w: &Worker) -> Result<usize, String> {
-    if !w.redis().is_connected() {
+async fn scan_pending(w: &Local) -> Result<usize, String> {
+    if !w.redis.is_connected() {
         return Err("Redis is not connected yet".into());
     }
     let mut armed = 0;
-    for server in w.redis().servers() {
+    for server in w.redis.servers() {
         armed += scan_server(w, &server).await?;
     }
     Ok(armed)
 }
 
-async fn scan_server(w: &Worker, server: &Pipeline) -> Result<usize, String> {
-    let pattern = w.keys().scan_pattern("pending");
+async fn scan_server(w: &Local, server: &Pipeline) -> Result<usize, String> {
+    let pattern = w.keys.scan_pattern("pending");
     let workers = w.cfg().workers as i64;
     let mut cursor = "0".to_string();
     let mut armed = 0;
@@ -218,16 +216,16 @@ async fn scan_server(w: &Worker, server: &Pipeline) -> Result<usize, String> {
             .map_err(|e| e.to_string())?;
         let (next, keys) = decode_scan(v).map_err(|e| e.to_string())?;
         for k in keys {
-            let Some(pid) = w.keys().product_if(&k, "pending") else {
+            let Some(pid) = w.keys.product_if(&k, "pending") else {
                 continue;
             };
-            w.remember(pid);
-            if pid.get().rem_euclid(workers) != w.id() as i64 {
+            w.expiries.remember(pid);
+            if pid.get().rem_euclid(workers) != w.id as i64 {
                 continue;
             }
             let key = String::from_utf8_lossy(&k).into_owned();
             let entries = w
-                .redis()
+                .redis
                 .request(&key, command(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -242,7 +240,7 @@ async fn scan_server(w: &Worker, server: &Pipeline) -> Result<usize, String> {
 
 /// Inserts one wheel entry per distinct score of `[member, score, member, score, ...]`
 /// (sorted by score, as ZRANGE gives them); returns the number of members.
-fn arm_entries(w: &Worker, pid: ProductId, entries: RespValue) -> usize {
+fn arm_entries(w: &Local, pid: ProductId, entries: RespValue) -> usize {
     let RespValue::Array(items) = entries else {
         return 0;
     };
@@ -254,7 +252,7 @@ fn arm_entries(w: &Worker, pid: ProductId, entries: RespValue) -> usize {
             continue;
         };
         if last != Some(at) {
-            w.arm(pid, at);
+            w.expiries.arm(pid, at);
             last = Some(at);
         }
         n += 1;
@@ -263,12 +261,12 @@ fn arm_entries(w: &Worker, pid: ProductId, entries: RespValue) -> usize {
 }
 
 /// Expires reservations overdue by more than the grace: those no live wheel holds.
-async fn sweep(w: &Rc<Worker>, now: i64) {
-    for pid in w.known_products() {
-        let key = w.product_keys(pid).pending.clone();
+async fn sweep(w: &Rc<Local>, now: i64) {
+    for pid in w.expiries.known_products() {
+        let key = w.product_keys.product(pid).pending.clone();
         let max = (now - SWEEP_GRACE_MS).to_string();
         let Ok(v) = w
-            .redis()
+            .redis
             .request(&key, oldest_members(&key, &max, SWEEP_BATCH))
             .await
         else {
@@ -280,7 +278,7 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
             .filter_map(|m| as_string(m).ok())
             .collect();
         if !due.is_empty() {
-            tracing::debug!(worker = w.id(), product = %pid, overdue = due.len(), "sweep found overdue reservations");
+            tracing::debug!(worker = w.id, product = %pid, overdue = due.len(), "sweep found overdue reservations");
             expire_members(w, pid, due, now).await;
         }
     }
@@ -289,7 +287,7 @@ async fn sweep(w: &Rc<Worker>, now: i64) {
 /// The sweep's expiries. Those that cannot run now are not re-armed: the sweep finds them
 /// again on its next round, and re-arming them here would add a wheel entry every second for
 /// as long as the queue stays full.
-async fn expire_members(w: &Rc<Worker>, pid: ProductId, members: Vec<String>, now: i64) {
+async fn expire_members(w: &Rc<Local>, pid: ProductId, members: Vec<String>, now: i64) {
     in_groups(members, |member| {
         let w = w.clone();
         async move { expire(&w, pid, &member, now).await }

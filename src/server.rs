@@ -47,22 +47,37 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// How long a taken address is given to become free before `serve` refuses it: a process
+/// that just died (SIGKILL, a crash) leaves its io_uring listeners to the kernel's teardown
+/// of its rings, which takes a moment after the exit.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(3);
+
 /// Refuses an address another process listens on. The workers' listeners use SO_REUSEPORT,
 /// which would let a second server share the port with the first and the kernel split
-/// requests between two sales; a plain bind first finds such a listener.
+/// requests between two sales; a plain bind first finds such a listener. A listener still
+/// being torn down looks the same to bind (and it even completes TCP handshakes), so the
+/// address is tried again for [`PORT_RELEASE_WAIT`] before the answer is "taken".
 fn refuse_if_taken(addr: SocketAddr) -> anyhow::Result<()> {
     if addr.port() == 0 {
         return Ok(());
     }
-    match std::net::TcpListener::bind(addr) {
-        Ok(probe) => {
-            drop(probe);
-            Ok(())
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(probe) => {
+                drop(probe);
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if std::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "FLASHSALE_LISTEN={addr}: another process already listens on this address"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(e) => anyhow::bail!("cannot listen on FLASHSALE_LISTEN={addr}: {e}"),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
-            "FLASHSALE_LISTEN={addr}: another process already listens on this address"
-        ),
-        Err(e) => anyhow::bail!("cannot listen on FLASHSALE_LISTEN={addr}: {e}"),
     }
 }
 

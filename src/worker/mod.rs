@@ -23,6 +23,21 @@ pub fn driver_name() -> &'static str {
     }
 }
 
+/// Stops listening at once. On io_uring an accept still queued in the ring keeps the socket
+/// listening after its descriptor is closed, until the kernel tears the ring down, which it
+/// does only after the process exited: a server started right then would find the port taken.
+/// `shutdown` moves the socket out of the listening state now and completes the queued accept
+/// with an error, so the port is free when `serve` returns.
+fn release(listener: monoio::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor this listener owns and still holds open.
+    let r = unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "shutdown of the listener");
+    }
+    drop(listener);
+}
+
 /// Runs worker `id` on the current thread until `stop` fires and its connections are done.
 pub fn run(
     id: usize,
@@ -87,7 +102,7 @@ pub fn run(
                 _ = &mut stop => break,
             }
         }
-        drop(listener);
+        release(listener);
         w.connections.drain().start();
         let deadline = std::time::Instant::now() + grace;
         while w.connections.count() > 0 && std::time::Instant::now() < deadline {

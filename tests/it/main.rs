@@ -9,5 +9,6 @@ mod hostile;
 mod lifecycle;
 mod load;
 mod operator;
+mod process;
 mod purchase;
 mod writer;

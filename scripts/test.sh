@@ -16,6 +16,7 @@ echo "[test] cargo fmt --all -- --check" >&2
 cargo fmt --all -- --check
 echo "[test] cargo clippy --workspace --all-targets -- -D warnings" >&2
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features flashsale/failpoints -- -D warnings
 
 scripts/services.sh
 # redis-server is needed by the tests that kill and restart a Redis of their own.
@@ -43,7 +44,8 @@ trap stop_cluster EXIT
 CLUSTER_PORT=$cluster_port scripts/services.sh cluster start
 export TEST_REDIS_CLUSTER_URL="redis://127.0.0.1:$cluster_port,redis://127.0.0.1:$((cluster_port + 1)),redis://127.0.0.1:$((cluster_port + 2))"
 
-cargo test --workspace --all-targets
+# With failpoints (the `fail` crate): the panic-policy tests make threads panic on demand.
+cargo test --workspace --all-targets --features flashsale/failpoints
 scripts/contract.sh target/debug/flashsale
 scripts/loom.sh
 echo "[test] all tests passed" >&2

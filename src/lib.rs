@@ -71,6 +71,16 @@
 //!   `api/queue.rs`, and the signed tickets and admission tokens beside [`auth`]
 //!   (`admission.rs`), verified without Redis.
 
+/// A failpoint named `$name` (the `fail` crate, feature `failpoints`: the tests of the panic
+/// policy make threads panic on demand with `FAILPOINTS=name=panic`); nothing otherwise.
+#[macro_export]
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name);
+    };
+}
+
 pub mod handoff;
 pub mod sync;
 pub mod writer;
@@ -97,6 +107,8 @@ pub mod limits;
 pub mod local;
 #[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod panics;
 #[cfg(feature = "server")]
 pub mod reader;
 #[cfg(feature = "server")]

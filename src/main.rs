@@ -37,6 +37,9 @@ fn main() -> ExitCode {
     // clap prints usage and exits 0 for --help, 2 for misuse.
     let cli = Cli::parse();
     telemetry::init();
+    flashsale::panics::install_hook();
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cfg = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {

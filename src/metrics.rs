@@ -13,6 +13,7 @@ use crossbeam_utils::CachePadded;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -94,6 +95,27 @@ fn status_index(s: u16) -> usize {
         .iter()
         .position(|x| *x == s)
         .unwrap_or(STATUSES.len() - 1)
+}
+
+/// Where a panic happened (`place` label of `flashsale_panics_total`): a request's is
+/// contained to its connection, the others take the process down (see `panics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanicPlace {
+    Request,
+    Worker,
+    Writer,
+    Reader,
+}
+
+impl PanicPlace {
+    pub fn label(self) -> &'static str {
+        match self {
+            PanicPlace::Request => "request",
+            PanicPlace::Worker => "worker",
+            PanicPlace::Writer => "writer",
+            PanicPlace::Reader => "reader",
+        }
+    }
 }
 
 /// What became of a reservation request (`outcome` label).
@@ -300,6 +322,8 @@ impl Default for WriterMetrics {
 pub struct Metrics {
     workers: Arc<[CachePadded<WorkerMetrics>]>,
     pub writer: WriterMetrics,
+    /// Panics by place; rare by definition, so one shared family is cheap enough.
+    panics: Family<Vec<(&'static str, &'static str)>, Counter>,
     registry: Registry,
 }
 
@@ -355,11 +379,24 @@ impl Metrics {
             "1 when the writer's last PostgreSQL contact succeeded",
             writer.postgres_up.clone(),
         );
+        let panics = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+        registry.register(
+            "panics",
+            "Panics by place: a request's is contained to its connection, any other takes the process down",
+            panics.clone(),
+        );
         Metrics {
             workers: blocks,
             writer,
+            panics,
             registry,
         }
+    }
+
+    pub fn panicked(&self, place: PanicPlace) {
+        self.panics
+            .get_or_create(&vec![("place", place.label())])
+            .inc();
     }
 
     pub fn worker(&self, i: usize) -> &WorkerMetrics {

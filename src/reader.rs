@@ -16,6 +16,10 @@ use crate::db::{PgError, classify, late_payment};
 use crate::domain::{
     LatePayment, OrderFilter, OrderRecord, OrderState, ProductId, ProductSnapshot, ProductStats,
 };
+use crate::metrics::PanicPlace;
+use crate::panics;
+use crate::shared::Shared;
+use crate::sync::Arc;
 use crate::time::{from_system_time, rfc3339};
 use futures_channel::oneshot;
 use std::cell::RefCell;
@@ -97,25 +101,31 @@ impl ReaderTx {
 }
 
 /// Starts the reader thread; it stops once every [`ReaderTx`] is dropped.
-pub fn spawn(database_url: String) -> std::io::Result<(ReaderTx, std::thread::JoinHandle<()>)> {
+pub fn spawn(shared: Arc<Shared>) -> std::io::Result<(ReaderTx, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let database_url = shared.cfg.database_url.clone();
     let handle = std::thread::Builder::new()
         .name("pg-reader".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build the reader's runtime");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(database_url, rx));
+            panics::guard(&shared, PanicPlace::Reader, || serve(database_url, rx));
         })?;
     Ok((ReaderTx { tx }, handle))
+}
+
+/// The reader thread's body: its runtime and its loop.
+fn serve(database_url: String, rx: mpsc::Receiver<ReadMsg>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the reader's runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, run(database_url, rx));
 }
 
 async fn run(url: String, mut rx: mpsc::Receiver<ReadMsg>) {
@@ -125,6 +135,7 @@ async fn run(url: String, mut rx: mpsc::Receiver<ReadMsg>) {
         next: RefCell::new(0),
     });
     while let Some(msg) = rx.recv().await {
+        crate::failpoint!("reader_message");
         let pool = pool.clone();
         tokio::task::spawn_local(async move { answer(&pool, msg).await });
     }

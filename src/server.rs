@@ -17,7 +17,8 @@ use crate::handoff::handoff;
 use crate::limits::connections::ConnectionLimits;
 use crate::limits::rate::RateLimits;
 use crate::local::Links;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PanicPlace};
+use crate::panics;
 use crate::reader;
 use crate::redis::check;
 use crate::redis::cmd::command;
@@ -79,6 +80,19 @@ fn refuse_if_taken(addr: SocketAddr) -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("cannot listen on FLASHSALE_LISTEN={addr}: {e}"),
         }
     }
+}
+
+/// Waits until `t` has finished, or until `bound` (no bound: until it finishes); whether it
+/// finished.
+fn join_by<T>(t: &std::thread::JoinHandle<T>, bound: Option<std::time::Instant>) -> bool {
+    while !t.is_finished() {
+        match bound {
+            Some(b) if std::time::Instant::now() >= b => return false,
+            Some(_) => std::thread::sleep(Duration::from_millis(10)),
+            None => return true,
+        }
+    }
+    true
 }
 
 /// Applies migrations, retrying while PostgreSQL is starting (a fresh machine); returns the
@@ -194,6 +208,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         connections,
         database_id,
         rate_limits,
+        fatal: std::sync::OnceLock::new(),
         cfg,
     });
 
@@ -213,7 +228,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         .map(|_| crossbeam_channel::bounded(1024))
         .unzip();
     let writer = writer::spawn(shared.clone(), rx, inbox_tx)?;
-    let (reader_tx, reader) = reader::spawn(shared.cfg.database_url.clone())?;
+    let (reader_tx, reader) = reader::spawn(shared.clone())?;
     let links = |inbox| Links {
         handoff: tx.clone(),
         reader: reader_tx.clone(),
@@ -234,7 +249,8 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
             std::thread::Builder::new()
                 .name(format!("fs-worker-{id}"))
                 .spawn(move || {
-                    if let Err(e) = worker::run(id, shared, listener, links, stop_rx, ready) {
+                    let run = || worker::run(id, shared.clone(), listener, links, stop_rx, ready);
+                    if let Some(Err(e)) = panics::guard(&shared, PanicPlace::Worker, run) {
                         tracing::error!(worker = id, error = %e, "worker failed");
                     }
                 })?,
@@ -255,7 +271,15 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
 
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let sig = signals.forever().next();
-    tracing::info!(signal = ?sig, "shutting down: finishing in-flight requests, then flushing to PostgreSQL");
+    match shared.dying() {
+        Some(place) => tracing::error!(
+            thread = place.label(),
+            "shutting down after a thread died: finishing in-flight requests, then flushing what the writer can"
+        ),
+        None => {
+            tracing::info!(signal = ?sig, "shutting down: finishing in-flight requests, then flushing to PostgreSQL")
+        }
+    }
     shared.shutting_down.store(true, Ordering::SeqCst);
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
@@ -268,17 +292,33 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
     for s in stops {
         let _ = s.send(());
     }
+    // After a thread died, the shutdown is bounded: what the dead thread held (a place in the
+    // writer's queue, a connection) is never given back, so waiting for it could last forever.
+    let bound = shared
+        .dying()
+        .map(|_| std::time::Instant::now() + 2 * shared.cfg.shutdown_grace);
     for t in threads {
+        if !join_by(&t, bound) {
+            continue;
+        }
         if t.join().is_err() {
             tracing::error!("a worker thread panicked");
         }
     }
     closer.close();
-    let clean = writer.join().unwrap_or(false);
+    let clean = join_by(&writer, bound) && writer.join().unwrap_or(false);
     // The reader is not joined: it holds nothing that must be flushed, and a worker's sender
     // may outlive its runtime (monoio does not drop tasks parked on io_uring), so it may never
     // see its channel close. The process exit ends it.
     drop(reader);
+    if let Some(place) = shared.dying() {
+        tracing::error!(
+            thread = place.label(),
+            clean,
+            "exiting 70: a thread died of a panic; the Redis journal keeps what was not written"
+        );
+        return Ok(70);
+    }
     if clean {
         tracing::info!("shutdown complete: everything accepted is in PostgreSQL");
         Ok(0)

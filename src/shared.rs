@@ -7,7 +7,9 @@ use crate::handoff::Closer;
 use crate::limits::connections::ConnectionLimits;
 use crate::limits::rate::RateLimits;
 use crate::metrics::Metrics;
+use crate::metrics::PanicPlace;
 use crate::sync::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 pub struct Shared {
     pub cfg: Config,
@@ -26,6 +28,9 @@ pub struct Shared {
     pub connections: std::sync::Arc<ConnectionLimits>,
     /// Rate limits per client address and per buyer, across the workers.
     pub rate_limits: RateLimits,
+    /// Set when a thread died of a panic (`panics`): the process is going down and `/ready`
+    /// says so. Holds the first thread that died.
+    pub fatal: OnceLock<PanicPlace>,
 }
 
 impl Shared {
@@ -39,5 +44,25 @@ impl Shared {
 
     pub fn handoff_depth(&self) -> usize {
         self.closer.depth()
+    }
+
+    /// A thread died of a panic: counts it, marks the process fatal and asks the main thread
+    /// to shut down (a SIGTERM to ourselves, which its signal loop is waiting for).
+    pub fn fatal(&self, place: PanicPlace) {
+        self.metrics.panicked(place);
+        let first = self.fatal.set(place).is_ok();
+        tracing::error!(
+            thread = place.label(),
+            "a thread died of a panic: the process shuts down and exits 70 so that a supervisor restarts it"
+        );
+        if first && let Err(e) = signal_hook::low_level::raise(signal_hook::consts::SIGTERM) {
+            tracing::error!(error = %e, "cannot signal the main thread; exiting now");
+            std::process::exit(70);
+        }
+    }
+
+    /// The thread whose death is taking the process down, if any.
+    pub fn dying(&self) -> Option<PanicPlace> {
+        self.fatal.get().copied()
     }
 }

@@ -27,6 +27,7 @@ struct Body<'a> {
 
 pub async fn get(w: &Local, id: &str) -> Result<Response, ApiError> {
     let pid = ProductId::parse(id).ok_or(ApiError::ProductNotFound)?;
+    crate::failpoint!("product_get");
     match product(w, pid).await? {
         Some(p) => Ok(respond_with(200, &p)),
         None => Err(ApiError::ProductNotFound),

@@ -149,6 +149,7 @@ async fn flush(w: Rc<Local>, pid: ProductId) {
 
 /// One `reserve.lua` call for `batch`; every request gets its own reply.
 async fn call(w: Rc<Local>, pid: ProductId, batch: Vec<Queued>) {
+    crate::failpoint!("reserve_call");
     let keys = w.product_keys.product(pid);
     let script = {
         let reqs: Vec<ReserveRequest<'_>> = batch

@@ -6,6 +6,7 @@
 pub mod conn;
 
 use crate::local::{Links, Local};
+use crate::panics;
 use crate::reaper;
 use crate::redis::client::RedisClient;
 use crate::shared::Shared;
@@ -23,19 +24,22 @@ pub fn driver_name() -> &'static str {
     }
 }
 
-/// Stops listening at once. On io_uring an accept still queued in the ring keeps the socket
-/// listening after its descriptor is closed, until the kernel tears the ring down, which it
-/// does only after the process exited: a server started right then would find the port taken.
-/// `shutdown` moves the socket out of the listening state now and completes the queued accept
-/// with an error, so the port is free when `serve` returns.
-fn release(listener: monoio::net::TcpListener) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on a descriptor this listener owns and still holds open.
-    let r = unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
-    if r != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "shutdown of the listener");
+/// Stops listening when dropped, also while a panic unwinds the worker. On io_uring an accept
+/// still queued in the ring keeps the socket listening after its descriptor is closed, until
+/// the kernel tears the ring down, which it does only after the process exited: connections
+/// would queue on a listener nobody accepts on, and a server started right then would find
+/// the port taken. `shutdown` moves the socket out of the listening state now and completes
+/// the queued accept with an error.
+struct StopListening(std::os::fd::RawFd);
+
+impl Drop for StopListening {
+    fn drop(&mut self) {
+        // SAFETY: a plain syscall on a descriptor the listener declared before this guard
+        // owns; the guard drops first, so the descriptor is still open.
+        if unsafe { libc::shutdown(self.0, libc::SHUT_RDWR) } != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "shutdown of the listener");
+        }
     }
-    drop(listener);
 }
 
 /// Runs worker `id` on the current thread until `stop` fires and its connections are done.
@@ -70,6 +74,7 @@ pub fn run(
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
         let listener = monoio::net::TcpListener::from_std(listener)?;
+        let stop_listening = StopListening(std::os::fd::AsRawFd::as_raw_fd(&listener));
         let _ = ready.send(id);
         let mut stop = stop;
         let mut accept_errors_logged = false;
@@ -82,7 +87,9 @@ pub fn run(
                         match w.shared.connections.admit(peer.ip()) {
                             Ok(slot) => {
                                 let _ = stream.set_nodelay(true);
-                                monoio::spawn(conn::serve(w.clone(), stream, slot, peer.ip(), accepted));
+                                let serve = conn::serve(w.clone(), stream, slot, peer.ip(), accepted);
+                                let w = w.clone();
+                                monoio::spawn(async move { panics::contain(&w.shared, serve).await });
                             }
                             Err(over) => {
                                 w.metrics().connection_refused(over);
@@ -102,7 +109,8 @@ pub fn run(
                 _ = &mut stop => break,
             }
         }
-        release(listener);
+        drop(stop_listening);
+        drop(listener);
         w.connections.drain().start();
         let deadline = std::time::Instant::now() + grace;
         while w.connections.count() > 0 && std::time::Instant::now() < deadline {

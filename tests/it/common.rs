@@ -408,6 +408,12 @@ impl Server {
         }
     }
 
+    /// Waits for the process to exit on its own (within the deadline) and returns its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let c = self.child.as_mut().expect("running");
+        wait_until("the server to exit", || c.try_wait().unwrap())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }

@@ -65,3 +65,80 @@ fn a_port_held_by_a_live_server_is_still_refused() {
     assert!(err.contains("another process already listens"), "{err}");
     assert_eq!(first.client().get("/health").status, 200);
 }
+
+/// A panic while answering a request ends that connection only: the worker goes on serving
+/// every other connection, the panic is counted, and the process stays ready.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_panic_in_a_request_ends_only_its_connection() {
+    let env = Env::new();
+    let product = env.product(1_000, 100);
+    let s = Server::start_with(&env, &[("FAILPOINTS", "product_get=panic")]);
+    // Over many connections, so both workers meet the panic.
+    for i in 0..16 {
+        let mut c = s.client();
+        let r = c.try_raw(b"GET /api/products/1 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(
+            r.is_none(),
+            "connection {i}: the panicking request got {r:?}"
+        );
+    }
+    for i in 0..32 {
+        let mut c = s.client();
+        assert_eq!(c.get("/health").status, 200, "connection {i}");
+        assert_eq!(c.order(product, 1).status, 202, "connection {i}");
+        assert_eq!(c.get("/ready").status, 200, "connection {i}");
+    }
+    let metrics = String::from_utf8(s.client().get("/metrics").body).unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("flashsale_panics_total{place=\"request\"}"))
+        .unwrap_or_else(|| panic!("no panic counted:\n{metrics}"));
+    assert!(line.ends_with(" 16"), "{line}");
+    assert!(
+        s.logs().matches("panic").count() >= 16,
+        "each panic is logged"
+    );
+}
+
+/// A worker's own task (here a reservation's flush task, outside any connection) panics: the
+/// whole process goes down with exit 70, nothing is left listening, and what was accepted
+/// before is in PostgreSQL after the next start.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_dead_worker_thread_takes_the_process_down() {
+    let env = Env::new();
+    let product = env.product(1_000, 100);
+    let mut s = Server::start_with(&env, &[("FAILPOINTS", "reserve_call=panic")]);
+    let addr = s.addr;
+    let r = s.client().try_order(product, 1);
+    assert!(r.is_none(), "{r:?}");
+    let status = s.wait_exit();
+    assert_eq!(status.code(), Some(70), "{}", s.logs());
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "nothing listens once the process is gone"
+    );
+    let logs = s.logs();
+    assert!(logs.contains("a thread died of a panic"), "{logs}");
+    let s = Server::start(&env);
+    assert_eq!(s.client().order(product, 1).status, 202);
+    env.assert_conserved(product, 1_000);
+}
+
+/// The reader dies: `/ready` stops saying ready and the process exits 70 instead of living on
+/// with lookups that never answer.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_dead_reader_takes_the_process_down() {
+    let env = Env::new();
+    let mut s = Server::start_with(&env, &[("FAILPOINTS", "reader_message=panic")]);
+    let r = s
+        .client()
+        .try_raw(b"GET /api/orders/nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    if let Some(r) = r {
+        assert!(r.status >= 500, "{r:?}");
+    }
+    let status = s.wait_exit();
+    assert_eq!(status.code(), Some(70), "{}", s.logs());
+}

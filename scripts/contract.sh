@@ -44,7 +44,7 @@ fi
 "$VENV/bin/openapi-spec-validator" openapi.json >&2
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-ADMIN_TOKEN=contract-admin-token
+ADMIN_TOKEN=contract-admin-token-0123456789abcdef0123456789
 psql "$ROOT_URL/postgres" -qX -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
 export DATABASE_URL=$ROOT_URL/$DB
 export FLASHSALE_REDIS_PREFIX=contract$$

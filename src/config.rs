@@ -39,6 +39,15 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
 /// `FLASHSALE_MAX_CONNECTIONS_PER_IP`: enough for a proxy or a large NAT in front of many
 /// buyers, far below what one client would need to exhaust the descriptors.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+/// `FLASHSALE_IPV6_PREFIX`: IPv6 clients are counted by their /64, the block one subscriber
+/// (one home, one phone) usually holds; by /128 one such client would be 2^64 clients.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+/// `FLASHSALE_ADMIN_FAILURES_PER_MINUTE`: wrong admin tokens one address may send in a
+/// minute before it gets 429 for the rest of it; an operator mistyping is never near it, and
+/// guessing a 32-character token at 10 a minute would outlast the universe.
+pub const DEFAULT_ADMIN_FAILURES_PER_MINUTE: u64 = 10;
+/// The shortest admin token `serve` accepts: 32 characters (`openssl rand -hex 32` gives 64).
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 /// Descriptors kept out of `FLASHSALE_MAX_CONNECTIONS`'s default for what the server itself
 /// opens: listeners, Redis and PostgreSQL connections, io_uring instances, log files.
 pub const FD_RESERVE: usize = 256;
@@ -176,6 +185,24 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A connection URL that may hold a password: used as the `str` it is, printed by `Debug`
+/// with its password replaced (see [`redact`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Url(String);
+
+impl std::ops::Deref for Url {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact(&self.0))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// `FLASHSALE_LISTEN`: every worker binds its own socket here with SO_REUSEPORT.
@@ -183,7 +210,7 @@ pub struct Config {
     /// `FLASHSALE_WORKERS`: one monoio runtime per worker thread.
     pub workers: usize,
     /// `DATABASE_URL`.
-    pub database_url: String,
+    pub database_url: Url,
     /// `REDIS_URL`, parsed: the server, or in cluster mode the first seed node (whose user,
     /// password and database every node connection uses).
     pub redis: RedisTarget,
@@ -227,6 +254,11 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `FLASHSALE_ADMIN_TOKEN`: the bearer token of the admin API; `None` disables it.
     pub admin_token: Option<Secret>,
+    /// `FLASHSALE_ADMIN_FAILURES_PER_MINUTE`: wrong admin tokens per address and minute.
+    pub admin_failures_per_minute: u32,
+    /// `FLASHSALE_IPV6_PREFIX`: the bits of an IPv6 address that name one client for the
+    /// rate limits, the connection caps and the admin failures.
+    pub ipv6_prefix: u8,
 }
 
 /// A configuration error: names the variable and says what is wrong.
@@ -250,7 +282,7 @@ impl Config {
     /// Reads variables through `get`, so tests need not touch the process environment.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |k: &str| get(k).filter(|v| !v.is_empty());
-        let bad = |k: &str, v: &str, why: &str| ConfigError(format!("{k}={v:?}: {why}"));
+        let bad = |k: &str, v: &str, why: &str| ConfigError(format!("{k}={:?}: {why}", redact(v)));
 
         let listen_s = var("FLASHSALE_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen_s.parse::<SocketAddr>().map_err(|_| {
@@ -418,6 +450,33 @@ impl Config {
                 return Err(bad("FLASHSALE_BUYER_AUTH", other, "expected none or jwt"));
             }
         };
+        let admin_token = match var("FLASHSALE_ADMIN_TOKEN") {
+            None => None,
+            Some(t)
+                if t.chars().count() < MIN_ADMIN_TOKEN_LEN
+                    || t.chars().any(|c| !c.is_ascii_graphic()) =>
+            {
+                return Err(ConfigError(format!(
+                    "FLASHSALE_ADMIN_TOKEN: expected at least {MIN_ADMIN_TOKEN_LEN} visible ASCII \
+                     characters (a random one: `openssl rand -hex 32`); the value is not shown"
+                )));
+            }
+            Some(t) => Some(Secret(t)),
+        };
+        let admin_failures_per_minute = num(
+            &var,
+            "FLASHSALE_ADMIN_FAILURES_PER_MINUTE",
+            DEFAULT_ADMIN_FAILURES_PER_MINUTE,
+            1,
+            100_000,
+        )? as u32;
+        let ipv6_prefix = num(
+            &var,
+            "FLASHSALE_IPV6_PREFIX",
+            u64::from(DEFAULT_IPV6_PREFIX),
+            16,
+            128,
+        )? as u8;
         let rate_limit_ip = rate_limit(&var, "FLASHSALE_RATE_LIMIT_IP")?;
         let rate_limit_buyer = rate_limit(&var, "FLASHSALE_RATE_LIMIT_BUYER")?;
         let trusted_proxies = match var("FLASHSALE_TRUSTED_PROXIES") {
@@ -443,7 +502,7 @@ impl Config {
         Ok(Config {
             listen,
             workers,
-            database_url,
+            database_url: Url(database_url),
             redis,
             redis_cluster,
             redis_prefix,
@@ -463,7 +522,9 @@ impl Config {
             rate_limit_ip,
             rate_limit_buyer,
             trusted_proxies,
-            admin_token: var("FLASHSALE_ADMIN_TOKEN").map(Secret),
+            admin_token,
+            admin_failures_per_minute,
+            ipv6_prefix,
         })
     }
 
@@ -478,6 +539,43 @@ impl Config {
             )
         })
     }
+}
+
+/// `v` with the passwords of its URLs (`scheme://user:password@host`, `?password=`) replaced
+/// by `***`, so an error message never shows a secret. Anything else is kept as it is.
+pub fn redact(v: &str) -> String {
+    v.split(',')
+        .map(|url| {
+            let mut out = url.to_string();
+            if let Some(scheme_end) = out.find("://") {
+                let rest = scheme_end + 3;
+                let authority_end = out[rest..]
+                    .find(['/', '?', '#'])
+                    .map_or(out.len(), |i| rest + i);
+                if let Some(at) = out[rest..authority_end].rfind('@') {
+                    let at = rest + at;
+                    let userinfo = &out[rest..at];
+                    let redacted = match userinfo.split_once(':') {
+                        Some((user, _)) => format!("{user}:***"),
+                        // `redis://secret@host`: Redis takes a lone userinfo as the password.
+                        None if out.starts_with("redis") => "***".to_string(),
+                        None => userinfo.to_string(),
+                    };
+                    out.replace_range(rest..at, &redacted);
+                }
+            }
+            while let Some(i) = out.to_ascii_lowercase().find("password=") {
+                let start = i + "password=".len();
+                let end = out[start..].find('&').map_or(out.len(), |e| start + e);
+                if &out[start..end] == "***" {
+                    break;
+                }
+                out.replace_range(start..end, "***");
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `<key>` requests per second (0: off) and `<key>_BURST` (default: one second's worth).
@@ -512,6 +610,24 @@ fn num(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_in_errors_never_show_passwords() {
+        assert_eq!(
+            redact("redis://u:s3cret@h:1/0,redis://:pw@h2:2"),
+            "redis://u:***@h:1/0,redis://:***@h2:2"
+        );
+        assert_eq!(redact("redis://s3cret@h/0"), "redis://***@h/0");
+        assert_eq!(redact("postgres://app@h/db"), "postgres://app@h/db");
+        assert_eq!(
+            redact("postgres://app:pw@h/db?password=x&sslmode=y"),
+            "postgres://app:***@h/db?password=***&sslmode=y"
+        );
+        assert_eq!(redact("127.0.0.1:8080"), "127.0.0.1:8080");
+        let e = cfg(&[("REDIS_URL", "redis://u:s3cret@h:notaport/0")]).unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(e.to_string().contains("REDIS_URL"), "{e}");
+    }
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -526,7 +642,7 @@ mod tests {
     fn defaults_match_the_operator_table() {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(&*c.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(
             c.redis,
             RedisTarget::parse("redis://127.0.0.1:6379/0").unwrap()
@@ -603,11 +719,15 @@ mod tests {
     fn secret_is_not_printed() {
         let c = cfg(&[
             ("PAYMENT_WEBHOOK_SECRET", "hunter2"),
-            ("FLASHSALE_ADMIN_TOKEN", "adm1n"),
+            ("FLASHSALE_ADMIN_TOKEN", "adm1n-0123456789abcdef-0123456789"),
+            ("DATABASE_URL", "postgres://app:pgpass@h/db"),
+            ("REDIS_URL", "redis://u:rpass@h:6379/0"),
         ])
         .unwrap();
         let printed = format!("{c:?}");
-        assert!(!printed.contains("hunter2") && !printed.contains("adm1n"));
+        for secret in ["hunter2", "adm1n", "pgpass", "rpass"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
         assert_eq!(c.require_secret().unwrap().expose(), "hunter2");
     }
 

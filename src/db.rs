@@ -12,6 +12,9 @@ pub enum PgError {
     Transient(String),
     /// The data was refused (a constraint): retrying the same rows cannot help.
     Rejected(String),
+    /// A value of the request is not one PostgreSQL can take (SQLSTATE class 22, data
+    /// exception: a NUL in text, a number or a time out of range): the client's input.
+    Data(String),
     /// The COPY fast path met a row that exists already: write the batch with INSERT instead.
     Duplicate,
 }
@@ -21,6 +24,7 @@ impl std::fmt::Display for PgError {
         match self {
             PgError::Transient(e) => write!(f, "{e}"),
             PgError::Rejected(e) => write!(f, "rejected: {e}"),
+            PgError::Data(e) => write!(f, "data exception: {e}"),
             PgError::Duplicate => f.write_str("duplicate order reference in COPY"),
         }
     }
@@ -38,6 +42,8 @@ pub fn classify(e: tokio_postgres::Error) -> PgError {
                 .any(|c| code.starts_with(c))
             {
                 PgError::Transient(format!("{code}: {}", db.message()))
+            } else if code.starts_with("22") {
+                PgError::Data(format!("{code}: {}", db.message()))
             } else {
                 PgError::Rejected(format!("{code}: {}", db.message()))
             }

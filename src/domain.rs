@@ -377,6 +377,9 @@ pub enum Failure {
     Unavailable(Unavailable),
     /// A bug: a reply of the wrong shape. Logged where it was found.
     Internal,
+    /// PostgreSQL refused a value of the request as data (SQLSTATE class 22): the client's
+    /// input, not an outage.
+    BadInput,
 }
 
 /// What became of a reservation request that reached the lifecycle (it was valid HTTP).

@@ -231,7 +231,7 @@ pub struct WorkerMetrics {
     /// Connections closed at accept, by the cap they were over (`limits::connections::Over`).
     connections_refused: [AtomicU64; 2],
     /// Requests answered 429, by the limit (`limits::rate::LimitedBy`).
-    rate_limited: [AtomicU64; 2],
+    rate_limited: [AtomicU64; 3],
     expiries: AtomicU64,
     /// `reserve.lua` calls: reservation requests ÷ calls is the mean batch.
     reserve_calls: AtomicU64,
@@ -524,7 +524,7 @@ impl Collector for Sums {
                 None,
                 c.metric_type(),
             )?;
-            for (i, limit) in ["address", "buyer"].iter().enumerate() {
+            for (i, limit) in ["address", "buyer", "admin_failures"].iter().enumerate() {
                 let v = self.sum(|w| &w.rate_limited[i]);
                 ConstCounter::new(v).encode(m.encode_family(&[("limit", *limit)])?)?;
             }

@@ -43,6 +43,8 @@ pub enum ReadError {
     Busy,
     /// PostgreSQL could not answer in time.
     Unavailable,
+    /// PostgreSQL refused a value of the request as data (SQLSTATE class 22).
+    BadInput,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ReadError>>;
@@ -103,7 +105,7 @@ impl ReaderTx {
 /// Starts the reader thread; it stops once every [`ReaderTx`] is dropped.
 pub fn spawn(shared: Arc<Shared>) -> std::io::Result<(ReaderTx, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let database_url = shared.cfg.database_url.clone();
+    let database_url = shared.cfg.database_url.to_string();
     let handle = std::thread::Builder::new()
         .name("pg-reader".into())
         .spawn(move || {
@@ -227,6 +229,10 @@ impl Pool {
         };
         match tokio::time::timeout(READ_TIMEOUT, work).await {
             Ok(Ok(v)) => Ok(v),
+            Ok(Err(PgError::Data(why))) => {
+                tracing::info!(error = %why, "PostgreSQL refused a value of a request");
+                Err(ReadError::BadInput)
+            }
             Ok(Err(e)) => {
                 if matches!(e, PgError::Transient(_)) {
                     slot.borrow_mut().take();

@@ -14,6 +14,7 @@ use crate::auth::Verifier;
 use crate::commands;
 use crate::config::{BuyerAuth, Config, FD_RESERVE};
 use crate::handoff::handoff;
+use crate::limits::admin::AdminFailures;
 use crate::limits::connections::ConnectionLimits;
 use crate::limits::rate::RateLimits;
 use crate::local::Links;
@@ -187,14 +188,15 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
     let max_connections = cfg
         .max_connections
         .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1));
-    let connections = ConnectionLimits::new(max_connections, cfg.max_connections_per_ip);
+    let connections =
+        ConnectionLimits::new(max_connections, cfg.max_connections_per_ip, cfg.ipv6_prefix);
     let verifier = match &cfg.buyer_auth {
         BuyerAuth::None => None,
         BuyerAuth::Jwt(jwt) => Some(Arc::new(
             Verifier::from_config(jwt).map_err(anyhow::Error::msg)?,
         )),
     };
-    let rate_limits = RateLimits::new(cfg.rate_limit_ip, cfg.rate_limit_buyer);
+    let rate_limits = RateLimits::new(cfg.rate_limit_ip, cfg.rate_limit_buyer, cfg.ipv6_prefix);
 
     let workers = cfg.workers;
     let (tx, rx) = handoff::<WriterMsg>(cfg.queue_capacity);
@@ -208,6 +210,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         connections,
         database_id,
         rate_limits,
+        admin_failures: AdminFailures::new(cfg.admin_failures_per_minute, cfg.ipv6_prefix),
         fatal: std::sync::OnceLock::new(),
         cfg,
     });

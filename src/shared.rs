@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::handoff::Closer;
+use crate::limits::admin::AdminFailures;
 use crate::limits::connections::ConnectionLimits;
 use crate::limits::rate::RateLimits;
 use crate::metrics::Metrics;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub connections: std::sync::Arc<ConnectionLimits>,
     /// Rate limits per client address and per buyer, across the workers.
     pub rate_limits: RateLimits,
+    /// Wrong admin tokens per client address, across the workers.
+    pub admin_failures: AdminFailures,
     /// Set when a thread died of a panic (`panics`): the process is going down and `/ready`
     /// says so. Holds the first thread that died.
     pub fatal: OnceLock<PanicPlace>,

@@ -321,6 +321,14 @@ pub fn parse_filter(query: &str) -> Result<OrderFilter, ApiError> {
         e.entry("user_id")
             .or_default()
             .push("The user id must be between 1 and 64 characters.".into());
+    } else if user
+        .as_ref()
+        .is_some_and(|u| u.chars().any(char::is_control))
+    {
+        // As for orders: no order can have such a buyer (PostgreSQL cannot even compare a NUL).
+        e.entry("user_id")
+            .or_default()
+            .push("The user id must not contain control characters.".into());
     }
     let limit = match limit {
         None => DEFAULT_PAGE,
@@ -431,6 +439,10 @@ pub async fn refund(w: &Local, reference: &str) -> Result<Response, ApiError> {
         return Err(ApiError::NotFound);
     }
     let reference = percent_decode(reference).map_err(|_| ApiError::NotFound)?;
+    if reference.chars().any(char::is_control) {
+        // No order has such a reference (PostgreSQL cannot even compare a NUL).
+        return Err(ApiError::LatePaymentNotFound);
+    }
     match admin::refund(w, &reference).await? {
         AdminOutcome::Done(l) => Ok(Response::json(200, &late_payment_body(&l))),
         _ => Err(ApiError::LatePaymentNotFound),

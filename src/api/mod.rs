@@ -158,8 +158,17 @@ async fn call(
         client_address(peer, &req.forwarded_for, trusted)
     };
     if endpoint.is_admin() {
+        let now = std::time::Instant::now();
+        let failures = &w.shared.admin_failures;
+        if let Err(secs) = failures.check(client, now) {
+            w.metrics().rate_limited(LimitedBy::AdminFailures);
+            return Err(ApiError::RateLimited(secs));
+        }
         let token = w.cfg().admin_token.as_ref().map_or("", |t| t.expose());
         if !admin::authorized(token, req.authorization) {
+            if failures.failed(client, now) {
+                tracing::warn!(%client, "too many wrong admin tokens from this address: 429 for the rest of the minute");
+            }
             return Err(ApiError::Unauthorized(Rejected::Invalid));
         }
     } else if !endpoint.is_operations()

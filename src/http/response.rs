@@ -327,6 +327,9 @@ impl From<Failure> for ApiError {
         match f {
             Failure::Unavailable(u) => ApiError::Unavailable(u),
             Failure::Internal => ApiError::Internal,
+            Failure::BadInput => {
+                ApiError::BadRequest("A value in the request is not one the database can take")
+            }
         }
     }
 }

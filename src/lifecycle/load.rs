@@ -104,10 +104,11 @@ pub async fn find_order(w: &Local, reference: &str) -> Result<Option<OrderRecord
 }
 
 pub fn read_failure(e: ReadError) -> Failure {
-    Failure::Unavailable(match e {
-        ReadError::Busy => Unavailable::ReadQueueFull,
-        ReadError::Unavailable => Unavailable::Database,
-    })
+    match e {
+        ReadError::Busy => Failure::Unavailable(Unavailable::ReadQueueFull),
+        ReadError::Unavailable => Failure::Unavailable(Unavailable::Database),
+        ReadError::BadInput => Failure::BadInput,
+    }
 }
 
 /// A product with its live reservable stock, loading it first if Redis does not have it;

@@ -4,7 +4,22 @@
 //! first untrusted one were written by our proxies and the rest by whoever the client is).
 
 use ipnet::IpNet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The key that limits count a client address under: an IPv4 address as it is (an
+/// IPv4-mapped IPv6 one as IPv4), an IPv6 address cut to its first `v6_prefix` bits
+/// (`FLASHSALE_IPV6_PREFIX`, default 64): one IPv6 subscriber usually holds a whole /64, so
+/// keyed by /128 it would be 2^64 clients to every limit.
+pub fn address_key(addr: IpAddr, v6_prefix: u8) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V4(a) => IpAddr::V4(a),
+        IpAddr::V6(a) => {
+            let bits = u32::from(v6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+        }
+    }
+}
 
 /// The client address of a request from `peer` carrying the `X-Forwarded-For` header values
 /// `forwarded` (in the order received).
@@ -48,6 +63,22 @@ fn parse_hop(item: &[u8]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_prefix() {
+        let k = |a: &str, p| address_key(a.parse().unwrap(), p).to_string();
+        assert_eq!(k("2001:db8:1:2:aaaa::1", 64), "2001:db8:1:2::");
+        assert_eq!(k("2001:db8:1:2:ffff::9", 64), "2001:db8:1:2::");
+        assert_eq!(k("2001:db8:1:3::1", 64), "2001:db8:1:3::");
+        assert_eq!(k("2001:db8:1:2:aaaa::1", 48), "2001:db8:1::");
+        assert_eq!(k("2001:db8:1:2:aaaa::1", 128), "2001:db8:1:2:aaaa::1");
+        assert_eq!(
+            k("::ffff:10.0.0.1", 64),
+            "10.0.0.1",
+            "IPv4-mapped stays IPv4"
+        );
+        assert_eq!(k("10.0.0.1", 64), "10.0.0.1");
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -7,6 +7,7 @@
 //! lock, and an address with no connection left is removed: the map holds at most as many
 //! entries as there are open connections.
 
+use crate::limits::client::address_key;
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -29,15 +30,18 @@ pub enum Over {
 pub struct ConnectionLimits {
     max_total: usize,
     max_per_address: usize,
+    /// IPv6 addresses count under their first this many bits (`limits::client::address_key`).
+    v6_prefix: u8,
     total: AtomicUsize,
     per_address: Vec<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl ConnectionLimits {
-    pub fn new(max_total: usize, max_per_address: usize) -> Arc<ConnectionLimits> {
+    pub fn new(max_total: usize, max_per_address: usize, v6_prefix: u8) -> Arc<ConnectionLimits> {
         Arc::new(ConnectionLimits {
             max_total,
             max_per_address,
+            v6_prefix,
             total: AtomicUsize::new(0),
             per_address: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
         })
@@ -46,7 +50,7 @@ impl ConnectionLimits {
     /// Admits a connection from `addr`, or says which cap it is over. The slot gives the
     /// place back when dropped.
     pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Result<Slot, Over> {
-        let addr = addr.to_canonical();
+        let addr = address_key(addr, self.v6_prefix);
         if self
             .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -122,7 +126,7 @@ mod tests {
 
     #[test]
     fn caps_hold_and_places_come_back() {
-        let l = ConnectionLimits::new(3, 2);
+        let l = ConnectionLimits::new(3, 2, 64);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let a1 = l.admit(a).unwrap();
@@ -145,7 +149,7 @@ mod tests {
 
     #[test]
     fn addresses_without_connections_are_forgotten() {
-        let l = ConnectionLimits::new(100_000, 10);
+        let l = ConnectionLimits::new(100_000, 10, 64);
         for i in 0..10_000u32 {
             let s = l.admit(IpAddr::from(i.to_be_bytes())).unwrap();
             drop(s);

@@ -11,6 +11,7 @@
 //! many addresses or buyers appear over a sale.
 
 use crate::config::RateLimit;
+use crate::limits::client::address_key;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use std::hash::Hash;
@@ -59,6 +60,8 @@ impl<K: Hash + Eq + Clone> Limit<K> {
 pub struct RateLimits {
     ip: Option<Limit<IpAddr>>,
     buyer: Option<Limit<String>>,
+    /// IPv6 addresses count under their first this many bits (`limits::client::address_key`).
+    v6_prefix: u8,
     /// Milliseconds since `started` of the last housekeeping.
     tidied_ms: AtomicU64,
     started: Instant,
@@ -69,11 +72,14 @@ pub struct RateLimits {
 pub enum LimitedBy {
     Address,
     Buyer,
+    /// Too many wrong admin tokens from one address (`limits::admin`).
+    AdminFailures,
 }
 
 impl RateLimits {
-    pub fn new(ip: Option<RateLimit>, buyer: Option<RateLimit>) -> RateLimits {
+    pub fn new(ip: Option<RateLimit>, buyer: Option<RateLimit>, v6_prefix: u8) -> RateLimits {
         RateLimits {
+            v6_prefix,
             ip: ip.map(Limit::new),
             buyer: buyer.map(Limit::new),
             tidied_ms: AtomicU64::new(0),
@@ -88,7 +94,7 @@ impl RateLimits {
     /// One request from `addr`: `Err(seconds to wait)` when over its limit.
     pub fn address(&self, addr: IpAddr) -> Result<(), u32> {
         let Some(l) = &self.ip else { return Ok(()) };
-        let r = l.check(&addr.to_canonical());
+        let r = l.check(&address_key(addr, self.v6_prefix));
         if l.limiter.len() > MAX_KEYS {
             self.housekeeping(Duration::from_millis(100));
         }
@@ -147,6 +153,7 @@ mod tests {
                 burst: 3,
             }),
             None,
+            64,
         );
         let a: IpAddr = "10.1.1.1".parse().unwrap();
         let b: IpAddr = "10.1.1.2".parse().unwrap();
@@ -157,6 +164,17 @@ mod tests {
         assert!((1..=2).contains(&wait), "retry after {wait}");
         assert_eq!(l.address(b), Ok(()), "another address has its own bucket");
         assert_eq!(l.buyer("anyone"), Ok(()), "no buyer limit configured");
+        // One /64 is one client: its addresses share a bucket.
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        for i in 0..3 {
+            assert_eq!(l.address(v6(&format!("2001:db8::{i}"))), Ok(()));
+        }
+        assert!(l.address(v6("2001:db8::ffff:1")).is_err());
+        assert_eq!(
+            l.address(v6("2001:db8:0:1::1")),
+            Ok(()),
+            "the next /64 is another"
+        );
     }
 
     #[test]
@@ -167,6 +185,7 @@ mod tests {
                 per_second: 1_000_000,
                 burst: 1,
             }),
+            64,
         );
         for i in 0..10_000 {
             assert!(l.buyer(&format!("buyer-{i}")).is_ok());

@@ -353,7 +353,7 @@ impl Writer {
                 Err(PgError::Duplicate) => {
                     copy = false;
                 }
-                Err(PgError::Rejected(why)) => {
+                Err(PgError::Rejected(why) | PgError::Data(why)) => {
                     if orders.len() + side.len() > 1 {
                         // Find the offending rows: write each on its own.
                         let mut all = true;

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary against real PostgreSQL and Redis. One test binary,
 //! one module per area of the API.
 
+mod audit;
 mod auth;
 mod chaos;
 mod cluster;

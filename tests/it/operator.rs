@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const ADMIN: &str = "admin-test-token";
+const ADMIN: &str = "admin-test-token-0123456789abcdef-0123456789";
 
 fn admin_server(env: &Env, extra: &[(&str, &str)]) -> Server {
     let mut vars = vec![("FLASHSALE_ADMIN_TOKEN", ADMIN)];

@@ -483,3 +483,64 @@ fn serve_refuses_jwt_mode_without_keys_or_with_a_bad_key_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `n - s` for a big-endian 32-byte `s` and P-256's order `n`: the other valid signature.
+fn twin_s(s: &[u8]) -> Vec<u8> {
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
+    let mut out = vec![0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut d = i16::from(N[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        out[i] = d as u8;
+    }
+    out
+}
+
+/// ECDSA signatures are malleable: `(r, n - s)` verifies too. Only the low-S form is taken,
+/// so one token has one text; and an `exp` at the end of u64 neither wraps nor panics.
+#[test]
+fn high_s_es256_signatures_are_refused_and_a_huge_exp_does_not_wrap() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let env = Env::new();
+    let pid = env.product(100, 100);
+    let srv = jwt_server(&env, &[]);
+    let mut c = srv.client();
+    let body = json!({"product_id": pid, "qty": 1});
+    let mut checked = 0;
+    // Half of all signatures come out high-S from the signer; make both forms of several.
+    for i in 0..8 {
+        let t = token(
+            Algorithm::ES256,
+            Some("ec-1"),
+            &claims(&format!("ec-buyer-{i}")),
+        );
+        let (head, sig) = t.rsplit_once('.').unwrap();
+        let raw = b64.decode(sig).unwrap();
+        let mut twin = raw[..32].to_vec();
+        twin.extend(twin_s(&raw[32..]));
+        let twin = format!("{head}.{}", b64.encode(&twin));
+        // Exactly one of the two is low-S: that one is taken, the other refused.
+        let (low, high) = if raw[32] < 0x80 { (t, twin) } else { (twin, t) };
+        assert_unauthorized(&order_as(&mut c, Some(&high), &body, None), "high-S twin");
+        assert_eq!(order_as(&mut c, Some(&low), &body, None).status, 202);
+        checked += 1;
+    }
+    assert_eq!(checked, 8);
+    let forever = json!({"sub": "forever", "exp": u64::MAX, "iss": ISSUER, "aud": AUDIENCE});
+    let t = token(Algorithm::HS256, None, &forever);
+    for _ in 0..3 {
+        let r = order_as(&mut c, Some(&t), &body, None);
+        assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(c.get("/health").status, 200);
+    env.assert_conserved(pid, 100);
+}

@@ -8,6 +8,10 @@
 
 use std::fmt;
 
+/// The most units a product's stock may hold (at creation, and after any restock): every
+/// count stays far below 2^53, where Lua's numbers (doubles) would start losing units.
+pub const MAX_STOCK: i64 = 1_000_000_000_000;
+
 /// A product id: a positive 64-bit integer, as in `products.id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProductId(i64);
@@ -273,6 +277,10 @@ pub enum AdminOutcome<T> {
     InvalidWindow,
     /// A negative restock asked for more units than are reservable.
     Insufficient {
+        reservable: i64,
+    },
+    /// A positive restock would take the stock past [`MAX_STOCK`].
+    OverCap {
         reservable: i64,
     },
 }

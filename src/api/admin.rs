@@ -7,7 +7,9 @@
 use crate::api::json;
 use crate::api::order_status::body as order_body;
 use crate::api::products::respond_with;
-use crate::domain::{AdminOutcome, LatePayment, NewProduct, OrderFilter, ProductId, ProductPatch};
+use crate::domain::{
+    AdminOutcome, LatePayment, MAX_STOCK, NewProduct, OrderFilter, ProductId, ProductPatch,
+};
 use crate::http::request::Request;
 use crate::http::response::{ApiError, FieldErrors, Response};
 use crate::lifecycle::admin;
@@ -21,7 +23,6 @@ use subtle::ConstantTimeEq;
 /// Bounds of the sold attributes (the `products` CHECK constraints, and what Redis's Lua
 /// computes exactly: price × qty stays below 2^53).
 const MAX_PRICE_CENTS: i64 = 10_000_000_000;
-const MAX_STOCK: i64 = 1_000_000_000_000;
 const MAX_PER_ORDER: i64 = 100_000;
 const MAX_PER_USER: i64 = 1_000_000_000;
 const MAX_NAME_CHARS: usize = 255;
@@ -189,6 +190,13 @@ fn product_answer(status: u16, o: AdminOutcome<ProductView>) -> Result<Response,
             Err(ApiError::Validation(e))
         }
         AdminOutcome::Insufficient { .. } => Err(ApiError::InsufficientStock),
+        AdminOutcome::OverCap { reservable } => Err(ApiError::field(
+            "delta",
+            format!(
+                "The stock would pass {MAX_STOCK} units: at most {} can be added now.",
+                MAX_STOCK.saturating_sub(reservable).max(0)
+            ),
+        )),
     }
 }
 

@@ -107,6 +107,9 @@ pub async fn restock(
             RestockReply::Insufficient { reservable } => {
                 return Ok(AdminOutcome::Insufficient { reservable });
             }
+            RestockReply::OverCap { reservable } => {
+                return Ok(AdminOutcome::OverCap { reservable });
+            }
             RestockReply::Done { .. } => {
                 commit(p, |done| WriterMsg::Restock {
                     product: pid,

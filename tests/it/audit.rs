@@ -142,3 +142,35 @@ fn nul_bytes_in_input_are_refused_as_input() {
     assert_eq!(c.get("/ready").status, 200);
     env.assert_conserved(product, 100);
 }
+
+/// A restock cannot take the stock past what a product may be created with (10^12): every
+/// count stays far below 2^53, where Redis's Lua numbers would start losing units.
+#[test]
+fn restocks_cannot_pass_the_create_cap() {
+    let env = Env::new();
+    let s = admin_server(&env, &[]);
+    let mut c = s.client();
+    let r = admin(
+        &mut c,
+        "POST",
+        "/admin/products",
+        Some(&json!({"name": "big", "price_cents": 1, "stock": 999_999_999_990i64})),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.json()["id"].as_i64().unwrap();
+    let path = format!("/admin/products/{id}/stock");
+    let r = admin(&mut c, "POST", &path, Some(&json!({"delta": 11})));
+    assert_eq!(r.status, 422, "{r:?}");
+    assert!(r.json()["errors"]["delta"].is_array());
+    // Nothing changed, and the last units up to the cap can still be added.
+    assert_eq!(env.pg_stock(id), 999_999_999_990);
+    let r = admin(&mut c, "POST", &path, Some(&json!({"delta": 10})));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["stock"], 1_000_000_000_000i64);
+    wait_until("the restock in PostgreSQL", || {
+        (env.pg_stock(id) == 1_000_000_000_000).then_some(())
+    });
+    let r = admin(&mut c, "POST", &path, Some(&json!({"delta": 1})));
+    assert_eq!(r.status, 422, "{r:?}");
+    env.assert_conserved(id, 1_000_000_000_000);
+}

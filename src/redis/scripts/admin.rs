@@ -1,7 +1,7 @@
 //! `lua/restock.lua` (a journaled change of reservable stock) and `lua/sync.lua` (a product's
 //! sold attributes copied from PostgreSQL): what the admin API and the attribute sync change.
 
-use crate::domain::{ProductAttrs, ProductId};
+use crate::domain::{MAX_STOCK, ProductAttrs, ProductId};
 use crate::redis::keys::Keys;
 use crate::redis::reply::{ReplyError, array, as_int, as_string};
 use crate::redis::scripts::load::opt_ms;
@@ -11,7 +11,11 @@ use redis_async::resp::RespValue;
 pub fn restock_call(keys: &Keys, pid: ProductId, op_id: &str, delta: i64) -> ScriptCall {
     let pk = keys.product_keys(pid);
     let mut c = ScriptCall::new(ScriptId::Restock);
-    c.key(&pk.stock).key(&pk.journal).arg(op_id).int(delta);
+    c.key(&pk.stock)
+        .key(&pk.journal)
+        .arg(op_id)
+        .int(delta)
+        .int(MAX_STOCK);
     c
 }
 
@@ -21,6 +25,10 @@ pub enum RestockReply {
     NotLoaded,
     /// Fewer reservable units than the negative delta asked for; nothing changed.
     Insufficient {
+        reservable: i64,
+    },
+    /// The reservable stock would pass [`MAX_STOCK`]; nothing changed.
+    OverCap {
         reservable: i64,
     },
     /// Applied; the reservable stock after it.
@@ -45,6 +53,9 @@ pub fn decode_restock(v: RespValue) -> Result<RestockReply, ReplyError> {
     match code {
         NOT_LOADED => Ok(RestockReply::NotLoaded),
         2 => Ok(RestockReply::Insufficient {
+            reservable: stock()?,
+        }),
+        3 => Ok(RestockReply::OverCap {
             reservable: stock()?,
         }),
         0 => Ok(RestockReply::Done {
@@ -161,6 +172,10 @@ mod tests {
         assert_eq!(
             decode_restock(a(vec![2, 3])).unwrap(),
             RestockReply::Insufficient { reservable: 3 }
+        );
+        assert_eq!(
+            decode_restock(a(vec![3, 5])).unwrap(),
+            RestockReply::OverCap { reservable: 5 }
         );
         assert_eq!(
             decode_restock(a(vec![0, 9])).unwrap(),

@@ -124,4 +124,6 @@ pub mod telemetry;
 #[cfg(feature = "server")]
 pub mod time;
 #[cfg(feature = "server")]
+pub mod waiting_room;
+#[cfg(feature = "server")]
 pub mod worker;

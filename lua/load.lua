@@ -6,7 +6,7 @@
 -- ARGV[5] created_at  ARGV[6] updated_at (RFC 3339)  ARGV[7] reservable stock per PostgreSQL
 -- ARGV[8] the order-record key prefix of this product (`<pfx>:{p:P}:order:`)
 -- ARGV[9] sale start, ARGV[10] sale end (Unix ms, '' for none), ARGV[11] the revision of the
--- sold attributes (`products.attrs_changed_at` in ms; see sync.lua)
+-- sold attributes (`products.attrs_rev`; see sync.lua)
 -- ARGV[12] number of pending orders p, then 6 values each:
 --   reference, user ('' none), qty, amount, expires (ms), created (ms)
 -- then the number of buyers u, then 2 values each: user id, units pending or paid;

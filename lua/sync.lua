@@ -2,7 +2,8 @@
 -- change, or a change made with SQL), if the product is loaded and the copy is older.
 --
 -- KEYS[1] stock  KEYS[2] product
--- ARGV[1] revision (`products.attrs_changed_at` in ms)  ARGV[2] name  ARGV[3] price_cents
+-- ARGV[1] revision (`products.attrs_rev`: per product strictly increasing in commit order,
+-- never shared by two changes)  ARGV[2] name  ARGV[3] price_cents
 -- ARGV[4] max_per_order  ARGV[5] per_user_limit ('' none)  ARGV[6] sale start (ms, '' none)
 -- ARGV[7] sale end (ms, '' none)  ARGV[8] updated_at (RFC 3339)
 --

@@ -206,8 +206,8 @@ pub struct ProductSnapshot {
     /// The sale window (Unix ms; `None`: open since ever, or never ending).
     pub sale_starts_at_ms: Option<i64>,
     pub sale_ends_at_ms: Option<i64>,
-    /// `products.attrs_changed_at` in Unix ms: which revision of the sold attributes this is.
-    pub attrs_rev_ms: i64,
+    /// `products.attrs_rev`: which revision of the sold attributes this is.
+    pub attrs_rev: i64,
     /// Op ids of the restocks `products.stock` includes (those still journaled in Redis and
     /// not among them are added by `load.lua`).
     pub applied_restocks: Vec<String>,
@@ -224,8 +224,10 @@ pub struct ProductAttrs {
     pub per_user_limit: Option<i32>,
     pub sale_starts_at_ms: Option<i64>,
     pub sale_ends_at_ms: Option<i64>,
-    /// `products.attrs_changed_at` in Unix ms.
-    pub rev_ms: i64,
+    /// `products.attrs_rev`: strictly increasing per product, in commit order.
+    pub rev: i64,
+    /// `products.attrs_changed_at` in Unix ms: where the sync loop's next look starts.
+    pub changed_at_ms: i64,
     /// `products.updated_at`, RFC 3339.
     pub updated_at: String,
 }
@@ -565,7 +567,7 @@ mod tests {
             user_units: vec![],
             sale_starts_at_ms: None,
             sale_ends_at_ms: None,
-            attrs_rev_ms: 0,
+            attrs_rev: 0,
             applied_restocks: vec![],
         };
         assert_eq!(s.reservable(), 3);

@@ -254,7 +254,7 @@ const PRODUCT_EXISTS: &str = "SELECT 1 FROM products WHERE id = $1";
 /// the connection to itself, while concurrent reads share it).
 const SNAPSHOT: &str = "
 SELECT p.name, p.price_cents, p.stock, p.max_per_order, p.per_user_limit, p.created_at, p.updated_at,
-       p.sale_starts_at, p.sale_ends_at, p.attrs_changed_at,
+       p.sale_starts_at, p.sale_ends_at, p.attrs_rev,
        o.refs, o.users, o.qtys, o.amounts, o.expires, o.created, u.users, u.units,
        (SELECT array_agg(op_id) FROM stock_ops WHERE product_id = p.id)
 FROM products p
@@ -384,7 +384,7 @@ impl Conn {
             user_units: unit_users.into_iter().zip(units).collect(),
             sale_starts_at_ms: row.get::<_, Option<SystemTime>>(7).map(from_system_time),
             sale_ends_at_ms: row.get::<_, Option<SystemTime>>(8).map(from_system_time),
-            attrs_rev_ms: from_system_time(row.get(9)),
+            attrs_rev: row.get(9),
             applied_restocks: row.get::<_, Option<_>>(18).unwrap_or_default(),
         }))
     }

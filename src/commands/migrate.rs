@@ -23,6 +23,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_sale_windows_and_admin",
         include_str!("../../migrations/0005_sale_windows_and_admin.sql"),
     ),
+    (
+        "0006_revisions_and_ranges",
+        include_str!("../../migrations/0006_revisions_and_ranges.sql"),
+    ),
 ];
 
 /// This database's identity (migration 0004), which the server records in Redis.

@@ -18,7 +18,8 @@ use crate::local::Local;
 use crate::local::queue::commit;
 use crate::reader::ReadMsg;
 use crate::redis::scripts::admin::{
-    RestockReply, SyncReply, decode_restock, decode_sync, restock_call, sync_call,
+    CloseReply, RestockReply, SyncReply, close_call, decode_close, decode_restock, decode_sync,
+    restock_call, sync_call,
 };
 use crate::redis::scripts::load::invalidate_call;
 use crate::redis::scripts::product::ProductView;
@@ -40,8 +41,29 @@ pub async fn patch(
 
 /// Ends a product's sale now: reservations get 409 `sale_ended`; pending orders can still be
 /// paid until they expire, and the units they release are not sold again.
+///
+/// Redis closes first (`close.lua`, by its clock, which also decides every reservation), then
+/// PostgreSQL stores that same end: no order can be created after the stored end.
 pub async fn close(w: &Local, pid: ProductId) -> Result<AdminOutcome<ProductView>, Failure> {
-    change(w, AdminOp::Close(pid)).await
+    for _ in 0..2 {
+        let v = w
+            .redis
+            .eval(&close_call(&w.keys, pid))
+            .await
+            .map_err(redis_failure)?;
+        match decode_close(v).map_err(reply_failure)? {
+            CloseReply::NotLoaded => {
+                if !ensure_loaded(w, pid).await? {
+                    return Ok(AdminOutcome::NotFound);
+                }
+            }
+            CloseReply::Closed { ends_ms } | CloseReply::AlreadyEnded { ends_ms } => {
+                return change(w, AdminOp::Close(pid, ends_ms)).await;
+            }
+        }
+    }
+    // Loaded, then gone again before the script ran: Redis is being flushed under us.
+    Err(Failure::Unavailable(Unavailable::Redis))
 }
 
 /// A product change by the writer, copied into Redis, answered with the product.

@@ -92,10 +92,17 @@ pub async fn commit<T>(
 }
 
 fn write_failure(e: WriteError) -> Failure {
-    if let WriteError::Rejected(why) = &e {
-        tracing::error!(error = %why, "PostgreSQL rejected a write");
+    match e {
+        WriteError::Rejected(why) => {
+            tracing::error!(error = %why, "PostgreSQL rejected a write");
+            Failure::Unavailable(Unavailable::Database)
+        }
+        WriteError::BadInput(why) => {
+            tracing::info!(error = %why, "PostgreSQL refused a value of an admin change");
+            Failure::BadInput
+        }
+        WriteError::Unavailable => Failure::Unavailable(Unavailable::Database),
     }
-    Failure::Unavailable(Unavailable::Database)
 }
 
 #[cfg(test)]

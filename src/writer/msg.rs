@@ -9,6 +9,9 @@ use futures_channel::oneshot;
 pub enum WriteError {
     /// PostgreSQL refused this message's rows (a constraint); it stays in the Redis journal.
     Rejected(String),
+    /// PostgreSQL refused a value of an admin change as data (SQLSTATE class 22): the
+    /// client's input, answered 400.
+    BadInput(String),
     /// PostgreSQL is unreachable or the writer is shutting down without it.
     Unavailable,
 }
@@ -106,8 +109,8 @@ impl Batched for WriterMsg {
 pub enum AdminOp {
     Create(NewProduct),
     Patch(ProductId, ProductPatch),
-    /// Ends the sale now.
-    Close(ProductId),
+    /// Ends the sale at this time (Unix ms), which `close.lua` took from Redis's clock.
+    Close(ProductId, i64),
     /// Marks a late payment refunded (once; repeats change nothing).
     Refund(String),
 }

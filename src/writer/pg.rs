@@ -133,7 +133,7 @@ FROM settled s WHERE p.id = s.product_id";
 /// A product's sold attributes (`product_attrs` reads them).
 const PRODUCT_ATTRS: &str = "
 SELECT id, name, price_cents, max_per_order, per_user_limit, sale_starts_at, sale_ends_at,
-       attrs_changed_at, updated_at
+       attrs_changed_at, updated_at, attrs_rev
 FROM products";
 
 /// After `PRODUCT_ATTRS`: the products whose sold attributes changed after `$1` (index
@@ -506,15 +506,16 @@ impl Pg {
                 .map_err(classify)?;
                 attrs_of(&tx, pid.get()).await?
             }
-            AdminOp::Close(pid) => {
-                // An upcoming sale closed before it opened ends now and never opens.
+            AdminOp::Close(pid, at_ms) => {
+                // The end is Redis's time (close.lua), the clock reservations are decided by.
+                // An upcoming sale closed before it opened ends then and never opens.
                 tx.execute(
                     "UPDATE products SET
-                             sale_starts_at = CASE WHEN sale_starts_at >= now() THEN NULL
+                             sale_starts_at = CASE WHEN sale_starts_at >= $2 THEN NULL
                                                    ELSE sale_starts_at END,
-                             sale_ends_at = now()
-                         WHERE id = $1 AND (sale_ends_at IS NULL OR sale_ends_at > now())",
-                    &[&pid.get()],
+                             sale_ends_at = $2
+                         WHERE id = $1 AND (sale_ends_at IS NULL OR sale_ends_at > $2)",
+                    &[&pid.get(), &to_system_time(at_ms)],
                 )
                 .await
                 .map_err(classify)?;
@@ -586,7 +587,8 @@ fn product_attrs(r: &tokio_postgres::Row) -> Option<ProductAttrs> {
         per_user_limit: r.get(4),
         sale_starts_at_ms: r.get::<_, Option<SystemTime>>(5).map(from_system_time),
         sale_ends_at_ms: r.get::<_, Option<SystemTime>>(6).map(from_system_time),
-        rev_ms: from_system_time(r.get(7)),
+        rev: r.get(9),
+        changed_at_ms: from_system_time(r.get(7)),
         updated_at: rfc3339(r.get(8)),
     })
 }

@@ -18,6 +18,8 @@ use crate::config::FINAL_RECORD_TTL_SECS;
 use crate::db::PgError;
 use crate::domain::{OrderRecord, OrderState, ProductId};
 use crate::handoff::HandoffRx;
+use crate::metrics::PanicPlace;
+use crate::panics;
 use crate::redis::cmd::{command, oldest_members};
 use crate::redis::journal::{
     JournalEntry, ack_commands, journal_member, parse_journal_member, restock_member,
@@ -71,39 +73,51 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("pg-writer".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build the writer's runtime");
-                    return false;
-                }
-            };
-            let policy = BatchPolicy {
-                max_rows: shared.cfg.batch_rows,
-                linger: shared.cfg.batch_linger,
-                idle: Duration::from_millis(250),
-            };
-            let mut w = Writer::new(shared, inboxes);
-            rt.block_on(w.startup());
-            let mut batch = Vec::with_capacity(policy.max_rows);
-            loop {
-                match collect(&rx, &policy, &mut batch, Instant::now) {
-                    Collected::Batch => rt.block_on(w.process(&mut batch)),
-                    Collected::Idle => {}
-                    Collected::Closed => break,
-                }
-                batch.clear();
-                rt.block_on(w.periodic());
-            }
-            tracing::info!(
-                unwritten = w.abandoned,
-                "writer drained the queue and stops"
-            );
-            w.abandoned == 0
+            // A writer that died takes the process down (see `panics`): 202s would go on
+            // while nothing reaches PostgreSQL.
+            let guard = shared.clone();
+            panics::guard(&guard, PanicPlace::Writer, || run(shared, rx, inboxes)).unwrap_or(false)
         })
+}
+
+/// The writer thread's body; `true` when everything it received was committed.
+fn run(
+    shared: Arc<Shared>,
+    rx: HandoffRx<WriterMsg>,
+    inboxes: Vec<crossbeam_channel::Sender<DeferredWebhook>>,
+) -> bool {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the writer's runtime");
+            return false;
+        }
+    };
+    let policy = BatchPolicy {
+        max_rows: shared.cfg.batch_rows,
+        linger: shared.cfg.batch_linger,
+        idle: Duration::from_millis(250),
+    };
+    let mut w = Writer::new(shared, inboxes);
+    rt.block_on(w.startup());
+    let mut batch = Vec::with_capacity(policy.max_rows);
+    loop {
+        match collect(&rx, &policy, &mut batch, Instant::now) {
+            Collected::Batch => rt.block_on(w.process(&mut batch)),
+            Collected::Idle => {}
+            Collected::Closed => break,
+        }
+        batch.clear();
+        rt.block_on(w.periodic());
+    }
+    tracing::info!(
+        unwritten = w.abandoned,
+        "writer drained the queue and stops"
+    );
+    w.abandoned == 0
 }
 
 pub struct Writer {
@@ -246,6 +260,7 @@ impl Writer {
 
     /// Writes one batch, then answers its barriers and lookups in arrival order.
     async fn process(&mut self, batch: &mut Vec<WriterMsg>) {
+        crate::failpoint!("writer_batch");
         let mut orders: Vec<Pending> = Vec::new();
         let mut side: Vec<Side> = Vec::new();
         let mut control: Vec<WriterMsg> = Vec::new();
@@ -474,6 +489,7 @@ impl Writer {
                         self.set_pg_up(false, Some(&e));
                         Err(WriteError::Unavailable)
                     }
+                    Err(PgError::Data(e)) => Err(WriteError::BadInput(e)),
                     Err(e) => Err(WriteError::Rejected(e.to_string())),
                 };
                 let _ = reply.send(r);
@@ -742,7 +758,7 @@ impl Writer {
                 // Redis is away: the next round starts from here again.
                 return;
             }
-            self.synced_up_to = self.synced_up_to.max(to_system_time(a.rev_ms));
+            self.synced_up_to = self.synced_up_to.max(to_system_time(a.changed_at_ms));
         }
     }
 

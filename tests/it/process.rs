@@ -142,3 +142,28 @@ fn a_dead_reader_takes_the_process_down() {
     let status = s.wait_exit();
     assert_eq!(status.code(), Some(70), "{}", s.logs());
 }
+
+/// The writer dies: the process does not go on taking orders that never reach PostgreSQL
+/// while `/ready` says ready; it exits 70, and the orders it accepted (in the Redis journal)
+/// are written by the next start.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_dead_writer_takes_the_process_down_and_nothing_accepted_is_lost() {
+    let env = Env::new();
+    let product = env.product(1_000, 100);
+    let mut s = Server::start_with(&env, &[("FAILPOINTS", "writer_batch=panic")]);
+    let mut accepted = Vec::new();
+    let mut c = s.client();
+    if let Some(r) = c.try_order(product, 1)
+        && r.status == 202
+    {
+        accepted.push(r.json()["order_reference"].as_str().unwrap().to_string());
+    }
+    let status = s.wait_exit();
+    assert_eq!(status.code(), Some(70), "{}", s.logs());
+    assert!(s.logs().contains("thread=\"writer\""), "{}", s.logs());
+    let s = Server::start(&env);
+    env.wait_rows(&accepted);
+    assert_eq!(s.client().order(product, 1).status, 202);
+    env.assert_conserved(product, 1_000);
+}

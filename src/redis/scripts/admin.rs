@@ -1,4 +1,5 @@
-//! `lua/restock.lua` (a journaled change of reservable stock) and `lua/sync.lua` (a product's
+//! `lua/restock.lua` (a journaled change of reservable stock), `lua/close.lua` (the end of a
+//! sale by Redis's clock) and `lua/sync.lua` (a product's
 //! sold attributes copied from PostgreSQL): what the admin API and the attribute sync change.
 
 use crate::domain::{MAX_STOCK, ProductAttrs, ProductId};
@@ -65,12 +66,48 @@ pub fn decode_restock(v: RespValue) -> Result<RestockReply, ReplyError> {
     }
 }
 
+pub fn close_call(keys: &Keys, pid: ProductId) -> ScriptCall {
+    let pk = keys.product_keys(pid);
+    let mut c = ScriptCall::new(ScriptId::Close);
+    c.key(&pk.stock).key(&pk.product);
+    c
+}
+
+/// What `close.lua` did: the end of the sale by Redis's clock (Unix ms), set now or earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReply {
+    NotLoaded,
+    Closed { ends_ms: i64 },
+    AlreadyEnded { ends_ms: i64 },
+}
+
+pub fn decode_close(v: RespValue) -> Result<CloseReply, ReplyError> {
+    let items = array(v, "close reply")?;
+    let code = as_int(
+        items
+            .first()
+            .ok_or_else(|| ReplyError("empty close reply".into()))?,
+    )?;
+    let ends = || {
+        items
+            .get(1)
+            .ok_or_else(|| ReplyError("close reply without a time".into()))
+            .and_then(as_int)
+    };
+    match code {
+        NOT_LOADED => Ok(CloseReply::NotLoaded),
+        0 => Ok(CloseReply::Closed { ends_ms: ends()? }),
+        1 => Ok(CloseReply::AlreadyEnded { ends_ms: ends()? }),
+        other => Err(ReplyError(format!("close code {other}"))),
+    }
+}
+
 pub fn sync_call(keys: &Keys, a: &ProductAttrs) -> ScriptCall {
     let pk = keys.product_keys(a.id);
     let mut c = ScriptCall::new(ScriptId::Sync);
     c.key(&pk.stock)
         .key(&pk.product)
-        .int(a.rev_ms)
+        .int(a.rev)
         .arg(&a.name)
         .int(a.price_cents)
         .int(i64::from(a.max_per_order))

@@ -29,7 +29,7 @@ pub fn load_call(keys: &Keys, s: &ProductSnapshot) -> ScriptCall {
         .arg(keys.order_prefix(s.id))
         .arg(opt_ms(s.sale_starts_at_ms))
         .arg(opt_ms(s.sale_ends_at_ms))
-        .int(s.attrs_rev_ms)
+        .int(s.attrs_rev)
         .int(s.pending.len() as i64);
     for o in &s.pending {
         c.arg(&o.reference)

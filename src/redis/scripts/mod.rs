@@ -1,7 +1,7 @@
 //! The Lua scripts of `lua/`: their identities, their text and SHA-1, and one invocation
 //! encoded once. One file per script family beside it builds the calls and decodes the
 //! replies (`reserve`, `transition` for pay and fail, `expire`, `load` for load, adopt and
-//! invalidate, `product`, `admin` for restock and sync).
+//! invalidate, `product`, `admin` for restock, close and sync).
 //!
 //! Each script is sent as EVALSHA with its SHA-1 computed here; a Redis that does not know it
 //! (restarted, or `SCRIPT FLUSH`) answers NOSCRIPT and the caller resends the same call as
@@ -34,12 +34,13 @@ pub enum ScriptId {
     Restock,
     Sync,
     Audit,
+    Close,
 }
 
 const LIB: &str = include_str!("../../../lua/lib.lua");
 
 impl ScriptId {
-    pub const ALL: [ScriptId; 11] = [
+    pub const ALL: [ScriptId; 12] = [
         ScriptId::Reserve,
         ScriptId::Pay,
         ScriptId::Fail,
@@ -51,6 +52,7 @@ impl ScriptId {
         ScriptId::Restock,
         ScriptId::Sync,
         ScriptId::Audit,
+        ScriptId::Close,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +68,7 @@ impl ScriptId {
             ScriptId::Restock => "restock",
             ScriptId::Sync => "sync",
             ScriptId::Audit => "audit",
+            ScriptId::Close => "close",
         }
     }
 
@@ -82,6 +85,7 @@ impl ScriptId {
             ScriptId::Restock => (include_str!("../../../lua/restock.lua"), true),
             ScriptId::Sync => (include_str!("../../../lua/sync.lua"), false),
             ScriptId::Audit => (include_str!("../../../lua/audit.lua"), true),
+            ScriptId::Close => (include_str!("../../../lua/close.lua"), false),
         }
     }
 

@@ -2,8 +2,10 @@
 //!
 //! Workers count into their own cache-padded block of plain atomics (a relaxed add on a line
 //! no other core writes: no shared lock, no contended cache line on the request path); a
-//! scrape sums the blocks and encodes them with `prometheus-client`. The writer thread owns the
-//! histograms of batch size and commit latency.
+//! scrape sums the blocks and encodes them with `prometheus-client`. Latency histograms are
+//! kept the same way (`Latency`: a relaxed add on a bucket, and one on the sum); prometheus-client's
+//! own `Histogram` takes a lock per observation, fine for the writer's one per batch but not for
+//! every request. The writer thread owns the histograms of batch size and commit latency.
 
 use crate::domain::Unavailable;
 use crate::limits::connections::Over;
@@ -95,6 +97,56 @@ fn status_index(s: u16) -> usize {
         .iter()
         .position(|x| *x == s)
         .unwrap_or(STATUSES.len() - 1)
+}
+
+/// The upper bounds of the latency histograms' buckets, in nanoseconds: from 50 µs (an
+/// answer that needed no Redis call) to 10 s (a hold on PostgreSQL), about ×2 apart.
+const LATENCY_BOUNDS_NS: [u64; 16] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    10_000_000_000,
+];
+
+/// A latency histogram one thread writes: a count per bucket (not cumulative; the last is
+/// +Inf) and the sum in nanoseconds.
+#[derive(Default)]
+pub struct Latency {
+    buckets: [AtomicU64; LATENCY_BOUNDS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    pub fn observe(&self, d: std::time::Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_NS.partition_point(|b| *b < ns);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(ns, Relaxed);
+    }
+}
+
+/// The `outcome` label of the request histogram: the status class.
+const OUTCOMES: [&str; 4] = ["2xx", "4xx", "5xx", "other"];
+
+fn outcome_index(status: u16) -> usize {
+    match status {
+        200..=299 => 0,
+        400..=499 => 1,
+        500..=599 => 2,
+        _ => 3,
+    }
 }
 
 /// Where a panic happened (`place` label of `flashsale_panics_total`): a request's is
@@ -243,11 +295,19 @@ pub struct WorkerMetrics {
     redis_writes: AtomicU64,
     /// Redis Cluster redirections followed: MOVED, ASK, TRYAGAIN or CLUSTERDOWN.
     redis_redirects: [AtomicU64; 3],
+    /// Time from a parsed request to its answer, by route and outcome.
+    request_latency: [[Latency; OUTCOMES.len()]; Route::ALL.len()],
+    /// Time from a Redis command's send to its reply (waiting in the pipeline included).
+    pub redis_latency: Latency,
 }
 
 impl WorkerMetrics {
     pub fn request(&self, route: Route, status: u16) {
         self.http[route as usize][status_index(status)].fetch_add(1, Relaxed);
+    }
+    /// How long a request took from parsed to answered.
+    pub fn request_took(&self, route: Route, status: u16, d: std::time::Duration) {
+        self.request_latency[route as usize][outcome_index(status)].observe(d);
     }
     pub fn reservation(&self, o: ReservationLabel) {
         self.reservations[o as usize].fetch_add(1, Relaxed);
@@ -403,12 +463,35 @@ impl Metrics {
         &self.workers[i]
     }
 
+    /// Worker `i`'s block, owned: for parts that outlive a borrow of `Metrics` (its Redis
+    /// client).
+    pub fn worker_block(&self, i: usize) -> WorkerBlock {
+        WorkerBlock {
+            blocks: self.workers.clone(),
+            i,
+        }
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One worker's block of counters, held by a part of the worker that has no `Metrics` at hand.
+#[derive(Clone)]
+pub struct WorkerBlock {
+    blocks: Arc<[CachePadded<WorkerMetrics>]>,
+    i: usize,
+}
+
+impl std::ops::Deref for WorkerBlock {
+    type Target = WorkerMetrics;
+    fn deref(&self) -> &WorkerMetrics {
+        &self.blocks[self.i]
     }
 }
 
@@ -428,6 +511,26 @@ impl std::fmt::Debug for Sums {
 impl Sums {
     fn sum(&self, f: impl Fn(&WorkerMetrics) -> &AtomicU64) -> u64 {
         self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
+    }
+
+    /// The workers' histograms picked by `f`, summed: (sum in seconds, count, buckets as
+    /// prometheus-client takes them: bound and count of that bucket alone).
+    fn latency(&self, f: impl Fn(&WorkerMetrics) -> &Latency) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_NS
+            .iter()
+            .map(|b| (*b as f64 / 1e9, 0))
+            .chain(std::iter::once((f64::INFINITY, 0)))
+            .collect();
+        let mut sum_ns = 0u64;
+        for w in self.workers.iter() {
+            let h = f(w);
+            for (i, b) in h.buckets.iter().enumerate() {
+                buckets[i].1 += b.load(Relaxed);
+            }
+            sum_ns = sum_ns.wrapping_add(h.sum_ns.load(Relaxed));
+        }
+        let count = buckets.iter().map(|b| b.1).sum();
+        (sum_ns as f64 / 1e9, count, buckets)
     }
 }
 
@@ -529,6 +632,35 @@ impl Collector for Sums {
                 ConstCounter::new(v).encode(m.encode_family(&[("limit", *limit)])?)?;
             }
         }
+        {
+            let mut m = enc.encode_descriptor(
+                "http_request_duration_seconds",
+                "Time from a parsed request to its answer, by route and outcome (status class)",
+                None,
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            for (ri, route) in Route::ALL.iter().enumerate() {
+                for (oi, outcome) in OUTCOMES.iter().enumerate() {
+                    let (sum, count, buckets) = self.latency(|w| &w.request_latency[ri][oi]);
+                    if count == 0 {
+                        continue;
+                    }
+                    let labels = [("route", route.label()), ("outcome", *outcome)];
+                    m.encode_family(&labels)?
+                        .encode_histogram::<Vec<(&str, &str)>>(sum, count, &buckets, None)?;
+                }
+            }
+        }
+        {
+            let (sum, count, buckets) = self.latency(|w| &w.redis_latency);
+            let mut m = enc.encode_descriptor(
+                "redis_call_duration_seconds",
+                "Time from a worker's Redis command or script call to its reply, waiting in the pipeline included",
+                None,
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            m.encode_histogram::<Vec<(&str, &str)>>(sum, count, &buckets, None)?;
+        }
         let counters: [(&str, &str, u64); 4] = [
             (
                 "expiries",
@@ -611,5 +743,58 @@ mod tests {
         assert!(t.contains("flashsale_unavailable_responses_total{reason=\"queue_full\"} 1"));
         assert!(t.contains("flashsale_handoff_queue_depth 3"));
         assert!(t.contains("flashsale_writer_batch_rows_count 1"));
+    }
+
+    #[test]
+    fn latency_buckets_are_cumulative_across_workers() {
+        use std::time::Duration;
+        let m = Metrics::new(2, || 0, 10);
+        m.worker(0)
+            .request_took(Route::OrderCreate, 202, Duration::from_micros(40));
+        m.worker(1)
+            .request_took(Route::OrderCreate, 202, Duration::from_micros(100));
+        m.worker(1)
+            .request_took(Route::OrderCreate, 202, Duration::from_millis(3));
+        m.worker(1)
+            .request_took(Route::OrderCreate, 503, Duration::from_secs(60));
+        m.worker_block(0)
+            .redis_latency
+            .observe(Duration::from_micros(300));
+        let t = m.render();
+        let series = |s: &str| {
+            t.lines()
+                .find(|l| l.starts_with(s))
+                .unwrap_or_else(|| panic!("no {s} in {t}"))
+                .rsplit(' ')
+                .next()
+                .map(str::to_string)
+        };
+        let create = "flashsale_http_request_duration_seconds_bucket{route=\"POST /api/orders\",outcome=\"2xx\"";
+        // `le` is inclusive: 100 µs is in the 0.0001 bucket.
+        assert_eq!(
+            series(&format!("{create},le=\"5e-05\"}}")),
+            Some("1".into()),
+            "{t}"
+        );
+        assert_eq!(
+            series(&format!("{create},le=\"0.0001\"}}")),
+            Some("2".into())
+        );
+        assert_eq!(
+            series(&format!("{create},le=\"0.005\"}}")),
+            Some("3".into())
+        );
+        assert_eq!(series(&format!("{create},le=\"+Inf\"}}")), Some("3".into()));
+        let failed = "flashsale_http_request_duration_seconds_bucket{route=\"POST /api/orders\",outcome=\"5xx\"";
+        assert_eq!(series(&format!("{failed},le=\"10\"}}")), Some("0".into()));
+        assert_eq!(series(&format!("{failed},le=\"+Inf\"}}")), Some("1".into()));
+        assert!(
+            t.contains("flashsale_redis_call_duration_seconds_count 1"),
+            "{t}"
+        );
+        assert!(
+            !t.contains("route=\"GET /health\",outcome"),
+            "unused series are left out"
+        );
     }
 }

@@ -126,6 +126,7 @@ pub fn resolve<'a>(method: &str, path: &'a str, admin: bool) -> Result<Endpoint<
 /// Handles one request from the TCP peer `peer`; every outcome, error or not, becomes a
 /// response here. Requests that name no endpoint (404, 405) are counted under `other`.
 pub async fn handle(w: &Rc<Local>, req: &Request<'_>, peer: IpAddr) -> Response {
+    let started = std::time::Instant::now();
     let admin = w.cfg().admin_token.is_some();
     let (route, result) = match resolve(req.method, req.path, admin) {
         Ok(endpoint) => (endpoint.route(), call(w, req, peer, endpoint).await),
@@ -140,7 +141,9 @@ pub async fn handle(w: &Rc<Local>, req: &Request<'_>, peer: IpAddr) -> Response 
             e.into_response()
         }
     };
-    w.metrics().request(route, resp.status);
+    let m = w.metrics();
+    m.request(route, resp.status);
+    m.request_took(route, resp.status, started.elapsed());
     resp
 }
 

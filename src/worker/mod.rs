@@ -61,6 +61,7 @@ pub fn run(
             &shared.cfg,
             shared.database_id.clone(),
             format!("worker-{id}"),
+            shared.metrics.worker_block(id),
         );
         let grace = shared.cfg.shutdown_grace;
         let w = Rc::new(Local::new(id, shared, links, redis, now_ms()));

@@ -586,6 +586,13 @@ fn metrics_expose_the_counters_of_the_contract() {
         "flashsale_reserve_calls_total 3",
         "flashsale_postgres_up 1",
         "# TYPE flashsale_reservations_total counter",
+        // Latency: one 202 and one 409 timed, and every Redis call.
+        "# TYPE flashsale_http_request_duration_seconds histogram",
+        "flashsale_http_request_duration_seconds_count{route=\"POST /api/orders\",outcome=\"2xx\"} 1",
+        "flashsale_http_request_duration_seconds_count{route=\"POST /api/orders\",outcome=\"4xx\"} 1",
+        "flashsale_http_request_duration_seconds_bucket{route=\"POST /api/payments/webhook\",outcome=\"2xx\",le=\"+Inf\"} 1",
+        "# TYPE flashsale_redis_call_duration_seconds histogram",
+        "flashsale_redis_call_duration_seconds_bucket{le=\"5e-05\"}",
     ] {
         assert!(t.contains(needle), "missing {needle:?} in\n{t}");
     }

@@ -4,7 +4,7 @@
 # Starts PostgreSQL and Redis if they are not reachable (scripts/services.sh installs them on a
 # fresh Debian machine), builds the release binary, applies migrations, seeds the demo products
 # (ids 1 and 2, only if absent) and serves on FLASHSALE_LISTEN (default 127.0.0.1:8080) until
-# Ctrl-C. Every variable of the README's configuration table is passed through.
+# Ctrl-C. Every variable of docs/configuration.md's table is passed through.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

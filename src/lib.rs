@@ -68,8 +68,8 @@
 //!   in `api/events.rs`.
 //! - **The waiting room**: a Lua family (`lua/queue_*.lua`, wrappers in
 //!   `redis/scripts/queue.rs`), the steps in `lifecycle/queue.rs`, the endpoints in
-//!   `api/queue.rs`, and the signed tickets and admission tokens beside [`auth`]
-//!   (`admission.rs`), verified without Redis.
+//!   `api/queue.rs`; the pure parts are in [`waiting_room`] (the admission schedule, the
+//!   signed tickets and admission tokens, verified without Redis, and the draw key).
 
 /// A failpoint named `$name` (the `fail` crate, feature `failpoints`: the tests of the panic
 /// policy make threads panic on demand with `FAILPOINTS=name=panic`); nothing otherwise.

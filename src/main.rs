@@ -2,7 +2,7 @@
 //!
 //! Arguments are parsed by clap: `--help` on the binary and on every command prints usage and
 //! exits 0 without doing anything; an unknown command or flag exits 2 with usage.
-//! Configuration is by environment variables (README, "Configuration").
+//! Configuration is by environment variables (docs/configuration.md).
 
 use clap::{Parser, Subcommand};
 use flashsale::{commands, config::Config, server, telemetry};
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A flash-sale backend: sells limited stock to a stampede of buyers without overselling or
-/// losing an accepted order. Configuration is by environment variables (see README.md).
+/// losing an accepted order. Configuration is by environment variables (see docs/configuration.md).
 #[derive(Parser)]
 #[command(name = "flashsale", version)]
 struct Cli {

@@ -230,6 +230,10 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
     let (inbox_tx, inbox_rx): (Vec<_>, Vec<_>) = (0..workers)
         .map(|_| crossbeam_channel::bounded(1024))
         .unzip();
+    // Registered before any thread starts: a thread that dies at once raises SIGTERM
+    // (`Shared::fatal`), which must reach this handler, not the default action (killed by the
+    // signal, no exit 70, nothing flushed).
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let writer = writer::spawn(shared.clone(), rx, inbox_tx)?;
     let (reader_tx, reader) = reader::spawn(shared.clone())?;
     let links = |inbox| Links {
@@ -272,7 +276,6 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
         max_connections_per_ip = shared.cfg.max_connections_per_ip, "flashsale serving");
     println!("flashsale listening on http://{addr}");
 
-    let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let sig = signals.forever().next();
     match shared.dying() {
         Some(place) => tracing::error!(

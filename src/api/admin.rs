@@ -288,8 +288,16 @@ fn percent_decode(s: &str) -> Result<String, ()> {
 /// `GET /admin/orders?product_id=&status=&user_id=&limit=&after=`.
 pub fn parse_filter(query: &str) -> Result<OrderFilter, ApiError> {
     let mut e = FieldErrors::new();
+    // An empty value (`?after=`) is refused like any other bad value: the published schema
+    // gives none of these filters an empty form.
     let mut param = |key: &'static str| match query_param(query, key) {
-        Ok(v) => v.filter(|v| !v.is_empty()),
+        Ok(Some(v)) if v.is_empty() => {
+            e.entry(key).or_default().push(format!(
+                "The {key} filter must not be empty; leave it out instead."
+            ));
+            None
+        }
+        Ok(v) => v,
         Err(()) => {
             e.entry(key)
                 .or_default()
@@ -353,7 +361,7 @@ pub fn parse_filter(query: &str) -> Result<OrderFilter, ApiError> {
     let after = match after {
         None => 0,
         Some(a) => match a.parse::<i64>() {
-            Ok(n) if n >= 0 && a.bytes().all(|b| b.is_ascii_digit()) => n,
+            Ok(n) if n >= 0 && a.len() <= 18 && a.bytes().all(|b| b.is_ascii_digit()) => n,
             _ => {
                 e.entry("after")
                     .or_default()
@@ -422,7 +430,6 @@ struct LatePayments<'a> {
 pub async fn late_payments(w: &Local, req: &Request<'_>) -> Result<Response, ApiError> {
     let refunded = match query_param(req.query, "refunded") {
         Ok(None) => None,
-        Ok(Some(v)) if v.is_empty() => None,
         Ok(Some(v)) if v == "true" => Some(true),
         Ok(Some(v)) if v == "false" => Some(false),
         _ => {
@@ -504,6 +511,10 @@ mod tests {
             (Some("paid"), Some("a b+c"))
         );
         assert_eq!((f.limit, f.after), (2, 17));
+        assert_eq!(
+            parse_filter("after=999999999999999999").unwrap().after,
+            999_999_999_999_999_999
+        );
         let d = parse_filter("").unwrap();
         assert_eq!((d.limit, d.after, d.product_id), (DEFAULT_PAGE, 0, None));
         for bad in [
@@ -514,6 +525,14 @@ mod tests {
             "product_id=x",
             "user_id=%zz",
             "user_id=%",
+            // Empty values and cursors longer than any `next` (the published schema's forms).
+            "after=",
+            "limit=",
+            "status=",
+            "user_id=",
+            "product_id=",
+            "after=0000000000000000001",
+            "after=1234567890123456789012345678901234567890123456",
         ] {
             assert!(parse_filter(bad).is_err(), "{bad}");
         }

@@ -24,7 +24,91 @@ fn human(field: &str) -> String {
     field.replace('_', " ")
 }
 
-/// A positive integer field: a JSON integer, or a string of digits (`"2"`).
+/// The largest id or quantity a request may name (18 digits: `openapi.json` can say it as a
+/// pattern for numeric strings, which it cannot for `i64::MAX`).
+pub const MAX_ID: i64 = 999_999_999_999_999_999;
+
+/// What a JSON value is as an integer, in JSON Schema's sense: `2`, `2.0`, `2e3` and `-0`
+/// are integers (the published schema cannot tell them apart), `1.5` and `"2"` are not.
+#[derive(Debug, PartialEq, Eq)]
+enum JsonInt {
+    Value(i64),
+    /// An integer beyond `i64`: below or above.
+    Below,
+    Above,
+    NotInteger,
+}
+
+/// Reads a JSON number exactly, from its text (never through `f64`, which would round
+/// `9007199254740993.0`).
+fn json_integer(raw: &str) -> JsonInt {
+    let (negative, body) = match raw.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, raw),
+    };
+    if !body.starts_with(|c: char| c.is_ascii_digit()) {
+        return JsonInt::NotInteger;
+    }
+    let (mantissa, exp) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], &body[i + 1..]),
+        None => (body, "0"),
+    };
+    let (int_part, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let exp_digits = exp.trim_start_matches(['+', '-']);
+    if !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || exp_digits.is_empty()
+        || !exp_digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return JsonInt::NotInteger;
+    }
+    // Beyond ±10^6 the exponent either zeroes every digit of a body of at most 1 MiB or
+    // makes a number far outside i64: the same verdict as any bigger exponent.
+    let exp: i64 = exp_digits.parse::<i64>().unwrap_or(i64::MAX).min(1_000_000)
+        * if exp.starts_with('-') { -1 } else { 1 };
+    let digits: Vec<u8> = int_part.bytes().chain(frac.bytes()).collect();
+    // Where the decimal point falls in `digits` once the exponent is applied.
+    let point = i64::try_from(int_part.len())
+        .unwrap_or(i64::MAX)
+        .saturating_add(exp);
+    let split = usize::try_from(point.clamp(0, digits.len() as i64)).unwrap_or(0);
+    if digits[split..].iter().any(|d| *d != b'0') {
+        return JsonInt::NotInteger;
+    }
+    let whole = &digits[..split];
+    let zeros = usize::try_from(point)
+        .unwrap_or(0)
+        .saturating_sub(digits.len());
+    let significant = whole.iter().skip_while(|d| **d == b'0').count();
+    if significant == 0 {
+        return JsonInt::Value(0);
+    }
+    if significant + zeros > 19 {
+        return if negative {
+            JsonInt::Below
+        } else {
+            JsonInt::Above
+        };
+    }
+    let mut n: i128 = 0;
+    for d in whole.iter().skip_while(|d| **d == b'0') {
+        n = n * 10 + i128::from(d - b'0');
+    }
+    for _ in 0..zeros {
+        n *= 10;
+    }
+    if negative {
+        n = -n;
+    }
+    match i64::try_from(n) {
+        Ok(v) => JsonInt::Value(v),
+        Err(_) if negative => JsonInt::Below,
+        Err(_) => JsonInt::Above,
+    }
+}
+
+/// A positive integer field up to [`MAX_ID`]: a JSON integer, or a string of digits (`"2"`,
+/// nothing around them; the reference API took numeric strings).
 /// `None` with an error recorded when it is missing or invalid.
 pub fn positive_int(
     errors: &mut FieldErrors,
@@ -39,52 +123,51 @@ pub fn positive_int(
             .push(format!("The {name} field is required."));
         return None;
     };
-    let text: std::borrow::Cow<'_, str> = if raw.starts_with('"') {
+    let read = if raw.starts_with('"') {
         match serde_json::from_str::<String>(raw) {
-            Ok(s) => s.trim().to_string().into(),
-            Err(_) => {
-                errors
-                    .entry(field)
-                    .or_default()
-                    .push(format!("The {name} must be an integer."));
-                return None;
-            }
+            Ok(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => json_integer(&s),
+            _ => JsonInt::NotInteger,
         }
     } else {
-        raw.into()
+        json_integer(raw)
     };
-    let digits = text.strip_prefix('-').unwrap_or(&text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let problem = match read {
+        JsonInt::Value(n) if (1..=MAX_ID).contains(&n) => return Some(n),
+        JsonInt::Value(n) if n > MAX_ID => format!("The {name} must not be greater than {MAX_ID}."),
+        JsonInt::Above => format!("The {name} must not be greater than {MAX_ID}."),
+        JsonInt::Value(_) | JsonInt::Below => format!("The {name} must be at least 1."),
+        JsonInt::NotInteger => format!("The {name} must be an integer."),
+    };
+    errors.entry(field).or_default().push(problem);
+    None
+}
+
+/// An integer field within `min..=max`: a JSON integer (as the admin API's schema says; no
+/// numeric strings). `None` with an error recorded when missing, invalid or out of range.
+pub fn int_in(
+    errors: &mut FieldErrors,
+    field: &'static str,
+    v: Option<&RawValue>,
+    min: i64,
+    max: i64,
+) -> Option<i64> {
+    let name = human(field);
+    let Some(raw) = v.map(RawValue::get).filter(|r| *r != "null") else {
         errors
             .entry(field)
             .or_default()
-            .push(format!("The {name} must be an integer."));
+            .push(format!("The {name} field is required."));
         return None;
-    }
-    match text.parse::<i64>() {
-        Ok(n) if n >= 1 => Some(n),
-        Ok(_) => {
-            errors
-                .entry(field)
-                .or_default()
-                .push(format!("The {name} must be at least 1."));
-            None
+    };
+    let problem = match json_integer(raw) {
+        JsonInt::Value(n) if (min..=max).contains(&n) => return Some(n),
+        JsonInt::Value(_) | JsonInt::Below | JsonInt::Above => {
+            format!("The {name} must be between {min} and {max}.")
         }
-        Err(_) if text.starts_with('-') => {
-            errors
-                .entry(field)
-                .or_default()
-                .push(format!("The {name} must be at least 1."));
-            None
-        }
-        Err(_) => {
-            errors
-                .entry(field)
-                .or_default()
-                .push(format!("The {name} must not be greater than {}.", i64::MAX));
-            None
-        }
-    }
+        JsonInt::NotInteger => format!("The {name} must be an integer."),
+    };
+    errors.entry(field).or_default().push(problem);
+    None
 }
 
 /// A string field of `min..=max` characters without control characters (PostgreSQL text
@@ -126,63 +209,6 @@ pub fn string(
     }
 }
 
-/// An integer field within `min..=max` (a JSON integer or a string of digits). `None` with
-/// an error recorded when missing, invalid or out of range.
-pub fn int_in(
-    errors: &mut FieldErrors,
-    field: &'static str,
-    v: Option<&RawValue>,
-    min: i64,
-    max: i64,
-) -> Option<i64> {
-    let name = human(field);
-    let Some(raw) = v.map(RawValue::get).filter(|r| *r != "null") else {
-        errors
-            .entry(field)
-            .or_default()
-            .push(format!("The {name} field is required."));
-        return None;
-    };
-    let text: std::borrow::Cow<'_, str> = if raw.starts_with('"') {
-        match serde_json::from_str::<String>(raw) {
-            Ok(s) => s.trim().to_string().into(),
-            Err(_) => raw.into(),
-        }
-    } else {
-        raw.into()
-    };
-    let digits = text.strip_prefix('-').unwrap_or(&text);
-    let parsed = if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        None
-    } else {
-        text.parse::<i64>().ok()
-    };
-    match parsed {
-        Some(n) if (min..=max).contains(&n) => Some(n),
-        Some(_) => {
-            errors
-                .entry(field)
-                .or_default()
-                .push(format!("The {name} must be between {min} and {max}."));
-            None
-        }
-        None if digits.bytes().all(|b| b.is_ascii_digit()) && !digits.is_empty() => {
-            errors
-                .entry(field)
-                .or_default()
-                .push(format!("The {name} must be between {min} and {max}."));
-            None
-        }
-        None => {
-            errors
-                .entry(field)
-                .or_default()
-                .push(format!("The {name} must be an integer."));
-            None
-        }
-    }
-}
-
 /// For `#[serde(default, borrow, deserialize_with = "json::present")]` on an
 /// `Option<&RawValue>` field: a `null` value is then `Some("null")`, not `None` (plain serde
 /// makes both absent and `null` a `None`), which [`nullable`] needs.
@@ -204,6 +230,42 @@ pub fn nullable<T>(
     }
 }
 
+/// The shape of a time the API takes, exactly as `openapi.json`'s pattern says:
+/// `YYYY-MM-DDTHH:MM:SS`, then 1 to 9 fractional digits after a `.` or none, then `Z` or
+/// `+00:00`; nothing around it. humantime checks the ranges (year 1970 to 9999, the days of
+/// each month) but also takes an empty fraction and any number of digits, which the
+/// published schema does not.
+fn rfc3339_utc_shape(s: &str) -> bool {
+    let b = s.as_bytes();
+    let rest = match b.strip_suffix(b"Z").or_else(|| b.strip_suffix(b"+00:00")) {
+        Some(r) if r.len() >= 19 => r,
+        _ => return false,
+    };
+    let digits = |r: std::ops::Range<usize>| rest[r].iter().all(u8::is_ascii_digit);
+    // Seconds stop at 59: JSON Schema's date-time takes :60 only for a leap second, and
+    // which minute had one is not ours to know.
+    let shape = digits(0..4)
+        && rest[4] == b'-'
+        && digits(5..7)
+        && rest[7] == b'-'
+        && digits(8..10)
+        && rest[10] == b'T'
+        && digits(11..13)
+        && rest[13] == b':'
+        && digits(14..16)
+        && rest[16] == b':'
+        && digits(17..19)
+        && rest[17] <= b'5';
+    shape
+        && match &rest[19..] {
+            [] => true,
+            [b'.', frac @ ..] => {
+                (1..=9).contains(&frac.len()) && frac.iter().all(u8::is_ascii_digit)
+            }
+            _ => false,
+        }
+}
+
 /// An RFC 3339 time in UTC (`2026-11-26T09:32:55Z`, fractions allowed), as Unix ms. `None`
 /// with an error recorded when it is not one; absent or `null` is not an error.
 pub fn timestamp(
@@ -214,7 +276,8 @@ pub fn timestamp(
     let raw = v.map(RawValue::get).filter(|r| *r != "null")?;
     let parsed = serde_json::from_str::<String>(raw)
         .ok()
-        .and_then(|s| humantime::parse_rfc3339(s.trim()).ok())
+        .filter(|s| rfc3339_utc_shape(s))
+        .and_then(|s| humantime::parse_rfc3339(&s).ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     match parsed {
         Some(d) => Some(d.as_millis() as i64),
@@ -250,10 +313,25 @@ mod tests {
     fn integers_and_numeric_strings() {
         assert_eq!(ints(r#"{"n": 5}"#).0, Some(5));
         assert_eq!(ints(r#"{"n": "7"}"#).0, Some(7));
+        // JSON Schema's integers: the value counts, not how it is written.
+        assert_eq!(ints(r#"{"n": 2.0}"#).0, Some(2));
+        assert_eq!(ints(r#"{"n": 1e3}"#).0, Some(1000));
+        assert_eq!(ints(r#"{"n": 12.50e1}"#).0, Some(125));
+        assert_eq!(
+            ints(r#"{"n": 919195032130331.0}"#).0,
+            Some(919_195_032_130_331)
+        );
+        assert_eq!(ints(r#"{"n": 5000e-3}"#).0, Some(5));
+        assert!(ints(r#"{"n": 1e999999999999}"#).1["n"][0].contains("greater than"));
+        assert!(ints(r#"{"n": -1e999999999999}"#).1["n"][0].contains("at least 1"));
+        assert!(ints(r#"{"n": -0}"#).1["n"][0].contains("at least 1"));
+        assert!(ints(r#"{"n": 0e-999999999999}"#).1["n"][0].contains("at least 1"));
         for bad in [
             r#"{"n": 1.5}"#,
-            r#"{"n": 2.0}"#,
-            r#"{"n": 1e3}"#,
+            r#"{"n": 1e-3}"#,
+            r#"{"n": 1e-999999999999}"#,
+            r#"{"n": 12.51e1}"#,
+            r#"{"n": "2.0"}"#,
             r#"{"n": "x"}"#,
             r#"{"n": true}"#,
             r#"{"n": [1]}"#,
@@ -275,8 +353,51 @@ mod tests {
             "The n must be at least 1."
         );
         assert!(ints(r#"{"n": 99999999999999999999999}"#).1["n"][0].contains("greater than"));
+        assert!(ints(r#"{"n": 1000000000000000000}"#).1["n"][0].contains("greater than"));
+        assert!(ints(r#"{"n": "1000000000000000000"}"#).1["n"][0].contains("greater than"));
+        assert_eq!(ints(r#"{"n": 999999999999999999}"#).0, Some(MAX_ID));
+        assert_eq!(ints(r#"{"n": "007"}"#).0, Some(7));
+        // The schema's numeric strings are digits only: no spaces, no sign.
+        for bad in [r#"{"n": " 2"}"#, r#"{"n": "2 "}"#, r#"{"n": "+2"}"#] {
+            assert_eq!(ints(bad).0, None, "{bad}");
+        }
         assert_eq!(ints(r#"{}"#).1["n"][0], "The n field is required.");
         assert_eq!(ints(r#"{"n": null}"#).1["n"][0], "The n field is required.");
+    }
+
+    #[test]
+    fn times_only_in_the_published_shape() {
+        let t = |v: &str| {
+            let raw = serde_json::to_string(v).unwrap();
+            let body = format!(r#"{{"s": {raw}}}"#);
+            let b: Body<'_> = object(body.as_bytes()).unwrap();
+            timestamp(&mut FieldErrors::new(), "s", b.s)
+        };
+        assert_eq!(t("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(t("1970-01-01T00:00:01.5+00:00"), Some(1500));
+        assert_eq!(t("1970-01-01T00:00:00.123456789Z"), Some(123));
+        assert!(t("2028-02-29T00:00:00Z").is_some());
+        assert!(t("9999-12-31T23:59:59Z").is_some());
+        for bad in [
+            "",
+            " 2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00Z ",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T23:59:60Z",
+            "2026-01-01T00:00:00.1234567890Z",
+            "2026-01-01 00:00:00Z",
+            "2026-01-01t00:00:00Z",
+            "2026-01-01T00:00:00z",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00+01:00",
+            "2027-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2026-13-01T00:00:00Z",
+            "é026-01-01T00:00:00Z",
+        ] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,5 @@
+NAME = "auth"
+FLAG = "--auth"
+ARG = None
+RUNS = 3
+CHART = False

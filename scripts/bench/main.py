@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -141,6 +142,9 @@ def main(argv):
         rc = 1
     except KeyboardInterrupt:
         rc = 130
+    except Exception:  # noqa: BLE001  (a bug of the harness: shown, cleaned up, exit 1)
+        traceback.print_exc()
+        rc = 1
     except SystemExit as e:
         rc = e.code if isinstance(e.code, int) else 1
     finally:

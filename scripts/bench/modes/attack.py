@@ -242,7 +242,7 @@ def attack_slots(rs):
             s["p99_ratio"] = s["wp99"] / s["ref_p99"]
         s["all_paid"] = bool(s["sent"]) and s["paid"] == s["sent"]
         s["verdict"] = verdict(s["ratio"], s["p99_ratio"], s["all_paid"])
-    return m, slots
+    return slots
 
 
 def verdict(ratio, p99_ratio, all_paid):

@@ -312,8 +312,8 @@ class Bench:
             logf = os.path.join(self.out, "build.log")
             log(f"building: cargo build --release (log: {self.rel(logf)})")
             with open(logf, "w") as f:
-                r = subprocess.run(["cargo", "build", "--release"], cwd=REPO_ROOT, stdout=f, stderr=f)
-            if r.returncode != 0:
+                rc, _ = run_fg(["cargo", "build", "--release"], cwd=REPO_ROOT, stdout=f, stderr=f)
+            if rc != 0:
                 sys.stderr.write("".join(open(logf).readlines()[-30:]))
                 raise Die("cargo build --release failed")
             self.build_secs = int(time.time() - t0)
@@ -688,12 +688,32 @@ class Cpu:
             return None
 
 
+def run_fg(argv, **kw):
+    """Runs ARGV (Popen's keyword arguments) in its own process group and waits for it;
+    when the wait is interrupted (SIGINT, SIGTERM, an error), the whole group is stopped
+    (drain.py's wrk with it) before the exception goes on. -> (exit status, stdout or None)."""
+    p = subprocess.Popen(argv, start_new_session=True, **kw)
+    try:
+        out, _ = p.communicate()
+    except BaseException:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        except ProcessLookupError:
+            pass
+        raise
+    return p.returncode, out
+
+
 def run_wrk(argv, out_file, env=None):
     """wrk ARGV with its output to OUT_FILE; Die when it fails."""
     with open(out_file, "w") as f:
-        r = subprocess.run(["wrk", *argv], stdout=f, stderr=subprocess.STDOUT,
-                           env=None if env is None else dict(os.environ, **env))
-    if r.returncode != 0:
+        rc, _ = run_fg(["wrk", *argv], stdout=f, stderr=subprocess.STDOUT,
+                       env=None if env is None else dict(os.environ, **env))
+    if rc != 0:
         raise Die(f"wrk failed (see {out_file})")
 
 
@@ -709,11 +729,11 @@ def drain_run(bench, server, out_file, product, cmd, env=None, cluster=False):
             "--db-url", bench.cfg.db_url, "--journal-key", server.journal_key(product),
             "--product", str(product), "--timeout", str(DRAIN_TIMEOUT), "--", *cmd]
     e = dict(os.environ, BENCH_PRODUCT_ID=str(product), **(env or {}))
-    r = subprocess.run(argv, env=e, stdout=subprocess.PIPE, text=True)
-    if r.returncode != 0:
+    rc, out = run_fg(argv, env=e, stdout=subprocess.PIPE, text=True)
+    if rc != 0:
         raise Die(f"drain.py failed for {out_file}")
     d = {}
-    for k, v in kv(r.stdout).items():
+    for k, v in kv(out).items():
         try:
             d[k] = float(v) if "." in v else int(v)
         except ValueError:

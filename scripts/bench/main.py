@@ -134,6 +134,8 @@ def main(argv):
         return 1
     bench = common.Bench(cfg)
     signal.signal(signal.SIGTERM, on_term)
+    # Also when started in the background of a script, which ignores SIGINT for it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rc = 1
     try:
         rc = run(bench, mod)

@@ -7,7 +7,8 @@ drift over the run (the orders table growing, other load on the machine) favours
 them. With a bracket side (--attack's baseline), a bracket slot comes first and after every
 round, so every other slot lies between two bracket slots.
 
-Each slot is the mode's function SLOT(name, round, position) -> {figure: value}; the driver
+Each slot is the mode's function SLOT(name, round, position, index) -> {figure: value}
+(index counts the slots of the whole run from 1); the driver
 keeps the results in order (Slot) and gives per side the values in round order, their
 median, and the ratio of two sides' medians. Nothing here knows what a slot measures.
 """

@@ -110,9 +110,9 @@ def run_ab(bench, server, product):
         b.write(f'{{"product_id":{product},"qty":1}}')
     log(f"[io_uring] ab -n 1000 -c 100 -k -p body.json -T application/json {server.url('/api/orders')}")
     with open(f, "w") as out:
-        r = subprocess.run(["ab", "-n", "1000", "-c", "100", "-k", "-p", body, "-T", "application/json",
-                            server.url("/api/orders")], stdout=out, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
+        rc, _ = common.run_fg(["ab", "-n", "1000", "-c", "100", "-k", "-p", body, "-T", "application/json",
+                               server.url("/api/orders")], stdout=out, stderr=subprocess.STDOUT)
+    if rc != 0:
         last = (open(f, errors="replace").read().splitlines() or [""])[-1]
         bench.problem(f"ab exited non-zero (see {bench.rel(f)}): {last}")
     server.assert_alive("ab")

@@ -53,10 +53,10 @@ def measure(bench):
         wrk = bench.spawn(["wrk", "-t1", f"-c{conns}", f"-d{minutes}m", "--latency", "-s",
                            os.path.join(common.HELPERS, "orders.lua"), server.url("/api/orders")],
                           stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, BENCH_PRODUCT_ID=str(large)))
-    t0 = time.time()
+    t0 = int(time.time())  # whole seconds, as the samples are taken and shown
     nxt, r1, rmax = 0, None, 0
     while wrk.poll() is None:
-        now = int(time.time() - t0)
+        now = int(time.time()) - t0
         if now >= nxt:
             server.assert_alive("soak")
             rss = server.rss_kb()
@@ -74,7 +74,7 @@ def measure(bench):
         raise Die(f"wrk failed during the soak (see {f})")
     server.assert_alive("soak")
     last = server.rss_kb()
-    samples.append((int(time.time() - t0), last))
+    samples.append((int(time.time()) - t0, last))
     rmax = max(rmax, last)
     with open(tsv, "w") as t:
         t.write("".join(f"{a}\t{b}\n" for a, b in samples))

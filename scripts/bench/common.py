@@ -622,10 +622,15 @@ def free_port():
     return port
 
 
-def http_get(url, timeout=5):
+def _opener():
+    """urllib without the environment's proxies (the server is on loopback)."""
     import urllib.request
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url, timeout=5):
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with _opener().open(url, timeout=timeout) as r:
             return r.read().decode("utf-8", "replace")
     except Exception:  # noqa: BLE001
         return None
@@ -633,9 +638,8 @@ def http_get(url, timeout=5):
 
 def http_status(url, timeout=2):
     import urllib.error
-    import urllib.request
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with _opener().open(url, timeout=timeout) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code

@@ -12,6 +12,8 @@ cluster as B.
 import subprocess
 import sys
 
+import common
+import report
 import rounds
 from common import Die, LARGE_STOCK, log, uint
 from modes import compare
@@ -34,7 +36,7 @@ def prepare(bench):
     """Starts the local cluster and gives its nodes the single Redis's appendonly for the run."""
     cfg = bench.cfg
     env = dict(cfg.env, CLUSTER_PORT=str(cfg.cluster_port))
-    r = subprocess.run([f"{compare.common.REPO_ROOT}/scripts/services.sh", "cluster", "start"], env=env,
+    r = subprocess.run([f"{common.REPO_ROOT}/scripts/services.sh", "cluster", "start"], env=env,
                        stdout=sys.stderr)
     if r.returncode != 0:
         raise Die("scripts/services.sh cluster start failed")
@@ -98,6 +100,6 @@ def measure(bench):
 def verdict_ratio(rs):
     """Median CPU per reservation (all processes, slots whose sample worked) cluster ÷ single."""
     def med(side):
-        return compare.report.median([compare.cpu_all(s, "orders") for s in rs.of(side)])
+        return report.median([compare.cpu_all(s, "orders") for s in rs.of(side)])
     single, cluster = med("single"), med("cluster")
     return None if not single or cluster is None else cluster / single

@@ -1,28 +1,19 @@
 #!/usr/bin/env python3
-"""Parsing, table and chart helpers for scripts/bench.sh.
+"""Parsing and formatting shared by the benchmark's modes (scripts/bench/), and its charts.
 
-    report.py wrk FILE          -> "rps p50_ms p99_ms requests non2xx socket_errors"
-    report.py ab FILE           -> "rps p50_ms p99_ms complete failed non2xx keepalive"
-    report.py metrics FILE PREFIX -> key facts of a /metrics snapshot as TSV lines (FILE - = stdin)
-    report.py metrics-brief FILE  -> the same facts on one line
-    report.py table TSV         -> the Markdown results table (stdout)
-    report.py cpu-table TSV [KEY[=NAME]...] -> CPU per request, one column pair per KEY
-                                   (default: io_uring epoll), headed NAME if given
-    report.py compare-table TSV [OLD_NAME NEW_NAME]
-                                -> the Markdown table of a --compare run (KEYs old and new;
-                                   --cluster names them single and cluster)
-    report.py cluster-verdict TSV -> "PASS|FAIL ratio": --cluster's CPU per reservation target
-    report.py soak-table TSV    -> the Markdown table of a --soak run (stdout)
-    report.py attack-table TSV [DIR] -> the Markdown tables of an --attack run (DIR: where the
-                                   servers' /metrics snapshots are)
-    report.py attack-verdicts TSV -> "attack PASS|FAIL", one line per attack
-    report.py chart TSV PNG     -> throughput and latency chart (needs matplotlib)
-    report.py soak-chart TSV RSS_TSV PNG -> RSS over time of a --soak run
+Owns: the parsers of wrk, ab and /metrics output; the number formats and Markdown tables;
+the default mode's results table (scenarios 1-7), the CPU-per-request table every mode
+prints, the --soak table; the charts (matplotlib, which may live in another python3 than the
+one running the benchmark, hence the command line):
 
-TSV is the measurements file bench.sh writes: one `key<TAB>value` a line; a value with
-commas is a list (one item per run). Missing keys print as "—".
+    report.py chart MEASUREMENTS.json PNG          throughput and latency of the default mode
+    report.py soak-chart MEASUREMENTS.json RSS_TSV PNG   RSS over time of a --soak run
+
+MEASUREMENTS.json is the run's Measurements (common.py): {key: [value per run, ...]}.
+A missing figure prints as "—".
 """
 
+import json
 import re
 import statistics
 import sys
@@ -49,27 +40,30 @@ def count(text):
 
 
 def parse_wrk(path):
+    """wrk's output -> {rps, p50, p99 (ms), requests, non2xx, sockerr}."""
     text = open(path, encoding="utf-8", errors="replace").read()
     rps = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
     p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
     req = re.search(r"^\s+(\S+) requests in", text, re.M)
     if not (rps and p50 and p99 and req):
-        raise SystemExit(f"report.py: cannot parse wrk output {path}")
+        raise ValueError(f"cannot parse wrk output {path}")
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     sockerr = sum(int(x) for x in sock.groups()) if sock else 0
-    return [
-        f"{float(rps.group(1)):.2f}",
-        f"{dur_ms(p50.group(1)):.4f}",
-        f"{dur_ms(p99.group(1)):.4f}",
-        str(count(req.group(1))),
-        non2xx.group(1) if non2xx else "0",
-        str(sockerr),
-    ]
+    # Rounded as the figures have always been recorded (2 decimals for rates, 4 for ms).
+    return {
+        "rps": round(float(rps.group(1)), 2),
+        "p50": round(dur_ms(p50.group(1)), 4),
+        "p99": round(dur_ms(p99.group(1)), 4),
+        "requests": count(req.group(1)),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "sockerr": sockerr,
+    }
 
 
 def parse_ab(path):
+    """ab's output -> {rps, p50, p99 (whole ms), complete, failed, non2xx, keepalive}."""
     text = open(path, encoding="utf-8", errors="replace").read()
     rps = re.search(r"^Requests per second:\s+([0-9.]+)", text, re.M)
     p50 = re.search(r"^\s+50%\s+(\d+)", text, re.M)
@@ -79,16 +73,16 @@ def parse_ab(path):
     non2xx = re.search(r"^Non-2xx responses:\s+(\d+)", text, re.M)
     keepalive = re.search(r"^Keep-Alive requests:\s+(\d+)", text, re.M)
     if not (rps and p50 and p99 and done):
-        raise SystemExit(f"report.py: cannot parse ab output {path}")
-    return [
-        f"{float(rps.group(1)):.2f}",
-        p50.group(1),
-        p99.group(1),
-        done.group(1),
-        failed.group(1) if failed else "0",
-        non2xx.group(1) if non2xx else "0",
-        keepalive.group(1) if keepalive else "0",
-    ]
+        raise ValueError(f"cannot parse ab output {path}")
+    return {
+        "rps": round(float(rps.group(1)), 2),
+        "p50": int(p50.group(1)),
+        "p99": int(p99.group(1)),
+        "complete": int(done.group(1)),
+        "failed": int(failed.group(1)) if failed else 0,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "keepalive": int(keepalive.group(1)) if keepalive else 0,
+    }
 
 
 def parse_metrics(text):
@@ -108,9 +102,8 @@ def parse_metrics(text):
     return out
 
 
-def metrics_summary(path, prefix):
-    """Key facts from a /metrics snapshot, as measurement lines under PREFIX."""
-    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8", errors="replace").read()
+def metrics_summary(text, prefix):
+    """Key facts from the text of a /metrics snapshot, as (key under PREFIX, value) pairs."""
     ms = parse_metrics(text)
 
     def one(name):
@@ -147,39 +140,9 @@ def metrics_summary(path, prefix):
 
 # --------------------------------------------------------------- formatting
 
-def load(path):
-    d = {}
-    for line in open(path, encoding="utf-8"):
-        line = line.rstrip("\n")
-        if "\t" in line:
-            k, v = line.split("\t", 1)
-            # A key written once per run accumulates into a comma-separated list.
-            d[k] = d[k] + "," + v if k in d else v
-    return d
-
-
-class M:
-    """Typed access to the measurements."""
-
-    def __init__(self, d):
-        self.d = d
-
-    def raw(self, k):
-        return self.d.get(k)
-
-    def nums(self, k):
-        v = self.d.get(k)
-        if v is None or v == "":
-            return []
-        return [float(x) for x in v.split(",") if x != ""]
-
-    def med(self, k):
-        xs = self.nums(k)
-        return statistics.median(xs) if xs else None
-
-    def total(self, k):
-        xs = self.nums(k)
-        return int(sum(xs)) if xs else None
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
 
 
 DASH = "—"
@@ -233,8 +196,8 @@ def md_table(header, rows):
     return "\n".join(out)
 
 
-def table(path):
-    m = M(load(path))
+def table(m):
+    """The default mode's table (scenarios 1-7, io_uring and epoll) from its Measurements."""
     runs = m.raw("runs") or "1"
     dur = m.raw("duration") or "?"
     drivers = ["io_uring", "epoll"]
@@ -324,7 +287,7 @@ def table(path):
                  *both(lambda dv: m.raw(f"{dv}.conns.health") or DASH), "status and time of one curl"])
     rows.append(["", "I/O driver check", *both(lambda dv: m.raw(f"{dv}.driver") or DASH),
                  "io_uring instances in /proc/PID/fd"])
-    print(md_table(["Scenario", "Metric", "io_uring (default)", "legacy epoll", "Notes"], rows))
+    return md_table(["Scenario", "Metric", "io_uring (default)", "legacy epoll", "Notes"], rows)
 
 
 CPU_GROUPS = [
@@ -338,18 +301,13 @@ CPU_GROUPS = [
 ]
 
 
-def cpu_per_run(m, key, rps_key):
-    """Per run: {group: µs of CPU per request} from cpu.py's percentages and the run's rate,
-    plus "idle" as a percentage of all cores; None for a run whose sample failed."""
-    lines = (m.raw(key) or "").split(",")
-    rates = m.nums(rps_key)
+def cpu_per_run(cpus, rates):
+    """Per run: {group: µs of CPU per request} from cpu.py's percentages (CPUS, one dict or
+    None per run) and the run's rate (RATES), plus "idle" as a percentage of all cores; None
+    for a run whose sample failed."""
     runs = []
-    for line, rps in zip(lines, rates):
-        try:
-            pct = {g: float(v) for g, v in (kv.split("=") for kv in line.split(";") if kv)}
-        except ValueError:
-            pct = None  # a failed sample (its error text)
-        if pct is None or rps <= 0:
+    for pct, rps in zip(cpus, rates):
+        if not pct or rps is None or rps <= 0:
             runs.append(None)
             continue
         us = {g: pct.get(g, 0.0) / 100 / rps * 1e6 for g, _ in CPU_GROUPS}
@@ -360,20 +318,20 @@ def cpu_per_run(m, key, rps_key):
     return runs
 
 
-def cpu_runs(m, key, rps_key):
+def cpu_runs(cpus, rates):
     """cpu_per_run without the failed samples."""
-    return [r for r in cpu_per_run(m, key, rps_key) if r is not None]
+    return [r for r in cpu_per_run(cpus, rates) if r is not None]
 
 
-def cpu_table(path, keys=("io_uring", "epoll")):
-    m = M(load(path))
-    cols = []
-    for key in keys:
-        dv, _, name = key.partition("=")
-        name = name or dv
-        cols.append((f"{name}: `GET /health`", cpu_runs(m, f"{dv}.health.cpu", f"{dv}.health.rps")))
-        cols.append((f"{name}: `POST /api/orders`",
-                     cpu_runs(m, f"{dv}.orders.cpu", f"{dv}.orders.accepted_rps")))
+def cpu_columns(name, get):
+    """The two columns of cpu_table for one side NAME; GET(key) gives that side's list per
+    run of health.cpu, health.rps, orders.cpu or orders.accepted_rps."""
+    return [(f"{name}: `GET /health`", cpu_runs(get("health.cpu"), get("health.rps"))),
+            (f"{name}: `POST /api/orders`", cpu_runs(get("orders.cpu"), get("orders.accepted_rps")))]
+
+
+def cpu_table(cols):
+    """CPU per request: one column per (title, cpu_runs) of COLS, medians of the runs."""
 
     def med(runs, g):
         xs = [r[g] for r in runs]
@@ -387,16 +345,16 @@ def cpu_table(path, keys=("io_uring", "epoll")):
     rows.append(["idle, share of all cores",
                  *(DASH if med(runs, "idle") is None else f"{med(runs, 'idle'):.0f}%"
                    for _, runs in cols)])
-    print("CPU per request (per reservation for orders): CPU time of each process over the middle of "
-          "each wrk run (/proc, from 1 s after its start to 1 s before its end) divided by the "
-          "requests of that run; medians of the runs. The ratio of reservations/s to health "
-          "req/s is roughly the inverse ratio of the two 'all processes' figures, times the "
-          "ratio of the busy shares.\n")
-    print(md_table(["CPU per request", *(c for c, _ in cols)], rows))
+    return ("CPU per request (per reservation for orders): CPU time of each process over the middle of "
+            "each wrk run (/proc, from 1 s after its start to 1 s before its end) divided by the "
+            "requests of that run; medians of the runs. The ratio of reservations/s to health "
+            "req/s is roughly the inverse ratio of the two 'all processes' figures, times the "
+            "ratio of the busy shares.\n\n"
+            + md_table(["CPU per request", *(c for c, _ in cols)], rows))
 
 
-def soak_table(path):
-    m = M(load(path))
+def soak_table(m):
+    """The --soak table from its Measurements."""
     r1, rend = m.med("soak.rss_1min_kb"), m.med("soak.rss_end_kb")
     rows = [
         ["load", m.raw("soak.load") or DASH],
@@ -412,367 +370,39 @@ def soak_table(path):
         ["RSS end ÷ RSS after 1 minute", f_ratio(rend, r1, 3)],
         ["order rows in PostgreSQL after drain", f_int(m.med("soak.rows"))],
     ]
-    print(md_table(["Soak (memory flatness)", "Value"], rows))
-
-
-def compare_table(path, old_name="OLD", new_name="NEW"):
-    """--compare: one row per slot (round, binary), the medians per binary, NEW ÷ OLD.
-    --cluster names its two modes instead (measured under the keys old and new)."""
-    m = M(load(path))
-    names = {"old": old_name, "new": new_name}
-    per = {}
-    for b in names:
-        cpu_h = cpu_per_run(m, f"{b}.health.cpu", f"{b}.health.rps")
-        cpu_o = cpu_per_run(m, f"{b}.orders.cpu", f"{b}.orders.accepted_rps")
-        per[b] = {
-            "pos": m.nums(f"{b}.position"),
-            "health": m.nums(f"{b}.health.rps"),
-            "res": m.nums(f"{b}.orders.accepted_rps"),
-            "ratio": m.nums(f"{b}.ratio"),
-            "p99": m.nums(f"{b}.orders.p99"),
-            "cpu_h": [c["all"] if c else None for c in cpu_h],
-            "cpu_o": [c["all"] if c else None for c in cpu_o],
-        }
-
-    def at(b, k, i):
-        xs = per[b][k]
-        return xs[i] if i < len(xs) else None
-
-    def med(b, k):
-        xs = [x for x in per[b][k] if x is not None]
-        return statistics.median(xs) if xs else None
-
-    def us(x):
-        return DASH if x is None else f"{x:.1f}"
-
-    def cells(get):
-        """health, reservations/s, ratio, p99, CPU µs health / reservation, from get(key)."""
-        return [f_rps(get("health")), f_rps(get("res")), f_x(get("ratio"), 3), f_ms(get("p99")),
-                f"{us(get('cpu_h'))} / {us(get('cpu_o'))}"]
-
-    rows = []
-    rounds = max(len(per[b]["res"]) for b in names)
-    for i in range(rounds):
-        order = sorted(names, key=lambda b: at(b, "pos", i) or 9)
-        for b in order:
-            pos = at(b, "pos", i)
-            rows.append([str(i + 1), DASH if pos is None else f"{pos:.0f}", names[b],
-                         *cells(lambda k: at(b, k, i))])
-    n = f"median of {rounds}" if rounds > 1 else "1 round"
-    for b in names:
-        rows.append([f"**{n}**", "", f"**{names[b]}**", *(f"**{c}**" for c in cells(lambda k: med(b, k)))])
-
-    def quot(k, digits=3):
-        return f_ratio(med("new", k), med("old", k), digits)
-
-    rows.append([f"**{new_name} ÷ {old_name}** (of the medians)", "", "",
-                 quot("health"), f"**{quot('res')}**", f"**{quot('ratio')}**", quot("p99"),
-                 f"{quot('cpu_h')} / {quot('cpu_o')}"])
-    print("Each slot: a fresh server, `GET /health` (the no-op ceiling) then `POST /api/orders`; "
-          "ratio = that slot's reservations/s ÷ its health req/s. CPU: all processes' CPU time "
-          "over the middle of each wrk run (bench/cpu.py) per health request / per reservation.\n")
-    print(md_table(["round", "slot", "binary" if old_name == "OLD" else "mode", "`GET /health` req/s", "reservations/s", "ratio",
-                    "orders p99", "CPU µs per request / reservation"], rows))
-
-    def paired(k):
-        qs = []
-        for i in range(rounds):
-            a, b = at("old", k, i), at("new", k, i)
-            qs.append(DASH if not a or b is None else f"{b / a:.3f}×")
-        return ", ".join(qs)
-
-    def spread(b, k, fmt):
-        xs = per[b][k]
-        return f"{fmt(min(xs))}–{fmt(max(xs))}" if xs else DASH
-
-    print(f"\n{new_name} ÷ {old_name} within each round: reservations/s {paired('res')}; "
-          f"ratio {paired('ratio')}; CPU per reservation {paired('cpu_o')}. "
-          f"Single slots range: reservations/s {old_name} {spread('old', 'res', f_rps)}, "
-          f"{new_name} {spread('new', 'res', f_rps)}; ratio {old_name} "
-          f"{spread('old', 'ratio', lambda x: f_x(x, 3))}, "
-          f"{new_name} {spread('new', 'ratio', lambda x: f_x(x, 3))}.")
-
-
-CLUSTER_CPU_TARGET = 1.15
-
-
-def cluster_verdict(path):
-    """--cluster: PASS when the median CPU per reservation (all processes) in cluster mode
-    (key new) is at most CLUSTER_CPU_TARGET × single mode's (key old)."""
-    m = M(load(path))
-
-    def med(b):
-        xs = [c["all"] for c in cpu_runs(m, f"{b}.orders.cpu", f"{b}.orders.accepted_rps")]
-        return statistics.median(xs) if xs else None
-
-    single, cluster = med("old"), med("new")
-    if not single or cluster is None:
-        print("FAIL -")
-        return
-    q = cluster / single
-    print(f"{'PASS' if q <= CLUSTER_CPU_TARGET else 'FAIL'} {q:.3f}")
-
-
-# ------------------------------------------------------------------- attack
-
-ATTACKS = ("chunks", "idle", "lookups")
-ATTACK_NAMES = {
-    "baseline": "baseline (no attack)",
-    "chunks": "endless chunk extension, 4 conns",
-    "idle": "idle-connection flood from 127.0.0.2",
-    "lookups": "lookup flood, wrk -c32",
-}
-RES_TARGET, P99_TARGET = 0.90, 2.0
-
-
-def kv_line(text):
-    """'a=1 b=x' -> {'a': '1', 'b': 'x'}; numbers stay strings."""
-    out = {}
-    for w in (text or "").split():
-        k, sep, v = w.partition("=")
-        if sep:
-            out[k] = v
-    return out
-
-
-def fnum(d, k):
-    try:
-        x = float(d.get(k, ""))
-    except ValueError:
-        return None
-    return None if x != x else x  # NaN -> None
-
-
-def attack_slots(path):
-    """One dict per slot of an --attack run, in order, with its baseline reference (the mean
-    of the nearest baseline slots before and after it) and its verdict."""
-    m = M(load(path))
-    n = int(m.med("attack.slots") or 0)
-    slots = []
-    for i in range(1, n + 1):
-        k = f"a{i}"
-        wh = kv_line(m.raw(f"{k}.webhooks"))
-        s = {
-            "n": i,
-            "sc": m.raw(f"{k}.scenario") or "?",
-            "label": m.raw(f"{k}.label") or "",
-            "res": m.med(f"{k}.res_rps"),
-            "p99": m.med(f"{k}.p99"),
-            "non2xx": m.med(f"{k}.non2xx"),
-            "sockerr": m.med(f"{k}.sockerr"),
-            "wh": wh,
-            "wp50": fnum(wh, "p50_ms"),
-            "wp99": fnum(wh, "p99_ms"),
-            "sent": fnum(wh, "sent"),
-            "ok": fnum(wh, "ok"),
-            "paid": fnum(wh, "paid"),
-            "attack": kv_line(m.raw(f"{k}.attack")),
-            "rss_idle": m.med(f"{k}.rss_idle_kb"),
-            "rss_max": m.med(f"{k}.rss_max_kb"),
-            "fds": (m.raw(f"{k}.fds") or DASH).replace(":", " ").replace(",", ", "),
-            "cpu": {},
-            "statuses": m.raw(f"{m.raw(f'{k}.label')}.m.statuses"),
-        }
-        cpu = m.raw(f"{k}.cpu") or ""
-        try:
-            s["cpu"] = {g: float(v) for g, v in (kv.split("=") for kv in cpu.split(";") if kv)}
-        except ValueError:
-            s["cpu"] = {}
-        slots.append(s)
-    for i, s in enumerate(slots):
-        s["ref_res"] = s["ref_p99"] = None
-        s["ratio"] = s["p99_ratio"] = s["verdict"] = None
-        if s["sc"] == "baseline":
-            continue
-        near = [b for b in (next((x for x in reversed(slots[:i]) if x["sc"] == "baseline"), None),
-                            next((x for x in slots[i + 1:] if x["sc"] == "baseline"), None)) if b]
-        res = [b["res"] for b in near if b["res"] is not None]
-        p99 = [b["wp99"] for b in near if b["wp99"] is not None]
-        s["refs"] = [b["n"] for b in near]
-        s["ref_res"] = statistics.mean(res) if res else None
-        s["ref_p99"] = statistics.mean(p99) if p99 else None
-        if s["res"] is not None and s["ref_res"]:
-            s["ratio"] = s["res"] / s["ref_res"]
-        if s["wp99"] is not None and s["ref_p99"]:
-            s["p99_ratio"] = s["wp99"] / s["ref_p99"]
-        s["all_paid"] = bool(s["sent"]) and s["paid"] == s["sent"]
-        s["verdict"] = verdict(s["ratio"], s["p99_ratio"], s["all_paid"])
-    return m, slots
-
-
-def verdict(ratio, p99_ratio, all_paid):
-    if ratio is None or p99_ratio is None:
-        return "FAIL"
-    return "PASS" if ratio >= RES_TARGET and p99_ratio <= P99_TARGET and all_paid else "FAIL"
-
-
-def attack_summary(slots):
-    """{scenario: (mean ratio, mean p99 ratio, all paid, verdict, runs)} for each attack run."""
-    out = {}
-    for sc in ATTACKS:
-        runs = [s for s in slots if s["sc"] == sc]
-        if not runs:
-            continue
-        rs = [s["ratio"] for s in runs if s["ratio"] is not None]
-        ps = [s["p99_ratio"] for s in runs if s["p99_ratio"] is not None]
-        r = statistics.mean(rs) if len(rs) == len(runs) else None
-        p = statistics.mean(ps) if len(ps) == len(runs) else None
-        paid = all(s["all_paid"] for s in runs)
-        out[sc] = (r, p, paid, verdict(r, p, paid), runs)
-    return out
-
-
-def server_view(outdir, label):
-    """What the server counted in a slot (its /metrics at the end): answers other than 2xx by
-    status, 503s by cause, connections refused at accept."""
-    if not outdir or not label:
-        return ""
-    try:
-        text = open(f"{outdir}/metrics-{label}.txt", encoding="utf-8", errors="replace").read()
-    except OSError:
-        return ""
-    ms = parse_metrics(text)
-    st = {}
-    for n, lb, v in ms:
-        if n.endswith("http_requests_total") and v and not lb.get("status", "").startswith("2"):
-            st[lb.get("status", "?")] = st.get(lb.get("status", "?"), 0) + v
-    parts = [f"{k}×{int(v):,}" for k, v in sorted(st.items()) if k != "503"]
-    why = {lb.get("reason", "?"): v for n, lb, v in ms if n.endswith("unavailable_responses_total") and v}
-    if why:
-        parts.append("503: " + ", ".join(f"{k} ×{int(v):,}" for k, v in sorted(why.items())))
-    refused = {lb.get("cap", "?"): v for n, lb, v in ms if n.endswith("connections_refused_total") and v}
-    if refused:
-        parts.append("connections refused at accept: "
-                     + ", ".join(f"{k} ×{int(v):,}" for k, v in sorted(refused.items())))
-    return "; ".join(parts)
-
-
-def attack_intensity(s):
-    a = s["attack"]
-    if s["sc"] == "chunks":
-        return (f"{(fnum(a, 'bytes_per_s') or 0) / 1e6:,.1f} MB/s in {fnum(a, 'sends_per_s') or 0:,.0f} "
-                f"sends/s; {fnum(a, 'conns_per_s') or 0:,.0f} conns/s closed by the server "
-                f"(answers seen: {a.get('statuses', DASH).replace(';', ', ').replace(':', '×')})")
-    if s["sc"] == "idle":
-        return (f"{fnum(a, 'target') or 0:,.0f} sockets: connected and not seen closed "
-                f"{fnum(a, 'held_avg') or 0:,.0f} on average (max {fnum(a, 'held_max') or 0:,.0f}; "
-                f"the accept queue and unread 503s count), {fnum(a, 'connecting_avg') or 0:,.0f} "
-                f"still connecting; server descriptors {s['fds']}; refused (503) {fnum(a, 'refused') or 0:,.0f} "
-                f"({fnum(a, 'refused_per_s') or 0:,.0f}/s); closed silently {fnum(a, 'silent_closes') or 0:,.0f}; "
-                f"connects {fnum(a, 'connects_per_s') or 0:,.0f}/s, failed {fnum(a, 'connect_errors') or 0:,.0f}")
-    if s["sc"] == "lookups":
-        st = a.get("statuses", "") or DASH
-        return (f"{fnum(a, 'rps') or 0:,.0f} req/s, p99 {f_ms(fnum(a, 'p99_ms'))}; statuses "
-                f"{st.replace(',', ', ').replace('=', '×')}")
-    return DASH
-
-
-def cpu_cell(s):
-    c = s["cpu"]
-    if not c:
-        return DASH
-    server = sum(c.get(g, 0.0) for g in ("workers", "writer", "server_other"))
-    att = c.get("attacker")
-    return f"{server:.0f}% / {DASH if att is None else f'{att:.0f}%'} / {c.get('other', 0.0):.0f}%"
-
-
-def attack_table(path, outdir=None):
-    m, slots = attack_slots(path)
-    summary = attack_summary(slots)
-
-    def ratio(x, digits=2):
-        return DASH if x is None else f"{x:.{digits}f}×"
-
-    rows = []
-    for s in slots:
-        base = s["sc"] == "baseline"
-        wh = s["wh"]
-        rows.append([
-            str(s["n"]),
-            ATTACK_NAMES.get(s["sc"], s["sc"]),
-            f_rps(s["res"]),
-            DASH if base else ratio(s["ratio"]),
-            f_ms(s["p99"]),
-            f"{f_ms(s['wp50'])} / {f_ms(s['wp99'])}",
-            DASH if base else ratio(s["p99_ratio"]),
-            f"{f_int(s['ok'])} / {f_int(s['sent'])}",
-            attack_intensity(s),
-            f_mib(s["rss_max"]),
-            cpu_cell(s),
-            DASH if base else f"**{s['verdict']}**",
-        ])
-    print("Every slot: a fresh server, reservations (`POST /api/orders`, wrk -t1 -c32, 202s only) and "
-          "paced signed payment webhooks at the same time, beside the slot's attack. ÷ baseline: "
-          "against the mean of the baseline slots just before and after it. Webhook latency: from "
-          "writing the request to reading the whole answer (200 after the PostgreSQL commit). "
-          "RSS max: the server's VmRSS sampled every 0.1 s from the attack's start to the load's end. "
-          "CPU: % of one core over the middle of the load (bench/cpu.py) used by the server's threads / "
-          "the attacker / other processes (not the server, Redis, PostgreSQL, wrk or the bench's "
-          "clients: kernel threads such as ksoftirqd, and other work on the machine); the "
-          "attackers share the two cores with everything else.\n")
-    print(md_table(["#", "scenario", "reservations/s", "÷ baseline", "orders p99", "webhook p50 / p99",
-                    "p99 ÷ baseline", "webhooks 200 / sent", "attack intensity",
-                    "server RSS max", "CPU server / attacker / other", "verdict"], rows))
-
-    srows = []
-    for sc, (r, p, paid, v, runs) in summary.items():
-        srows.append([ATTACK_NAMES[sc], str(len(runs)),
-                      f"{ratio(r)} ({', '.join(ratio(s['ratio']) for s in runs)})",
-                      f"{ratio(p)} ({', '.join(ratio(s['p99_ratio']) for s in runs)})",
-                      "yes" if paid else "**no**",
-                      f_mib(max((s["rss_max"] for s in runs if s["rss_max"] is not None), default=None)),
-                      f"**{v}**"])
-    print(f"\nPer attack: the mean of its slots against the targets (reservations/s ≥ {RES_TARGET:.2f}× "
-          f"and webhook p99 ≤ {P99_TARGET:.0f}× the baseline, every webhook paid).\n")
-    print(md_table(["attack", "slots", "reservations/s ÷ baseline (slots)",
-                    "webhook p99 ÷ baseline (slots)", "all webhooks paid", "server RSS max",
-                    "verdict"], srows))
-
-    bases = [s for s in slots if s["sc"] == "baseline"]
-    res = [s["res"] for s in bases if s["res"] is not None]
-    p99 = [s["wp99"] for s in bases if s["wp99"] is not None]
-    notes = []
-    if res:
-        spread = max(res) / min(res)
-        notes.append(f"Baselines (drift over the run): reservations/s {', '.join(f_rps(x) for x in res)} "
-                     f"(max ÷ min {spread:.2f}); webhook p99 {', '.join(f_ms(x) for x in p99)}."
-                     + (f" The baselines differ by more than the {1 - RES_TARGET:.0%} the reservations "
-                        "target allows: the machine was too noisy for the verdicts to tell the attacks "
-                        "apart from the noise; run again when it is quiet." if spread > 1 / RES_TARGET else ""))
-    late = [fnum(s["wh"], "late_max_ms") for s in slots]
-    if any(x is not None for x in late):
-        notes.append("Webhook client pacing, latest start after its due time per slot: "
-                     + ", ".join(f_ms(x) for x in late) + " (large values: the client itself was short of CPU "
-                     f"or all its {slots[0]['wh'].get('conns', '?')} connections busy; latency counted "
-                     "from the due time instead, p99 per slot: "
-                     + ", ".join(f_ms(fnum(s["wh"], "sched_p99_ms")) for s in slots) + ").")
-    orders = [f"{s['n']}: {f_int(s['non2xx'])}" + (f" (socket errors {f_int(s['sockerr'])})" if s["sockerr"] else "")
-              for s in slots if s["non2xx"] or s["sockerr"]]
-    notes.append("Non-2xx answers to the legitimate `POST /api/orders` per slot: "
-                 + ("; ".join(orders) if orders else "none") + ".")
-    for s in slots:
-        view = server_view(outdir, s["label"])
-        if view:
-            notes.append(f"Server /metrics, slot {s['n']} ({s['sc']}): {view}.")
-    print()
-    for n in notes:
-        print(f"- {n}")
-
-
-def attack_verdicts(path):
-    _, slots = attack_slots(path)
-    for sc, (_, _, _, v, _) in attack_summary(slots).items():
-        print(f"{sc} {v}")
+    return md_table(["Soak (memory flatness)", "Value"], rows)
 
 
 # -------------------------------------------------------------------- chart
+
+class Loaded:
+    """The Measurements of measurements.json, read back (raw, nums, med as in common.py)."""
+
+    def __init__(self, path):
+        self.d = json.load(open(path, encoding="utf-8"))
+
+    def raw(self, k):
+        xs = self.d.get(k)
+        if not xs:
+            return None
+        return str(xs[0]) if len(xs) == 1 else ",".join(str(x) for x in xs)
+
+    def med(self, k):
+        xs = []
+        for x in self.d.get(k, []):
+            try:
+                xs.append(float(x))
+            except (TypeError, ValueError):
+                pass
+        return median(xs)
+
 
 def chart(path, png):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    m = M(load(path))
+    m = Loaded(path)
     bars = []  # (label, rps, p50, p99)
     for dv in ("io_uring", "epoll"):
         for sc, label in (("health", "GET /health"), ("orders", "POST /api/orders")):
@@ -816,7 +446,7 @@ def soak_chart(path, rss_tsv, png):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    m = M(load(path))
+    m = Loaded(path)
     ts, rss = [], []
     for line in open(rss_tsv, encoding="utf-8"):
         parts = line.split()
@@ -836,30 +466,7 @@ def soak_chart(path, rss_tsv, png):
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "wrk":
-        print(" ".join(parse_wrk(args[0])))
-    elif cmd == "ab":
-        print(" ".join(parse_ab(args[0])))
-    elif cmd == "metrics":
-        for k, v in metrics_summary(args[0], args[1]):
-            print(f"{k}\t{v}")
-    elif cmd == "metrics-brief":
-        print("; ".join(v for k, v in metrics_summary(args[0], "x") if not k.endswith("reaper_pending")))
-    elif cmd == "table":
-        table(args[0])
-    elif cmd == "cpu-table":
-        cpu_table(args[0], *([args[1:]] if len(args) > 1 else []))
-    elif cmd == "compare-table":
-        compare_table(*args[:3])
-    elif cmd == "cluster-verdict":
-        cluster_verdict(args[0])
-    elif cmd == "soak-table":
-        soak_table(args[0])
-    elif cmd == "attack-table":
-        attack_table(args[0], args[1] if len(args) > 1 else None)
-    elif cmd == "attack-verdicts":
-        attack_verdicts(args[0])
-    elif cmd == "chart":
+    if cmd == "chart":
         chart(args[0], args[1])
     elif cmd == "soak-chart":
         soak_chart(args[0], args[1], args[2])

@@ -3,7 +3,7 @@
 -- operation stays one atomic EVALSHA.
 --
 -- The order record is one string, `st|qty|amt|exp|ct|uc|user`:
---   st    pending | paid | payment_failed | expired
+--   st    pending | paid | payment_failed | expired | buyer_cancelled
 --   qty   units            amt  amount in cents
 --   exp   expiry (Unix ms) ct   creation (Unix ms)
 --   uc    '1' when qty is counted in the users hash
@@ -90,8 +90,8 @@ local function journal(journal_key, now, ref, state)
   redis.call('ZADD', journal_key, now, ref .. '|' .. state)
 end
 
--- pending -> payment_failed | expired: the units go back to the reservable stock and to the
--- buyer's allowance, and the change is journaled for the writer. The caller has checked that
+-- pending -> payment_failed | expired | buyer_cancelled: the units go back to the reservable
+-- stock and to the buyer's allowance, and the change is journaled for the writer. The caller has checked that
 -- the order is pending, which is what makes this happen at most once.
 local function cancel(stock_key, order_key, pending_key, journal_key, users_key, ref, rec, reason, now)
   set_state(order_key, rec, reason)

@@ -81,6 +81,8 @@ pub enum OrderState {
 pub enum CancelReason {
     PaymentFailed,
     Expired,
+    /// The buyer gave the order back (`POST /api/orders/{order_reference}/cancel`).
+    Buyer,
 }
 
 impl CancelReason {
@@ -88,6 +90,7 @@ impl CancelReason {
         match self {
             CancelReason::PaymentFailed => "payment_failed",
             CancelReason::Expired => "expired",
+            CancelReason::Buyer => "buyer",
         }
     }
 
@@ -95,6 +98,7 @@ impl CancelReason {
         match s {
             "payment_failed" => Some(CancelReason::PaymentFailed),
             "expired" => Some(CancelReason::Expired),
+            "buyer" => Some(CancelReason::Buyer),
             _ => None,
         }
     }
@@ -140,6 +144,7 @@ impl OrderState {
             OrderState::Paid => "paid",
             OrderState::Cancelled(CancelReason::PaymentFailed) => "payment_failed",
             OrderState::Cancelled(CancelReason::Expired) => "expired",
+            OrderState::Cancelled(CancelReason::Buyer) => "buyer_cancelled",
         }
     }
 
@@ -149,6 +154,7 @@ impl OrderState {
             "paid" => Some(OrderState::Paid),
             "payment_failed" => Some(OrderState::Cancelled(CancelReason::PaymentFailed)),
             "expired" => Some(OrderState::Cancelled(CancelReason::Expired)),
+            "buyer_cancelled" => Some(OrderState::Cancelled(CancelReason::Buyer)),
             _ => None,
         }
     }

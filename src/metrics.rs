@@ -27,6 +27,7 @@ pub enum Route {
     ProductGet,
     OrderCreate,
     OrderGet,
+    OrderCancel,
     Webhook,
     Health,
     Ready,
@@ -43,10 +44,11 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 16] = [
+    pub const ALL: [Route; 17] = [
         Route::ProductGet,
         Route::OrderCreate,
         Route::OrderGet,
+        Route::OrderCancel,
         Route::Webhook,
         Route::Health,
         Route::Ready,
@@ -71,6 +73,7 @@ impl Route {
             Route::ProductGet => "GET /api/products/{id}",
             Route::OrderCreate => "POST /api/orders",
             Route::OrderGet => "GET /api/orders/{order_reference}",
+            Route::OrderCancel => "POST /api/orders/{order_reference}/cancel",
             Route::Webhook => "POST /api/payments/webhook",
             Route::Health => "GET /health",
             Route::Ready => "GET /ready",

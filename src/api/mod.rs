@@ -5,11 +5,13 @@
 //! | `GET /api/products/{id}`            | `products.rs`     |
 //! | `POST /api/orders`                  | `orders.rs`       |
 //! | `GET /api/orders/{order_reference}` | `order_status.rs` |
+//! | `POST /api/orders/{order_reference}/cancel` | `cancel.rs` |
 //! | `POST /api/payments/webhook`        | `webhook.rs`      |
 //! | `GET /health`, `/ready`, `/metrics` | `ops.rs`          |
 //! | `/admin/...` (products, orders, late payments) | `admin.rs` |
 
 pub mod admin;
+pub mod cancel;
 pub mod json;
 pub mod ops;
 pub mod order_status;
@@ -33,6 +35,7 @@ pub enum Endpoint<'a> {
     ProductGet(&'a str),
     OrderCreate,
     OrderGet(&'a str),
+    OrderCancel(&'a str),
     Webhook,
     Health,
     Ready,
@@ -53,6 +56,7 @@ impl Endpoint<'_> {
             Endpoint::ProductGet(_) => Route::ProductGet,
             Endpoint::OrderCreate => Route::OrderCreate,
             Endpoint::OrderGet(_) => Route::OrderGet,
+            Endpoint::OrderCancel(_) => Route::OrderCancel,
             Endpoint::Webhook => Route::Webhook,
             Endpoint::Health => Route::Health,
             Endpoint::Ready => Route::Ready,
@@ -92,6 +96,9 @@ pub fn resolve<'a>(method: &str, path: &'a str, admin: bool) -> Result<Endpoint<
         (Some("api"), Some("products"), Some(id), None) => (Endpoint::ProductGet(id), "GET"),
         (Some("api"), Some("orders"), None, None) => (Endpoint::OrderCreate, "POST"),
         (Some("api"), Some("orders"), Some(r), None) => (Endpoint::OrderGet(r), "GET"),
+        (Some("api"), Some("orders"), Some(r), Some("cancel")) => {
+            (Endpoint::OrderCancel(r), "POST")
+        }
         (Some("api"), Some("payments"), Some("webhook"), None) => (Endpoint::Webhook, "POST"),
         (Some("health"), None, None, None) => (Endpoint::Health, "GET"),
         (Some("ready"), None, None, None) => (Endpoint::Ready, "GET"),
@@ -184,6 +191,7 @@ async fn call(
         Endpoint::ProductGet(id) => products::get(w, id).await,
         Endpoint::OrderCreate => orders::create(w, req, client).await,
         Endpoint::OrderGet(reference) => order_status::get(w, req, reference).await,
+        Endpoint::OrderCancel(reference) => cancel::post(w, req, reference).await,
         Endpoint::Webhook => webhook::handle(w, req).await,
         Endpoint::Health => Ok(ops::health()),
         Endpoint::Ready => Ok(ops::ready(w).await),

@@ -27,6 +27,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_revisions_and_ranges",
         include_str!("../../migrations/0006_revisions_and_ranges.sql"),
     ),
+    (
+        "0007_buyer_cancellation",
+        include_str!("../../migrations/0007_buyer_cancellation.sql"),
+    ),
 ];
 
 /// This database's identity (migration 0004), which the server records in Redis.

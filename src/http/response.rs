@@ -153,6 +153,8 @@ pub enum ApiError {
         retry_after_secs: u32,
     },
     SaleEnded,
+    /// A cancellation of an order that is paid or cancelled for another reason: its status.
+    OrderNotCancellable(&'static str),
     PayloadTooLarge,
     Validation(FieldErrors),
     IdempotencyKeyReused,
@@ -171,6 +173,9 @@ struct ErrorBody<'a> {
     /// When the sale opens (`sale_not_started`).
     #[serde(skip_serializing_if = "Option::is_none")]
     sale_starts_at: Option<String>,
+    /// The order's status (`order_not_cancellable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_status: Option<&'static str>,
 }
 
 impl ApiError {
@@ -187,7 +192,8 @@ impl ApiError {
             ApiError::InsufficientStock
             | ApiError::PurchaseLimitReached
             | ApiError::SaleNotStarted { .. }
-            | ApiError::SaleEnded => 409,
+            | ApiError::SaleEnded
+            | ApiError::OrderNotCancellable(_) => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::Validation(_) | ApiError::IdempotencyKeyReused => 422,
             ApiError::RateLimited(_) => 429,
@@ -214,6 +220,7 @@ impl ApiError {
             ApiError::PurchaseLimitReached => "purchase_limit_reached",
             ApiError::SaleNotStarted { .. } => "sale_not_started",
             ApiError::SaleEnded => "sale_ended",
+            ApiError::OrderNotCancellable(_) => "order_not_cancellable",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Validation(_) => "validation_failed",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
@@ -244,6 +251,9 @@ impl ApiError {
             ApiError::PurchaseLimitReached => "Purchase limit reached",
             ApiError::SaleNotStarted { .. } => "The sale has not started yet",
             ApiError::SaleEnded => "The sale has ended",
+            ApiError::OrderNotCancellable(_) => {
+                "This order can no longer be cancelled: it is paid or already cancelled"
+            }
             ApiError::PayloadTooLarge => "The request body is larger than 16 KiB",
             ApiError::Validation(_) => "The given data was invalid",
             ApiError::IdempotencyKeyReused => {
@@ -288,6 +298,10 @@ impl ApiError {
                 code: self.code(),
                 errors,
                 sale_starts_at,
+                order_status: match &self {
+                    ApiError::OrderNotCancellable(s) => Some(*s),
+                    _ => None,
+                },
             },
         );
         match self {
@@ -360,6 +374,7 @@ pub mod tests {
                 retry_after_secs: 1,
             },
             ApiError::SaleEnded,
+            ApiError::OrderNotCancellable("paid"),
             ApiError::PayloadTooLarge,
             ApiError::Validation(FieldErrors::new()),
             ApiError::IdempotencyKeyReused,
@@ -384,6 +399,7 @@ pub mod tests {
                 | ApiError::PurchaseLimitReached
                 | ApiError::SaleNotStarted { .. }
                 | ApiError::SaleEnded
+                | ApiError::OrderNotCancellable(_)
                 | ApiError::PayloadTooLarge
                 | ApiError::Validation(_)
                 | ApiError::IdempotencyKeyReused

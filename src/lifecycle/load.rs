@@ -14,7 +14,7 @@ use crate::local::Local;
 use crate::local::flight::Joined;
 use crate::reader::{ReadError, ReadMsg};
 use crate::redis::record::{decode_record, record_cmd};
-use crate::redis::scripts::load::{decode_load, load_call};
+use crate::redis::scripts::load::{AdoptReply, adopt_call, decode_adopt, decode_load, load_call};
 use crate::redis::scripts::product::{ProductView, decode_product, product_call};
 use std::time::Instant;
 
@@ -101,6 +101,36 @@ pub async fn find_order(w: &Local, reference: &str) -> Result<Option<OrderRecord
         w.loads.remember_missing_order(reference, now);
     }
     Ok(found)
+}
+
+/// Takes a pending order that only PostgreSQL has into Redis (or loads its product, which
+/// counts it), so the next transition call finds it.
+pub async fn adopt(w: &Local, order: &OrderRecord) -> Result<(), Failure> {
+    let pid = order.product_id;
+    let reply = decode_adopt(
+        w.redis
+            .eval(&adopt_call(&w.keys, order))
+            .await
+            .map_err(redis_failure)?,
+    )
+    .map_err(reply_failure)?;
+    match reply {
+        AdoptReply::NotLoaded => {
+            ensure_loaded(w, pid).await?;
+        }
+        AdoptReply::AlreadyThere => {}
+        AdoptReply::Adopted { shortfall } => {
+            if shortfall > 0 {
+                tracing::warn!(
+                    reference = %order.reference,
+                    shortfall,
+                    "adopted an order for more units than were left; stock stopped at zero"
+                );
+            }
+            w.expiries.arm(pid, order.expires_at_ms);
+        }
+    }
+    Ok(())
 }
 
 pub fn read_failure(e: ReadError) -> Failure {

@@ -1,5 +1,6 @@
 //! The life of an order on a worker, one file per step: `reserve` (micro-batched
-//! `reserve.lua` calls), `webhook` (pay or fail, wherever the order is), `expire` (the
+//! `reserve.lua` calls), `webhook` (pay or fail, wherever the order is), `cancel` (the buyer
+//! gives a pending order back, found the same way), `expire` (the
 //! reaper's step), `load` (products and orders read from PostgreSQL when Redis lacks them),
 //! and `queue` (the places in the writer's queue and the answers from the writer). The API
 //! handlers, the reaper and the deferred webhooks all go through these, so each rule exists
@@ -24,6 +25,7 @@
 //! found.
 
 pub mod admin;
+pub mod cancel;
 pub mod expire;
 pub mod load;
 pub mod reserve;

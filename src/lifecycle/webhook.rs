@@ -8,11 +8,10 @@ use crate::domain::{
     Failure, OrderRecord, ProductId, Unavailable, WebhookOutcome, product_of_reference,
 };
 use crate::handoff::Permit;
-use crate::lifecycle::load::{ensure_loaded, find_order};
+use crate::lifecycle::load::{adopt, ensure_loaded, find_order};
 use crate::lifecycle::{redis_failure, reply_failure};
 use crate::local::Local;
 use crate::local::queue::commit;
-use crate::redis::scripts::load::{AdoptReply, adopt_call, decode_adopt};
 use crate::redis::scripts::transition::{
     Settlement, Transition, TransitionReply, decode_transition, transition_call,
 };
@@ -93,36 +92,6 @@ pub async fn apply(
         }
     };
     finish(p, record, transition, success, payload).await
-}
-
-/// Takes a pending order that only PostgreSQL has into Redis (or loads its product, which
-/// counts it), so the next transition call finds it.
-async fn adopt(w: &Local, order: &OrderRecord) -> Result<(), Failure> {
-    let pid = order.product_id;
-    let reply = decode_adopt(
-        w.redis
-            .eval(&adopt_call(&w.keys, order))
-            .await
-            .map_err(redis_failure)?,
-    )
-    .map_err(reply_failure)?;
-    match reply {
-        AdoptReply::NotLoaded => {
-            ensure_loaded(w, pid).await?;
-        }
-        AdoptReply::AlreadyThere => {}
-        AdoptReply::Adopted { shortfall } => {
-            if shortfall > 0 {
-                tracing::warn!(
-                    reference = %order.reference,
-                    shortfall,
-                    "adopted an order for more units than were left; stock stopped at zero"
-                );
-            }
-            w.expiries.arm(pid, order.expires_at_ms);
-        }
-    }
-    Ok(())
 }
 
 /// Records the webhook with the order's state and waits for the commit.

@@ -544,3 +544,54 @@ fn high_s_es256_signatures_are_refused_and_a_huge_exp_does_not_wrap() {
     assert_eq!(c.get("/health").status, 200);
     env.assert_conserved(pid, 100);
 }
+
+/// `POST /api/orders/{ref}/cancel` in `jwt` mode: only the order's buyer cancels it; another
+/// buyer is told it does not exist and no token is 401, both changing nothing.
+#[test]
+fn only_the_buyer_cancels_an_order() {
+    let env = Env::new();
+    let pid = env.product_with(5, 100, 10, Some(1));
+    let srv = jwt_server(&env, &[]);
+    let mut c = srv.client();
+    let alice = token(Algorithm::HS256, None, &claims("alice"));
+    let bob = token(Algorithm::HS256, None, &claims("bob"));
+    let r = order_as(
+        &mut c,
+        Some(&alice),
+        &json!({"product_id": pid, "qty": 1}),
+        None,
+    );
+    assert_eq!(r.status, 202);
+    let reference = r.json()["order_reference"].as_str().unwrap().to_string();
+    let cancel_as = |c: &mut Client, t: Option<&str>| {
+        let auth = t.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        c.request(
+            "POST",
+            &format!("/api/orders/{reference}/cancel"),
+            &headers,
+            b"",
+        )
+    };
+    let theirs = cancel_as(&mut c, Some(&bob));
+    assert_eq!(
+        (theirs.status, theirs.code()),
+        (404, "order_not_found".to_string())
+    );
+    assert_unauthorized(&cancel_as(&mut c, None), "a cancellation without a token");
+    let still = get_as(&mut c, Some(&alice), &format!("/api/orders/{reference}"));
+    assert_eq!(still.json()["status"], "pending", "nothing changed");
+    let mine = cancel_as(&mut c, Some(&alice));
+    assert_eq!(mine.status, 200, "{}", String::from_utf8_lossy(&mine.body));
+    assert_eq!(mine.json()["cancel_reason"], "buyer");
+    // Her per-user limit of 1 is free again.
+    let r = order_as(
+        &mut c,
+        Some(&alice),
+        &json!({"product_id": pid, "qty": 1}),
+        None,
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    env.assert_conserved(pid, 5);
+}

@@ -26,6 +26,7 @@ pub enum ScriptId {
     Reserve,
     Pay,
     Fail,
+    Cancel,
     Expire,
     Load,
     Adopt,
@@ -40,10 +41,11 @@ pub enum ScriptId {
 const LIB: &str = include_str!("../../../lua/lib.lua");
 
 impl ScriptId {
-    pub const ALL: [ScriptId; 12] = [
+    pub const ALL: [ScriptId; 13] = [
         ScriptId::Reserve,
         ScriptId::Pay,
         ScriptId::Fail,
+        ScriptId::Cancel,
         ScriptId::Expire,
         ScriptId::Load,
         ScriptId::Adopt,
@@ -60,6 +62,7 @@ impl ScriptId {
             ScriptId::Reserve => "reserve",
             ScriptId::Pay => "pay",
             ScriptId::Fail => "fail",
+            ScriptId::Cancel => "cancel",
             ScriptId::Expire => "expire",
             ScriptId::Load => "load",
             ScriptId::Adopt => "adopt",
@@ -77,6 +80,7 @@ impl ScriptId {
             ScriptId::Reserve => (include_str!("../../../lua/reserve.lua"), true),
             ScriptId::Pay => (include_str!("../../../lua/pay.lua"), true),
             ScriptId::Fail => (include_str!("../../../lua/fail.lua"), true),
+            ScriptId::Cancel => (include_str!("../../../lua/cancel.lua"), true),
             ScriptId::Expire => (include_str!("../../../lua/expire.lua"), true),
             ScriptId::Load => (include_str!("../../../lua/load.lua"), true),
             ScriptId::Adopt => (include_str!("../../../lua/adopt.lua"), true),

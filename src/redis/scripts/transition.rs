@@ -1,5 +1,5 @@
-//! `lua/pay.lua` and `lua/fail.lua`: a payment provider's verdict moves a pending order to
-//! its final state, exactly once.
+//! `lua/pay.lua`, `lua/fail.lua` and `lua/cancel.lua`: a payment provider's verdict, or its
+//! buyer giving it back, moves a pending order to its final state, exactly once.
 
 use crate::domain::{OrderRecord, ProductId};
 use crate::redis::keys::Keys;
@@ -24,11 +24,34 @@ pub fn transition_call(
     pid: ProductId,
     reference: &str,
 ) -> ScriptCall {
+    order_call(
+        match verdict {
+            Settlement::Success => ScriptId::Pay,
+            Settlement::Failure => ScriptId::Fail,
+        },
+        keys,
+        pid,
+        reference,
+    )
+}
+
+/// Builds a `cancel.lua` call: `buyer` is the one asking in `jwt` mode (another buyer's
+/// order is then "not found"), `None` when whoever holds the reference may cancel.
+pub fn cancel_call(
+    keys: &Keys,
+    pid: ProductId,
+    reference: &str,
+    buyer: Option<&str>,
+) -> ScriptCall {
+    let mut c = order_call(ScriptId::Cancel, keys, pid, reference);
+    c.arg(buyer.unwrap_or(""));
+    c
+}
+
+/// The keys every order transition touches, and the reference.
+fn order_call(script: ScriptId, keys: &Keys, pid: ProductId, reference: &str) -> ScriptCall {
     let pk = keys.product_keys(pid);
-    let mut c = ScriptCall::new(match verdict {
-        Settlement::Success => ScriptId::Pay,
-        Settlement::Failure => ScriptId::Fail,
-    });
+    let mut c = ScriptCall::new(script);
     c.key(&pk.stock)
         .key(&keys.order(pid, reference))
         .key(&pk.pending)

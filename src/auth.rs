@@ -160,9 +160,6 @@ impl Verifier {
             v.set_issuer(&[iss]);
             v.required_spec_claims.insert("iss".into());
         }
-        if header.alg == Algorithm::ES256 && !low_s(token) {
-            return Err(Rejected::Invalid);
-        }
         let data = decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => Rejected::Expired,
             _ => Rejected::Invalid,
@@ -176,28 +173,6 @@ impl Verifier {
             sub: sub.into(),
             exp: data.claims.exp,
         })
-    }
-}
-
-/// Half the order of P-256, big-endian: an ECDSA signature `(r, s)` has a twin `(r, n - s)`
-/// that verifies as well, so only `s <= n/2` is accepted (the twin would be a second text of
-/// the same token, a second cache entry and a way to tell apart what should be one).
-const P256_HALF_ORDER: [u8; 32] = [
-    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
-];
-
-/// Whether an ES256 token's signature is in low-S form (`r || s`, 32 bytes each, and
-/// `s <= n/2`); anything unreadable is not.
-fn low_s(token: &str) -> bool {
-    use base64::Engine;
-    let Some(sig) = token.rsplit('.').next() else {
-        return false;
-    };
-    let mut raw = [0u8; 64];
-    match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(sig, &mut raw) {
-        Ok(64) => raw[32..] <= P256_HALF_ORDER[..],
-        _ => false,
     }
 }
 

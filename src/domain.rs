@@ -327,6 +327,38 @@ pub struct OrderFilter {
     pub after: i64,
 }
 
+/// `GET /admin/events`: which events, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFilter {
+    /// After this position of the feed: (transaction id, event row id); (0, 0) from the start.
+    pub after: (u64, i64),
+    /// 1 to 1000.
+    pub limit: i64,
+    pub event_type: Option<&'static str>,
+    pub order_reference: Option<String>,
+}
+
+/// One event of the outbox, as the feed shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderEvent {
+    /// Its position in the feed (the cursor after it).
+    pub position: (u64, i64),
+    pub event_id: String,
+    pub event_type: String,
+    pub created_at_ms: i64,
+    /// The order as `GET /api/orders` shows it, with `sequence` (JSON text).
+    pub data: String,
+}
+
+/// The event types (`order_events.type`).
+pub const EVENT_TYPES: [&str; 5] = [
+    "order.reserved",
+    "order.paid",
+    "order.cancelled",
+    "order.late_payment",
+    "late_payment.refunded",
+];
+
 /// Where a product's sale stands, by Redis's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaleState {

@@ -59,13 +59,13 @@
 //! - configuration: [`config`]; metrics: [`metrics`]; logs: [`telemetry`]; clocks: [`time`]
 //!
 //! # Rooms for what comes next
-//! - **Buyer cancellation**: a fourth transition beside pay and fail: `lua/cancel.lua`, its
-//!   wrapper in [`redis::scripts::transition`], the step in `lifecycle/cancel.rs`, the endpoint
-//!   in `api/cancel.rs`.
-//! - **Order events**: the outbox rows are written by the writer in the transaction of each
-//!   change (`writer/outbox.rs`, beside [`writer::pg`]); a dispatcher thread of its own
-//!   (`events/`: claim due deliveries, sign, send, record) delivers them; the admin endpoints
-//!   in `api/events.rs`.
+//! - **Buyer cancellation** (built): `lua/cancel.lua`, its wrapper in
+//!   [`redis::scripts::transition`], the step in [`lifecycle::cancel`], the endpoint in
+//!   [`api::cancel`].
+//! - **Order events**: the outbox rows are written by the writer's own statements in the
+//!   transaction of each change ([`writer::pg`], table `order_events`), the feed is read by the
+//!   [`reader`] (`GET /admin/events`, [`api::admin`]); still to come, a dispatcher thread of its
+//!   own (`events/`: claim due deliveries, sign, send, record) and the endpoint admin API.
 //! - **The waiting room**: a Lua family (`lua/queue_*.lua`, wrappers in
 //!   `redis/scripts/queue.rs`), the steps in `lifecycle/queue.rs`, the endpoints in
 //!   `api/queue.rs`; the pure parts are in [`waiting_room`] (the admission schedule, the

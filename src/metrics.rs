@@ -40,11 +40,12 @@ pub enum Route {
     AdminOrders,
     AdminLatePayments,
     AdminRefund,
+    AdminEvents,
     Unknown,
 }
 
 impl Route {
-    pub const ALL: [Route; 17] = [
+    pub const ALL: [Route; 18] = [
         Route::ProductGet,
         Route::OrderCreate,
         Route::OrderGet,
@@ -61,6 +62,7 @@ impl Route {
         Route::AdminOrders,
         Route::AdminLatePayments,
         Route::AdminRefund,
+        Route::AdminEvents,
         Route::Unknown,
     ];
 
@@ -86,6 +88,7 @@ impl Route {
             Route::AdminOrders => "GET /admin/orders",
             Route::AdminLatePayments => "GET /admin/late-payments",
             Route::AdminRefund => "POST /admin/late-payments/{order_reference}/refund",
+            Route::AdminEvents => "GET /admin/events",
             Route::Unknown => "other",
         }
     }

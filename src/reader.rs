@@ -14,7 +14,8 @@
 
 use crate::db::{PgError, classify, late_payment};
 use crate::domain::{
-    LatePayment, OrderFilter, OrderRecord, OrderState, ProductId, ProductSnapshot, ProductStats,
+    EventFilter, LatePayment, OrderEvent, OrderFilter, OrderRecord, OrderState, ProductId,
+    ProductSnapshot, ProductStats,
 };
 use crate::metrics::PanicPlace;
 use crate::panics;
@@ -76,6 +77,11 @@ pub enum ReadMsg {
     Orders {
         filter: OrderFilter,
         reply: Reply<Vec<(i64, OrderRecord)>>,
+    },
+    /// A page of the event feed (admin).
+    Events {
+        filter: EventFilter,
+        reply: Reply<Vec<OrderEvent>>,
     },
     /// Late payments, refunded or not or both (admin).
     LatePayments {
@@ -178,6 +184,10 @@ async fn answer(pool: &Pool, msg: ReadMsg) {
         }
         ReadMsg::Orders { filter, reply } => {
             let r = pool.with(|c| async move { c.orders(&filter).await }).await;
+            let _ = reply.send(r);
+        }
+        ReadMsg::Events { filter, reply } => {
+            let r = pool.with(|c| async move { c.events(&filter).await }).await;
             let _ = reply.send(r);
         }
         ReadMsg::LatePayments { refunded, reply } => {
@@ -303,6 +313,17 @@ SELECT order_reference, amount_cents, created_at, refunded_at FROM late_payments
 WHERE $1::bool IS NULL OR (refunded_at IS NOT NULL) = $1
 ORDER BY created_at, order_reference LIMIT 10000";
 
+/// A page of the event feed: after a (transaction id, row id) position, only events of
+/// transactions older than every one still running, so an event that commits late under a
+/// smaller row id is never skipped by a reader following the cursor.
+const EVENTS: &str = "
+SELECT txid::text, id, event_id, type, created_at, data::text FROM order_events
+WHERE (txid, id) > ($1::text::xid8, $2::int8)
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+  AND ($3::text IS NULL OR type = $3)
+  AND ($4::text IS NULL OR order_reference = $4)
+ORDER BY txid, id LIMIT $5";
+
 /// One connection with its statements.
 struct Conn {
     client: Client,
@@ -312,6 +333,7 @@ struct Conn {
     stats: Statement,
     orders: Statement,
     late_payments: Statement,
+    events: Statement,
 }
 
 impl Conn {
@@ -330,6 +352,7 @@ impl Conn {
             stats: client.prepare(STATS).await.map_err(classify)?,
             orders: client.prepare(ORDERS).await.map_err(classify)?,
             late_payments: client.prepare(LATE_PAYMENTS).await.map_err(classify)?,
+            events: client.prepare(EVENTS).await.map_err(classify)?,
             client,
         })
     }
@@ -413,6 +436,38 @@ impl Conn {
             pending_units: r.get(4),
             late_payments: r.get(5),
         }))
+    }
+
+    async fn events(&self, f: &EventFilter) -> Result<Vec<OrderEvent>, PgError> {
+        let rows = self
+            .client
+            .query(
+                &self.events,
+                &[
+                    &f.after.0.to_string(),
+                    &f.after.1,
+                    &f.event_type,
+                    &f.order_reference,
+                    &f.limit,
+                ],
+            )
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let txid: String = r.get(0);
+                let txid = txid
+                    .parse::<u64>()
+                    .map_err(|_| PgError::Rejected(format!("event with txid {txid:?}")))?;
+                Ok(OrderEvent {
+                    position: (txid, r.get(1)),
+                    event_id: r.get(2),
+                    event_type: r.get(3),
+                    created_at_ms: from_system_time(r.get(4)),
+                    data: r.get(5),
+                })
+            })
+            .collect()
     }
 
     async fn orders(&self, f: &OrderFilter) -> Result<Vec<(i64, OrderRecord)>, PgError> {

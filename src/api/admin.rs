@@ -8,7 +8,8 @@ use crate::api::json;
 use crate::api::order_status::body as order_body;
 use crate::api::products::respond_with;
 use crate::domain::{
-    AdminOutcome, LatePayment, MAX_STOCK, NewProduct, OrderFilter, ProductId, ProductPatch,
+    AdminOutcome, EVENT_TYPES, EventFilter, LatePayment, MAX_STOCK, NewProduct, OrderEvent,
+    OrderFilter, ProductId, ProductPatch,
 };
 use crate::http::request::Request;
 use crate::http::response::{ApiError, FieldErrors, Response};
@@ -399,6 +400,147 @@ pub async fn orders(w: &Local, req: &Request<'_>) -> Result<Response, ApiError> 
         200,
         &OrdersPage {
             orders: page.iter().map(|(_, o)| order_body(o)).collect(),
+            next,
+        },
+    ))
+}
+
+/// `GET /admin/events?after=&limit=&type=&order_reference=`.
+pub fn parse_event_filter(query: &str) -> Result<EventFilter, ApiError> {
+    let mut e = FieldErrors::new();
+    let mut param = |key: &'static str| match query_param(query, key) {
+        Ok(Some(v)) if v.is_empty() => {
+            e.entry(key).or_default().push(format!(
+                "The {key} filter must not be empty; leave it out instead."
+            ));
+            None
+        }
+        Ok(v) => v,
+        Err(()) => {
+            e.entry(key)
+                .or_default()
+                .push(format!("The {key} is not valid percent-encoded UTF-8."));
+            None
+        }
+    };
+    let (after, limit, kind, reference) = (
+        param("after"),
+        param("limit"),
+        param("type"),
+        param("order_reference"),
+    );
+    let after = match after {
+        None => (0, 0),
+        Some(a) => match parse_event_cursor(&a) {
+            Some(c) => c,
+            None => {
+                e.entry("after")
+                    .or_default()
+                    .push("The after cursor must be the next of a previous page.".into());
+                (0, 0)
+            }
+        },
+    };
+    let limit = match limit {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) && l.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                e.entry("limit")
+                    .or_default()
+                    .push(format!("The limit must be between 1 and {MAX_PAGE}."));
+                DEFAULT_PAGE
+            }
+        },
+    };
+    let event_type = match kind {
+        None => None,
+        Some(k) => match EVENT_TYPES.iter().find(|t| **t == k) {
+            Some(t) => Some(*t),
+            None => {
+                e.entry("type").or_default().push(format!(
+                    "The type must be one of {}.",
+                    EVENT_TYPES.join(", ")
+                ));
+                None
+            }
+        },
+    };
+    if reference
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 64 || r.chars().any(char::is_control))
+    {
+        e.entry("order_reference").or_default().push(
+            "The order reference must be at most 64 characters without control characters.".into(),
+        );
+    }
+    if !e.is_empty() {
+        return Err(ApiError::Validation(e));
+    }
+    Ok(EventFilter {
+        after,
+        limit,
+        event_type,
+        order_reference: reference,
+    })
+}
+
+/// A feed cursor, `<transaction id>-<row id>` (1 to 18 digits each, as the feed writes it and
+/// the published schema says).
+fn parse_event_cursor(c: &str) -> Option<(u64, i64)> {
+    let (tx, id) = c.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(tx) || !digits(id) {
+        return None;
+    }
+    Some((tx.parse().ok()?, id.parse().ok()?))
+}
+
+#[derive(Serialize)]
+struct EventBody<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    created_at: String,
+    data: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct EventsPage<'a> {
+    events: Vec<EventBody<'a>>,
+    next: Option<String>,
+}
+
+/// The event feed: every committed event once, in the order of the transactions that wrote
+/// them; `next` is the position after the last event of the page (null for an empty page:
+/// ask again with the same cursor).
+pub async fn events(w: &Local, req: &Request<'_>) -> Result<Response, ApiError> {
+    let filter = parse_event_filter(req.query)?;
+    let page = admin::events(w, filter).await?;
+    let data: Vec<Box<RawValue>> = page
+        .iter()
+        .map(|e: &OrderEvent| RawValue::from_string(e.data.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(|err| {
+            tracing::error!(error = %err, "an event's data is not JSON");
+            ApiError::Internal
+        })?;
+    let next = page
+        .last()
+        .map(|e| format!("{}-{}", e.position.0, e.position.1));
+    Ok(Response::json(
+        200,
+        &EventsPage {
+            events: page
+                .iter()
+                .zip(&data)
+                .map(|(e, d)| EventBody {
+                    id: &e.event_id,
+                    event_type: &e.event_type,
+                    created_at: rfc3339_ms(e.created_at_ms),
+                    data: d,
+                })
+                .collect(),
             next,
         },
     ))

@@ -48,6 +48,7 @@ pub enum Endpoint<'a> {
     AdminOrders,
     AdminLatePayments,
     AdminRefund(&'a str),
+    AdminEvents,
 }
 
 impl Endpoint<'_> {
@@ -69,6 +70,7 @@ impl Endpoint<'_> {
             Endpoint::AdminOrders => Route::AdminOrders,
             Endpoint::AdminLatePayments => Route::AdminLatePayments,
             Endpoint::AdminRefund(_) => Route::AdminRefund,
+            Endpoint::AdminEvents => Route::AdminEvents,
         }
     }
 
@@ -118,6 +120,7 @@ pub fn resolve<'a>(method: &str, path: &'a str, admin: bool) -> Result<Endpoint<
         }
         (Some("admin"), Some("orders"), None, None) => (Endpoint::AdminOrders, "GET"),
         (Some("admin"), Some("late-payments"), None, None) => (Endpoint::AdminLatePayments, "GET"),
+        (Some("admin"), Some("events"), None, None) => (Endpoint::AdminEvents, "GET"),
         (Some("admin"), Some("late-payments"), Some(r), Some("refund")) => {
             (Endpoint::AdminRefund(r), "POST")
         }
@@ -204,6 +207,7 @@ async fn call(
         Endpoint::AdminOrders => admin::orders(w, req).await,
         Endpoint::AdminLatePayments => admin::late_payments(w, req).await,
         Endpoint::AdminRefund(r) => admin::refund(w, r).await,
+        Endpoint::AdminEvents => admin::events(w, req).await,
     }
 }
 

@@ -31,6 +31,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_buyer_cancellation",
         include_str!("../../migrations/0007_buyer_cancellation.sql"),
     ),
+    (
+        "0008_order_events",
+        include_str!("../../migrations/0008_order_events.sql"),
+    ),
 ];
 
 /// This database's identity (migration 0004), which the server records in Redis.

@@ -9,8 +9,8 @@
 //! - reads (stats, orders, late payments) go to the reader.
 
 use crate::domain::{
-    AdminChange, AdminOutcome, Failure, LatePayment, NewProduct, OrderFilter, OrderRecord,
-    ProductAttrs, ProductId, ProductPatch, ProductStats, Unavailable,
+    AdminChange, AdminOutcome, EventFilter, Failure, LatePayment, NewProduct, OrderEvent,
+    OrderFilter, OrderRecord, ProductAttrs, ProductId, ProductPatch, ProductStats, Unavailable,
 };
 use crate::lifecycle::load::{ensure_loaded, product, read_failure};
 use crate::lifecycle::{redis_failure, reply_failure};
@@ -175,6 +175,14 @@ pub async fn stats(
 pub async fn orders(w: &Local, filter: OrderFilter) -> Result<Vec<(i64, OrderRecord)>, Failure> {
     w.reader
         .ask(|reply| ReadMsg::Orders { filter, reply })
+        .await
+        .map_err(read_failure)
+}
+
+/// A page of the event feed.
+pub async fn events(w: &Local, filter: EventFilter) -> Result<Vec<OrderEvent>, Failure> {
+    w.reader
+        .ask(|reply| ReadMsg::Events { filter, reply })
         .await
         .map_err(read_failure)
 }

@@ -13,6 +13,11 @@
 //! 3. Webhook rows (`processed`, or `pending` for unknown references), restocks (once per op
 //!    id, recorded in `stock_ops`) and late payments.
 //!
+//! The outbox: the statements that change an order's state (2., a late payment, a refund)
+//! insert its event into `order_events` in the same statement, from the rows they actually
+//! changed, with the order's next `event_seq`: a repeat changes no row and records no event,
+//! and no event exists for a change that did not commit.
+//!
 //! Fast path: a batch made only of new reservations (the common case under load) is written
 //! with binary `COPY` instead of step 1, which PostgreSQL ingests faster than any INSERT. COPY
 //! has no `ON CONFLICT`, so if one of the rows exists already (a replay raced a live message)
@@ -113,10 +118,17 @@ const TRANSITION: &str = "
 WITH t AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(r, s, reason)
 ), moved AS (
-    UPDATE orders o SET status = t.s, cancel_reason = t.reason, updated_at = now()
+    UPDATE orders o SET status = t.s, cancel_reason = t.reason, updated_at = now(),
+                        event_seq = o.event_seq + 1
     FROM t
     WHERE o.order_reference = t.r AND o.status = 'pending'
-    RETURNING o.product_id, o.qty, o.amount_cents, o.status
+    RETURNING o.product_id, o.qty, o.amount_cents, o.status, o.order_reference, o.event_seq,
+              order_event_data(o, o.event_seq) AS data
+), events AS (
+    INSERT INTO order_events (type, order_reference, sequence, data)
+    SELECT CASE WHEN m.status = 'paid' THEN 'order.paid' ELSE 'order.cancelled' END,
+           m.order_reference, m.event_seq, m.data
+    FROM moved m
 ), settled AS (
     SELECT product_id,
            COALESCE(sum(qty) FILTER (WHERE status = 'paid'), 0) AS paid,
@@ -184,9 +196,18 @@ DELETE FROM webhooks WHERE id IN (
     ORDER BY created_at LIMIT $2)";
 
 const LATE_PAYMENTS: &str = "
-INSERT INTO late_payments (order_reference, amount_cents, payload)
-SELECT r, a, p::json FROM UNNEST($1::text[], $2::int8[], $3::text[]) AS t(r, a, p)
-ON CONFLICT (order_reference) DO NOTHING";
+WITH recorded AS (
+    INSERT INTO late_payments (order_reference, amount_cents, payload)
+    SELECT r, a, p::json FROM UNNEST($1::text[], $2::int8[], $3::text[]) AS t(r, a, p)
+    ON CONFLICT (order_reference) DO NOTHING
+    RETURNING order_reference
+), bumped AS (
+    UPDATE orders o SET event_seq = o.event_seq + 1
+    FROM recorded WHERE o.order_reference = recorded.order_reference
+    RETURNING o.order_reference, o.event_seq, order_event_data(o, o.event_seq) AS data
+)
+INSERT INTO order_events (type, order_reference, sequence, data)
+SELECT 'order.late_payment', b.order_reference, b.event_seq, b.data FROM bumped b";
 
 impl Pg {
     pub async fn connect(url: &str) -> Result<Pg, PgError> {
@@ -522,9 +543,25 @@ impl Pg {
                 attrs_of(&tx, pid.get()).await?
             }
             AdminOp::Refund(reference) => {
+                // The refund and its event in one statement: a repeat refunds nothing and
+                // records nothing.
                 tx.execute(
-                    "UPDATE late_payments SET refunded_at = now()
-                     WHERE order_reference = $1 AND refunded_at IS NULL",
+                    "WITH refunded AS (
+                         UPDATE late_payments SET refunded_at = now()
+                         WHERE order_reference = $1 AND refunded_at IS NULL
+                         RETURNING order_reference, refunded_at
+                     ), bumped AS (
+                         UPDATE orders o SET event_seq = o.event_seq + 1
+                         FROM refunded WHERE o.order_reference = refunded.order_reference
+                         RETURNING o.order_reference, o.event_seq,
+                                   order_event_data(o, o.event_seq) || jsonb_build_object(
+                                       'refunded_at',
+                                       to_char(refunded.refunded_at AT TIME ZONE 'UTC',
+                                               'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')) AS data
+                     )
+                     INSERT INTO order_events (type, order_reference, sequence, data)
+                     SELECT 'late_payment.refunded', b.order_reference, b.event_seq, b.data
+                     FROM bumped b",
                     &[&reference],
                 )
                 .await

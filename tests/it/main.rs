@@ -7,6 +7,7 @@ mod cancel;
 mod chaos;
 mod cluster;
 mod common;
+mod events;
 mod hostile;
 mod lifecycle;
 mod load;

@@ -259,6 +259,35 @@ pub struct Config {
     /// `FLASHSALE_IPV6_PREFIX`: the bits of an IPv6 address that name one client for the
     /// rate limits, the connection caps and the admin failures.
     pub ipv6_prefix: u8,
+    /// `FLASHSALE_EVENT_RETRY_SECS`: the delays between the attempts of an event delivery
+    /// (N delays, N + 1 attempts).
+    pub event_retry: Vec<Duration>,
+    /// `FLASHSALE_EVENT_TIMEOUT_SECS`: how long a receiver has to answer a delivery.
+    pub event_timeout: Duration,
+}
+
+/// `FLASHSALE_EVENT_RETRY_SECS`'s default: eight attempts over about 24 hours.
+pub const DEFAULT_EVENT_RETRY_SECS: &str = "5,300,1800,7200,18000,36000,36000";
+
+/// The delays of `FLASHSALE_EVENT_RETRY_SECS`: 1 to 20 whole numbers of seconds, each from
+/// 1 to 86400, comma-separated.
+fn retry_delays(v: &str) -> Result<Vec<Duration>, ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "FLASHSALE_EVENT_RETRY_SECS={v:?}: expected 1 to 20 comma-separated whole numbers of seconds from 1 to 86400"
+        ))
+    };
+    let delays: Vec<Duration> = v
+        .split(',')
+        .map(|s| match s.trim().parse::<u64>() {
+            Ok(n) if (1..=86_400).contains(&n) => Ok(Duration::from_secs(n)),
+            _ => Err(bad()),
+        })
+        .collect::<Result<_, _>>()?;
+    if delays.is_empty() || delays.len() > 20 {
+        return Err(bad());
+    }
+    Ok(delays)
 }
 
 /// A configuration error: names the variable and says what is wrong.
@@ -427,6 +456,11 @@ impl Config {
             1,
             3_650,
         )?;
+        let event_retry = retry_delays(
+            &var("FLASHSALE_EVENT_RETRY_SECS").unwrap_or(DEFAULT_EVENT_RETRY_SECS.into()),
+        )?;
+        let event_timeout =
+            Duration::from_secs(num(&var, "FLASHSALE_EVENT_TIMEOUT_SECS", 10, 1, 300)?);
 
         let buyer_auth = match var("FLASHSALE_BUYER_AUTH").as_deref() {
             None | Some("none") => BuyerAuth::None,
@@ -518,6 +552,8 @@ impl Config {
             max_connections_per_ip,
             idempotency_ttl,
             unmatched_webhook_days,
+            event_retry,
+            event_timeout,
             buyer_auth,
             rate_limit_ip,
             rate_limit_buyer,

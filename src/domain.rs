@@ -273,6 +273,31 @@ pub enum AdminChange {
     NotFound,
     /// The sale window would end before it starts.
     InvalidWindow,
+    /// An event endpoint as it is now (with its secret when it was just made).
+    Endpoint(EventEndpoint),
+    /// Deleted.
+    Deleted,
+}
+
+/// An endpoint the order events are delivered to (admin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventEndpoint {
+    pub id: i64,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+    /// Shown only when the endpoint is made.
+    pub secret: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// A new event endpoint, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEndpoint {
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: String,
 }
 
 /// How an admin operation ended, besides `Err(Failure)`.

@@ -64,8 +64,8 @@
 //!   [`api::cancel`].
 //! - **Order events**: the outbox rows are written by the writer's own statements in the
 //!   transaction of each change ([`writer::pg`], table `order_events`), the feed is read by the
-//!   [`reader`] (`GET /admin/events`, [`api::admin`]); still to come, a dispatcher thread of its
-//!   own (`events/`: claim due deliveries, sign, send, record) and the endpoint admin API.
+//!   [`reader`] (`GET /admin/events`, [`api::admin`]); endpoints in [`api::event_endpoints`];
+//!   the dispatcher thread in [`events`] (claim due deliveries, sign, send, record).
 //! - **The waiting room**: a Lua family (`lua/queue_*.lua`, wrappers in
 //!   `redis/scripts/queue.rs`), the steps in `lifecycle/queue.rs`, the endpoints in
 //!   `api/queue.rs`; the pure parts are in [`waiting_room`] (the admission schedule, the
@@ -97,6 +97,8 @@ pub mod config;
 pub mod db;
 #[cfg(feature = "server")]
 pub mod domain;
+#[cfg(feature = "server")]
+pub mod events;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]

@@ -41,11 +41,14 @@ pub enum Route {
     AdminLatePayments,
     AdminRefund,
     AdminEvents,
+    AdminEndpointCreate,
+    AdminEndpointList,
+    AdminEndpointDelete,
     Unknown,
 }
 
 impl Route {
-    pub const ALL: [Route; 18] = [
+    pub const ALL: [Route; 21] = [
         Route::ProductGet,
         Route::OrderCreate,
         Route::OrderGet,
@@ -63,6 +66,9 @@ impl Route {
         Route::AdminLatePayments,
         Route::AdminRefund,
         Route::AdminEvents,
+        Route::AdminEndpointCreate,
+        Route::AdminEndpointList,
+        Route::AdminEndpointDelete,
         Route::Unknown,
     ];
 
@@ -89,6 +95,9 @@ impl Route {
             Route::AdminLatePayments => "GET /admin/late-payments",
             Route::AdminRefund => "POST /admin/late-payments/{order_reference}/refund",
             Route::AdminEvents => "GET /admin/events",
+            Route::AdminEndpointCreate => "POST /admin/event-endpoints",
+            Route::AdminEndpointList => "GET /admin/event-endpoints",
+            Route::AdminEndpointDelete => "DELETE /admin/event-endpoints/{id}",
             Route::Unknown => "other",
         }
     }
@@ -163,6 +172,7 @@ pub enum PanicPlace {
     Worker,
     Writer,
     Reader,
+    Dispatcher,
 }
 
 impl PanicPlace {
@@ -171,6 +181,7 @@ impl PanicPlace {
             PanicPlace::Request => "request",
             PanicPlace::Worker => "worker",
             PanicPlace::Writer => "writer",
+            PanicPlace::Dispatcher => "dispatcher",
             PanicPlace::Reader => "reader",
         }
     }

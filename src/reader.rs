@@ -14,8 +14,8 @@
 
 use crate::db::{PgError, classify, late_payment};
 use crate::domain::{
-    EventFilter, LatePayment, OrderEvent, OrderFilter, OrderRecord, OrderState, ProductId,
-    ProductSnapshot, ProductStats,
+    EventEndpoint, EventFilter, LatePayment, OrderEvent, OrderFilter, OrderRecord, OrderState,
+    ProductId, ProductSnapshot, ProductStats,
 };
 use crate::metrics::PanicPlace;
 use crate::panics;
@@ -78,6 +78,8 @@ pub enum ReadMsg {
         filter: OrderFilter,
         reply: Reply<Vec<(i64, OrderRecord)>>,
     },
+    /// The event endpoints, without secrets (admin).
+    Endpoints { reply: Reply<Vec<EventEndpoint>> },
     /// A page of the event feed (admin).
     Events {
         filter: EventFilter,
@@ -184,6 +186,34 @@ async fn answer(pool: &Pool, msg: ReadMsg) {
         }
         ReadMsg::Orders { filter, reply } => {
             let r = pool.with(|c| async move { c.orders(&filter).await }).await;
+            let _ = reply.send(r);
+        }
+        ReadMsg::Endpoints { reply } => {
+            let r = pool
+                .with(|c| async move {
+                    let rows = c
+                        .client
+                        .query(
+                            "SELECT id, url, events, description, enabled, created_at
+                             FROM event_endpoints ORDER BY id LIMIT 1000",
+                            &[],
+                        )
+                        .await
+                        .map_err(classify)?;
+                    Ok(rows
+                        .iter()
+                        .map(|r| EventEndpoint {
+                            id: r.get(0),
+                            url: r.get(1),
+                            events: r.get(2),
+                            description: r.get(3),
+                            enabled: r.get(4),
+                            secret: None,
+                            created_at_ms: from_system_time(r.get(5)),
+                        })
+                        .collect())
+                })
+                .await;
             let _ = reply.send(r);
         }
         ReadMsg::Events { filter, reply } => {

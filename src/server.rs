@@ -236,6 +236,8 @@ pub fn serve(cfg: Config) -> anyhow::Result<i32> {
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let writer = writer::spawn(shared.clone(), rx, inbox_tx)?;
     let (reader_tx, reader) = reader::spawn(shared.clone())?;
+    // Not joined: it holds nothing that must be flushed (a delivery cut short is sent again).
+    let _dispatcher = crate::events::spawn(shared.clone())?;
     let links = |inbox| Links {
         handoff: tx.clone(),
         reader: reader_tx.clone(),

@@ -286,12 +286,14 @@ fn percent_decode(s: &str) -> Result<String, ()> {
     String::from_utf8(out).map_err(|_| ())
 }
 
-/// `GET /admin/orders?product_id=&status=&user_id=&limit=&after=`.
-pub fn parse_filter(query: &str) -> Result<OrderFilter, ApiError> {
-    let mut e = FieldErrors::new();
-    // An empty value (`?after=`) is refused like any other bad value: the published schema
-    // gives none of these filters an empty form.
-    let mut param = |key: &'static str| match query_param(query, key) {
+/// The values of the query parameters `keys`, percent-decoded. An empty value (`?after=`) is
+/// refused like any other bad value: the published schema gives no filter an empty form.
+fn filters<const N: usize>(
+    query: &str,
+    keys: [&'static str; N],
+    e: &mut FieldErrors,
+) -> [Option<String>; N] {
+    keys.map(|key| match query_param(query, key) {
         Ok(Some(v)) if v.is_empty() => {
             e.entry(key).or_default().push(format!(
                 "The {key} filter must not be empty; leave it out instead."
@@ -305,13 +307,16 @@ pub fn parse_filter(query: &str) -> Result<OrderFilter, ApiError> {
                 .push(format!("The {key} is not valid percent-encoded UTF-8."));
             None
         }
-    };
-    let (product, status, user, limit, after) = (
-        param("product_id"),
-        param("status"),
-        param("user_id"),
-        param("limit"),
-        param("after"),
+    })
+}
+
+/// `GET /admin/orders?product_id=&status=&user_id=&limit=&after=`.
+pub fn parse_filter(query: &str) -> Result<OrderFilter, ApiError> {
+    let mut e = FieldErrors::new();
+    let [product, status, user, limit, after] = filters(
+        query,
+        ["product_id", "status", "user_id", "limit", "after"],
+        &mut e,
     );
     let product_id = product.and_then(|p| {
         let id = ProductId::parse(&p);
@@ -408,27 +413,8 @@ pub async fn orders(w: &Local, req: &Request<'_>) -> Result<Response, ApiError> 
 /// `GET /admin/events?after=&limit=&type=&order_reference=`.
 pub fn parse_event_filter(query: &str) -> Result<EventFilter, ApiError> {
     let mut e = FieldErrors::new();
-    let mut param = |key: &'static str| match query_param(query, key) {
-        Ok(Some(v)) if v.is_empty() => {
-            e.entry(key).or_default().push(format!(
-                "The {key} filter must not be empty; leave it out instead."
-            ));
-            None
-        }
-        Ok(v) => v,
-        Err(()) => {
-            e.entry(key)
-                .or_default()
-                .push(format!("The {key} is not valid percent-encoded UTF-8."));
-            None
-        }
-    };
-    let (after, limit, kind, reference) = (
-        param("after"),
-        param("limit"),
-        param("type"),
-        param("order_reference"),
-    );
+    let [after, limit, kind, reference] =
+        filters(query, ["after", "limit", "type", "order_reference"], &mut e);
     let after = match after {
         None => (0, 0),
         Some(a) => match parse_event_cursor(&a) {

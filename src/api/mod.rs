@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod cancel;
+pub mod event_endpoints;
 pub mod json;
 pub mod ops;
 pub mod order_status;
@@ -49,6 +50,9 @@ pub enum Endpoint<'a> {
     AdminLatePayments,
     AdminRefund(&'a str),
     AdminEvents,
+    AdminEndpointCreate,
+    AdminEndpointList,
+    AdminEndpointDelete(&'a str),
 }
 
 impl Endpoint<'_> {
@@ -71,6 +75,9 @@ impl Endpoint<'_> {
             Endpoint::AdminLatePayments => Route::AdminLatePayments,
             Endpoint::AdminRefund(_) => Route::AdminRefund,
             Endpoint::AdminEvents => Route::AdminEvents,
+            Endpoint::AdminEndpointCreate => Route::AdminEndpointCreate,
+            Endpoint::AdminEndpointList => Route::AdminEndpointList,
+            Endpoint::AdminEndpointDelete(_) => Route::AdminEndpointDelete,
         }
     }
 
@@ -121,12 +128,20 @@ pub fn resolve<'a>(method: &str, path: &'a str, admin: bool) -> Result<Endpoint<
         (Some("admin"), Some("orders"), None, None) => (Endpoint::AdminOrders, "GET"),
         (Some("admin"), Some("late-payments"), None, None) => (Endpoint::AdminLatePayments, "GET"),
         (Some("admin"), Some("events"), None, None) => (Endpoint::AdminEvents, "GET"),
+        // One path, two methods: the endpoint is picked by the method, `Allow` names both.
+        (Some("admin"), Some("event-endpoints"), None, None) => match method {
+            "GET" => (Endpoint::AdminEndpointList, "GET, POST"),
+            _ => (Endpoint::AdminEndpointCreate, "GET, POST"),
+        },
+        (Some("admin"), Some("event-endpoints"), Some(id), None) => {
+            (Endpoint::AdminEndpointDelete(id), "DELETE")
+        }
         (Some("admin"), Some("late-payments"), Some(r), Some("refund")) => {
             (Endpoint::AdminRefund(r), "POST")
         }
         _ => return Err(ApiError::NotFound),
     };
-    if method == allowed {
+    if allowed.split(", ").any(|m| m == method) {
         Ok(endpoint)
     } else {
         Err(ApiError::MethodNotAllowed(allowed))
@@ -208,6 +223,9 @@ async fn call(
         Endpoint::AdminLatePayments => admin::late_payments(w, req).await,
         Endpoint::AdminRefund(r) => admin::refund(w, r).await,
         Endpoint::AdminEvents => admin::events(w, req).await,
+        Endpoint::AdminEndpointCreate => event_endpoints::create(w, req).await,
+        Endpoint::AdminEndpointList => event_endpoints::list(w).await,
+        Endpoint::AdminEndpointDelete(id) => event_endpoints::delete(w, id).await,
     }
 }
 

@@ -35,6 +35,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_order_events",
         include_str!("../../migrations/0008_order_events.sql"),
     ),
+    (
+        "0009_event_endpoints",
+        include_str!("../../migrations/0009_event_endpoints.sql"),
+    ),
 ];
 
 /// This database's identity (migration 0004), which the server records in Redis.

@@ -49,6 +49,13 @@ impl Response {
         }
     }
 
+    /// `204 No Content`.
+    pub fn no_content() -> Response {
+        let mut r = Response::json(204, &());
+        r.body.clear();
+        r
+    }
+
     pub fn text(status: u16, body: String, content_type: ContentType) -> Response {
         Response {
             status,
@@ -69,13 +76,16 @@ impl Response {
         out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
         out.push(b' ');
         out.extend_from_slice(reason(self.status).as_bytes());
-        out.extend_from_slice(b"\r\nContent-Type: ");
-        out.extend_from_slice(match self.content_type {
-            ContentType::Json => b"application/json",
-            ContentType::Prometheus => b"text/plain; version=0.0.4; charset=utf-8",
-        });
-        out.extend_from_slice(b"\r\nContent-Length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
+        // A 204 has no content, and no Content-Length either (RFC 9110, 8.6).
+        if self.status != 204 {
+            out.extend_from_slice(b"\r\nContent-Type: ");
+            out.extend_from_slice(match self.content_type {
+                ContentType::Json => b"application/json",
+                ContentType::Prometheus => b"text/plain; version=0.0.4; charset=utf-8",
+            });
+            out.extend_from_slice(b"\r\nContent-Length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
+        }
         crate::http::date::with_date(|d| {
             out.extend_from_slice(b"\r\nDate: ");
             out.extend_from_slice(d.as_bytes());
@@ -108,6 +118,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        204 => "No Content",
         201 => "Created",
         202 => "Accepted",
         400 => "Bad Request",

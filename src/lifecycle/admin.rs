@@ -9,8 +9,9 @@
 //! - reads (stats, orders, late payments) go to the reader.
 
 use crate::domain::{
-    AdminChange, AdminOutcome, EventFilter, Failure, LatePayment, NewProduct, OrderEvent,
-    OrderFilter, OrderRecord, ProductAttrs, ProductId, ProductPatch, ProductStats, Unavailable,
+    AdminChange, AdminOutcome, EventEndpoint, EventFilter, Failure, LatePayment, NewEndpoint,
+    NewProduct, OrderEvent, OrderFilter, OrderRecord, ProductAttrs, ProductId, ProductPatch,
+    ProductStats, Unavailable,
 };
 use crate::lifecycle::load::{ensure_loaded, product, read_failure};
 use crate::lifecycle::{redis_failure, reply_failure};
@@ -71,7 +72,10 @@ async fn change(w: &Local, op: AdminOp) -> Result<AdminOutcome<ProductView>, Fai
     let changed = commit(w.queue.permit()?, |reply| WriterMsg::Admin { op, reply }).await?;
     let attrs = match changed {
         AdminChange::Product(a) => a,
-        AdminChange::NotFound | AdminChange::LatePayment(_) => {
+        AdminChange::NotFound
+        | AdminChange::LatePayment(_)
+        | AdminChange::Endpoint(_)
+        | AdminChange::Deleted => {
             return Ok(AdminOutcome::NotFound);
         }
         AdminChange::InvalidWindow => return Ok(AdminOutcome::InvalidWindow),
@@ -190,6 +194,38 @@ pub async fn events(w: &Local, filter: EventFilter) -> Result<Vec<OrderEvent>, F
 pub async fn late_payments(w: &Local, refunded: Option<bool>) -> Result<Vec<LatePayment>, Failure> {
     w.reader
         .ask(|reply| ReadMsg::LatePayments { refunded, reply })
+        .await
+        .map_err(read_failure)
+}
+
+/// Makes an event endpoint; its secret is in the answer, and nowhere else afterwards.
+pub async fn create_endpoint(w: &Local, e: NewEndpoint) -> Result<EventEndpoint, Failure> {
+    let op = AdminOp::CreateEndpoint(e);
+    match commit(w.queue.permit()?, |reply| WriterMsg::Admin { op, reply }).await? {
+        AdminChange::Endpoint(e) => Ok(e),
+        other => {
+            tracing::error!(
+                ?other,
+                "the writer answered an endpoint's creation with something else"
+            );
+            Err(Failure::Internal)
+        }
+    }
+}
+
+/// Deletes an event endpoint with its deliveries; `false` when there was none.
+pub async fn delete_endpoint(w: &Local, id: i64) -> Result<bool, Failure> {
+    let op = AdminOp::DeleteEndpoint(id);
+    Ok(matches!(
+        commit(w.queue.permit()?, |reply| WriterMsg::Admin { op, reply }).await?,
+        AdminChange::Deleted
+    ))
+}
+
+/// The event endpoints, without their secrets.
+pub async fn endpoints(w: &Local) -> Result<Vec<EventEndpoint>, Failure> {
+    w.reader
+        .ask(|reply| ReadMsg::Endpoints { reply })
         .await
         .map_err(read_failure)
 }

@@ -31,6 +31,10 @@ impl Writer {
     /// from Redis, so a change reaches all of them within a second. Changes committed out of
     /// timestamp order are caught by looking [`SYNC_OVERLAP`] back each time.
     pub(super) async fn sync_attributes(&mut self) {
+        if let Some(pg) = self.pg.as_mut() {
+            // Whether new orders record `order.reserved`: checked as often as attributes.
+            let _ = pg.refresh_subscriptions().await;
+        }
         let Some(pg) = self.pg.as_ref() else { return };
         let since = self.synced_up_to - SYNC_OVERLAP;
         let Ok(changed) = pg.changed_products(since).await else {

@@ -1,6 +1,6 @@
 //! The messages that cross from the workers to the writer thread.
 
-use crate::domain::{AdminChange, NewProduct, OrderRecord, ProductId, ProductPatch};
+use crate::domain::{AdminChange, NewEndpoint, NewProduct, OrderRecord, ProductId, ProductPatch};
 use crate::writer::batch::Batched;
 use futures_channel::oneshot;
 
@@ -113,6 +113,10 @@ pub enum AdminOp {
     Close(ProductId, i64),
     /// Marks a late payment refunded (once; repeats change nothing).
     Refund(String),
+    /// Makes an event endpoint with a new secret.
+    CreateEndpoint(NewEndpoint),
+    /// Deletes an event endpoint and its deliveries.
+    DeleteEndpoint(i64),
 }
 
 /// A pending webhook whose order has appeared: the writer hands it to a worker, which applies

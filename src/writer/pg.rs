@@ -74,6 +74,7 @@ impl std::fmt::Display for SideWrite {
 
 struct Statements {
     insert_orders: Statement,
+    insert_orders_with_events: Statement,
     transition: Statement,
     webhooks_processed: Statement,
     webhooks_early: Statement,
@@ -99,6 +100,10 @@ pub struct Unmatched {
 pub struct Pg {
     client: Client,
     st: Statements,
+    /// An enabled endpoint subscribes to `order.reserved`: inserted orders record that event
+    /// (and the COPY path, which cannot, is not taken). Refreshed by the housekeeping every
+    /// second and at connection, so a new subscription holds from within a second.
+    reserved_events: bool,
 }
 
 const INSERT_ORDERS: &str = "
@@ -107,6 +112,23 @@ SELECT r, p, u, q, a, 'pending', e, c, now()
 FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int4[], $5::int8[], $6::timestamptz[], $7::timestamptz[])
      AS t(r, p, u, q, a, e, c)
 ON CONFLICT (order_reference) DO NOTHING";
+
+/// The same, recording an `order.reserved` event for each order it inserted (while an
+/// endpoint subscribes to them: they are as many as reservations).
+const INSERT_ORDERS_WITH_EVENTS: &str = "
+WITH inserted AS (
+    INSERT INTO orders (order_reference, product_id, user_id, qty, amount_cents, status, expires_at, created_at, updated_at)
+    SELECT r, p, u, q, a, 'pending', e, c, now()
+    FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int4[], $5::int8[], $6::timestamptz[], $7::timestamptz[])
+         AS t(r, p, u, q, a, e, c)
+    ON CONFLICT (order_reference) DO NOTHING
+    RETURNING order_reference, order_event_data(orders, 1) AS data
+)
+INSERT INTO order_events (type, order_reference, sequence, data)
+SELECT 'order.reserved', order_reference, 1, data FROM inserted";
+
+/// Whether an enabled endpoint subscribes to `order.reserved`.
+const RESERVED_SUBSCRIBED: &str = "SELECT EXISTS (SELECT 1 FROM event_endpoints WHERE enabled AND 'order.reserved' = ANY (events))";
 
 /// Below this many rows the INSERT is as fast and needs no fallback.
 const COPY_MIN_ROWS: usize = 32;
@@ -220,6 +242,10 @@ impl Pg {
         });
         let st = Statements {
             insert_orders: client.prepare(INSERT_ORDERS).await.map_err(classify)?,
+            insert_orders_with_events: client
+                .prepare(INSERT_ORDERS_WITH_EVENTS)
+                .await
+                .map_err(classify)?,
             transition: client.prepare(TRANSITION).await.map_err(classify)?,
             webhooks_processed: client.prepare(WEBHOOKS_PROCESSED).await.map_err(classify)?,
             webhooks_early: client.prepare(WEBHOOKS_EARLY).await.map_err(classify)?,
@@ -234,7 +260,24 @@ impl Pg {
                 .await
                 .map_err(classify)?,
         };
-        Ok(Pg { client, st })
+        let mut pg = Pg {
+            client,
+            st,
+            reserved_events: false,
+        };
+        pg.refresh_subscriptions().await?;
+        Ok(pg)
+    }
+
+    /// Reads whether an enabled endpoint subscribes to `order.reserved`.
+    pub async fn refresh_subscriptions(&mut self) -> Result<(), PgError> {
+        self.reserved_events = self
+            .client
+            .query_one(RESERVED_SUBSCRIBED, &[])
+            .await
+            .map_err(classify)?
+            .get(0);
+        Ok(())
     }
 
     pub fn is_closed(&self) -> bool {
@@ -332,6 +375,7 @@ impl Pg {
         }
 
         let copy = copy
+            && !self.reserved_events
             && refs.len() >= COPY_MIN_ROWS
             && t_refs.is_empty()
             && side.is_empty()
@@ -375,7 +419,11 @@ impl Pg {
             writer.as_mut().finish().await.map_err(classify)?;
         } else if !refs.is_empty() {
             tx.execute(
-                &self.st.insert_orders,
+                if self.reserved_events {
+                    &self.st.insert_orders_with_events
+                } else {
+                    &self.st.insert_orders
+                },
                 &[&refs, &pids, &users, &qtys, &amounts, &exps, &cts],
             )
             .await
@@ -577,6 +625,39 @@ impl Pg {
                 {
                     Some(r) => AdminChange::LatePayment(late_payment(&r)),
                     None => AdminChange::NotFound,
+                }
+            }
+            AdminOp::CreateEndpoint(e) => {
+                // 32 bytes from two random UUIDs (PostgreSQL's strong random source).
+                let r = tx
+                    .query_one(
+                        "INSERT INTO event_endpoints (url, events, description, secret)
+                         VALUES ($1, $2, $3, 'whsec_' || encode(uuid_send(gen_random_uuid())
+                                 || uuid_send(gen_random_uuid()), 'base64'))
+                         RETURNING id, url, events, description, enabled, secret, created_at",
+                        &[&e.url, &e.events, &e.description],
+                    )
+                    .await
+                    .map_err(classify)?;
+                AdminChange::Endpoint(crate::domain::EventEndpoint {
+                    id: r.get(0),
+                    url: r.get(1),
+                    events: r.get(2),
+                    description: r.get(3),
+                    enabled: r.get(4),
+                    secret: Some(r.get(5)),
+                    created_at_ms: from_system_time(r.get(6)),
+                })
+            }
+            AdminOp::DeleteEndpoint(id) => {
+                let n = tx
+                    .execute("DELETE FROM event_endpoints WHERE id = $1", &[&id])
+                    .await
+                    .map_err(classify)?;
+                if n == 0 {
+                    AdminChange::NotFound
+                } else {
+                    AdminChange::Deleted
                 }
             }
         };

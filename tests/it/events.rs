@@ -189,3 +189,323 @@ fn a_reader_following_the_feed_during_writes_sees_every_event_once() {
         .get(0);
     assert_eq!(n, ORDERS as i64);
 }
+
+/// A receiver of event deliveries on a free loopback port: it answers each request with the
+/// next status of `statuses` (the last one once they run out) and records what it got.
+struct Receiver {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
+}
+
+#[derive(Clone, Debug)]
+struct Delivery {
+    headers: std::collections::HashMap<String, String>,
+    body: String,
+    answered: u16,
+}
+
+impl Receiver {
+    fn start(statuses: Vec<u16>) -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Delivery>::new()));
+        let statuses = std::sync::Arc::new(statuses);
+        let record = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (got, statuses) = (record.clone(), statuses.clone());
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().unwrap();
+                    let mut r = BufReader::new(conn);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut headers = std::collections::HashMap::new();
+                        loop {
+                            let mut h = String::new();
+                            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let h = h.trim_end();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = h.split_once(':') {
+                                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                            }
+                        }
+                        let n: usize = headers
+                            .get("content-length")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        let mut body = vec![0; n];
+                        if r.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let answered = {
+                            let mut g = got.lock().unwrap();
+                            let s = *statuses.get(g.len()).or(statuses.last()).unwrap();
+                            g.push(Delivery {
+                                headers,
+                                body: String::from_utf8(body).unwrap(),
+                                answered: s,
+                            });
+                            s
+                        };
+                        let _ = write!(w, "HTTP/1.1 {answered} X\r\nContent-Length: 0\r\n\r\n");
+                    }
+                });
+            }
+        });
+        Receiver { url, got }
+    }
+
+    fn got(&self) -> Vec<Delivery> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+fn create_endpoint(c: &mut Client, body: &Value) -> Value {
+    let auth = format!("Bearer {ADMIN}");
+    let r = c.request(
+        "POST",
+        "/admin/event-endpoints",
+        &[("Authorization", &auth)],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+/// The Standard Webhooks check a receiver runs: HMAC-SHA256 over "id.timestamp.body" with
+/// the base64-decoded secret, compared with each `v1,` signature.
+fn verified(secret: &str, d: &Delivery) -> bool {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    let signed = format!(
+        "{}.{}.{}",
+        d.headers["webhook-id"], d.headers["webhook-timestamp"], d.body
+    );
+    mac.update(signed.as_bytes());
+    let want = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    d.headers["webhook-signature"].split(' ').any(|s| s == want)
+}
+
+#[test]
+fn events_are_delivered_signed_in_order_and_retried() {
+    let env = Env::new();
+    let pid = env.product(10, 990);
+    let srv = admin_server(
+        &env,
+        &[
+            ("FLASHSALE_EVENT_RETRY_SECS", "1,1"),
+            ("FLASHSALE_EVENT_TIMEOUT_SECS", "2"),
+        ],
+    );
+    let mut c = srv.client();
+    let rx = Receiver::start(vec![500, 200]);
+    let ep = create_endpoint(&mut c, &json!({"url": rx.url, "description": "shop"}));
+    let secret = ep["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(ep["enabled"], true);
+    assert_eq!(
+        ep["events"],
+        json!([
+            "order.paid",
+            "order.cancelled",
+            "order.late_payment",
+            "late_payment.refunded"
+        ])
+    );
+    // The list never shows the secret.
+    let list = admin(&mut c, "GET", "/admin/event-endpoints").json();
+    assert_eq!(list["endpoints"][0]["url"], rx.url.as_str());
+    assert!(list["endpoints"][0].get("secret").is_none());
+
+    let reference = reserve(&mut c, pid);
+    let r = c.request("POST", &format!("/api/orders/{reference}/cancel"), &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        c.webhook(&reference, "success").json()["refund_required"],
+        true
+    );
+
+    let got = wait_until("both events delivered", || {
+        let g = rx.got();
+        (g.iter().filter(|d| d.answered == 200).count() >= 2).then_some(g)
+    });
+    for d in &got {
+        assert!(verified(&secret, d), "signature of {d:?}");
+        assert_eq!(d.headers["content-type"], "application/json");
+    }
+    let seq = |d: &Delivery| -> (String, i64) {
+        let v: Value = serde_json::from_str(&d.body).unwrap();
+        (
+            v["type"].as_str().unwrap().to_string(),
+            v["data"]["sequence"].as_i64().unwrap(),
+        )
+    };
+    // The cancellation failed once (500), was retried, and the late payment waited for it.
+    assert_eq!(
+        got.iter().map(|d| (seq(d), d.answered)).collect::<Vec<_>>(),
+        vec![
+            (("order.cancelled".into(), 2), 500),
+            (("order.cancelled".into(), 2), 200),
+            (("order.late_payment".into(), 3), 200),
+        ]
+    );
+    assert_eq!(
+        got[0].headers["webhook-id"], got[1].headers["webhook-id"],
+        "a retry is the same event"
+    );
+    let body: Value = serde_json::from_str(&got[1].body).unwrap();
+    assert_eq!(body["data"]["cancel_reason"], "buyer");
+    assert_eq!(body["data"]["order_reference"], reference.as_str());
+    // The dispatcher records each answer after it comes back.
+    let mut pg = env.pg();
+    wait_until("both deliveries recorded", || {
+        let rows: Vec<(String, i32)> = pg
+            .query(
+                "SELECT status, attempts FROM event_deliveries ORDER BY sequence",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        (rows == vec![("delivered".to_string(), 2), ("delivered".to_string(), 1)]).then_some(())
+    });
+}
+
+#[test]
+fn a_410_disables_the_endpoint_and_the_last_retry_fails_the_delivery() {
+    let env = Env::new();
+    let pid = env.product(10, 100);
+    let srv = admin_server(&env, &[("FLASHSALE_EVENT_RETRY_SECS", "1")]);
+    let mut c = srv.client();
+    let gone = Receiver::start(vec![410]);
+    let down = Receiver::start(vec![503]);
+    let gone_ep = create_endpoint(
+        &mut c,
+        &json!({"url": gone.url, "events": ["order.cancelled"]}),
+    );
+    create_endpoint(
+        &mut c,
+        &json!({"url": down.url, "events": ["order.cancelled"]}),
+    );
+    let first = reserve(&mut c, pid);
+    assert_eq!(c.webhook(&first, "failure").status, 200);
+    let mut pg = env.pg();
+    wait_until("both deliveries failed", || {
+        let n: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM event_deliveries WHERE status = 'failed'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (n == 2).then_some(())
+    });
+    assert_eq!(gone.got().len(), 1, "a 410 is not retried");
+    assert_eq!(down.got().len(), 2, "one retry (one delay), then failed");
+    let list = admin(&mut c, "GET", "/admin/event-endpoints").json();
+    let enabled: Vec<bool> = list["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["enabled"].as_bool().unwrap())
+        .collect();
+    assert_eq!(enabled, vec![false, true]);
+    // A disabled endpoint is queued nothing.
+    let second = reserve(&mut c, pid);
+    assert_eq!(c.webhook(&second, "failure").status, 200);
+    wait_until("the second event recorded", || {
+        let n: i64 = pg
+            .query_one("SELECT count(*) FROM order_events", &[])
+            .unwrap()
+            .get(0);
+        (n == 2).then_some(())
+    });
+    let queued: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM event_deliveries WHERE endpoint_id = $1",
+            &[&gone_ep["id"].as_i64().unwrap()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 1);
+    // Deleting an endpoint: 204, then 404.
+    let path = format!("/admin/event-endpoints/{}", gone_ep["id"]);
+    assert_eq!(admin(&mut c, "DELETE", &path).status, 204);
+    assert_eq!(admin(&mut c, "DELETE", &path).status, 404);
+    for bad in [
+        json!({"url": "ftp://x/"}),
+        json!({"url": "http://user:pw@x/"}),
+        json!({"url": "not a url"}),
+        json!({}),
+        json!({"url": "http://x/", "events": []}),
+        json!({"url": "http://x/", "events": ["order.shipped"]}),
+        json!({"url": "http://x/", "events": ["order.paid", "order.paid"]}),
+    ] {
+        let auth = format!("Bearer {ADMIN}");
+        let r = c.request(
+            "POST",
+            "/admin/event-endpoints",
+            &[("Authorization", &auth)],
+            bad.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 422, "{bad}: {}", String::from_utf8_lossy(&r.body));
+    }
+}
+
+/// `order.reserved` is recorded while an enabled endpoint subscribes to it (from within a
+/// second of the subscription), numbered 1, and delivered before the order's next event.
+#[test]
+fn reservations_are_recorded_while_an_endpoint_subscribes_to_them() {
+    let env = Env::new();
+    let pid = env.product(1000, 100);
+    let srv = admin_server(&env, &[]);
+    let mut c = srv.client();
+    let before = reserve(&mut c, pid);
+    let rx = Receiver::start(vec![200]);
+    create_endpoint(
+        &mut c,
+        &json!({"url": rx.url, "events": ["order.reserved", "order.paid"]}),
+    );
+    // The writer notices the subscription within a second: reserve until it does.
+    let reference = wait_until("order.reserved recorded", || {
+        let r = reserve(&mut c, pid);
+        let page = admin(&mut c, "GET", &format!("/admin/events?order_reference={r}")).json();
+        (!page["events"].as_array().unwrap().is_empty()).then_some(r)
+    });
+    assert_eq!(c.webhook(&reference, "success").status, 200);
+    let got = wait_until("reserved and paid delivered", || {
+        let g: Vec<Value> = rx
+            .got()
+            .iter()
+            .map(|d| serde_json::from_str::<Value>(&d.body).unwrap())
+            .filter(|v| v["data"]["order_reference"] == reference.as_str())
+            .collect();
+        (g.len() >= 2).then_some(g)
+    });
+    assert_eq!(got[0]["type"], "order.reserved");
+    assert_eq!(got[0]["data"]["sequence"], 1);
+    assert_eq!(got[0]["data"]["status"], "pending");
+    assert_eq!(got[1]["type"], "order.paid");
+    assert_eq!(got[1]["data"]["sequence"], 2);
+    // Before the subscription nothing was recorded for it.
+    let page = admin(
+        &mut c,
+        "GET",
+        &format!("/admin/events?order_reference={before}"),
+    )
+    .json();
+    assert_eq!(page["events"], json!([]));
+}

@@ -277,6 +277,8 @@ pub enum AdminChange {
     Endpoint(EventEndpoint),
     /// Deleted.
     Deleted,
+    /// A delivery put back at the start of its schedule.
+    Redelivered,
 }
 
 /// An endpoint the order events are delivered to (admin).
@@ -290,6 +292,39 @@ pub struct EventEndpoint {
     /// Shown only when the endpoint is made.
     pub secret: Option<String>,
     pub created_at_ms: i64,
+}
+
+/// A change of an event endpoint: `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointPatch {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+/// One delivery of an event to an endpoint (admin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryView {
+    /// The cursor after it (the event's row id).
+    pub position: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub next_attempt_at_ms: Option<i64>,
+    pub delivered_at_ms: Option<i64>,
+}
+
+/// `GET /admin/event-endpoints/{id}/deliveries`: which, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub endpoint_id: i64,
+    pub status: Option<&'static str>,
+    pub after: i64,
+    pub limit: i64,
 }
 
 /// A new event endpoint, validated.

@@ -44,11 +44,15 @@ pub enum Route {
     AdminEndpointCreate,
     AdminEndpointList,
     AdminEndpointDelete,
+    AdminEndpointPatch,
+    AdminEndpointRotate,
+    AdminDeliveries,
+    AdminRedeliver,
     Unknown,
 }
 
 impl Route {
-    pub const ALL: [Route; 21] = [
+    pub const ALL: [Route; 25] = [
         Route::ProductGet,
         Route::OrderCreate,
         Route::OrderGet,
@@ -69,6 +73,10 @@ impl Route {
         Route::AdminEndpointCreate,
         Route::AdminEndpointList,
         Route::AdminEndpointDelete,
+        Route::AdminEndpointPatch,
+        Route::AdminEndpointRotate,
+        Route::AdminDeliveries,
+        Route::AdminRedeliver,
         Route::Unknown,
     ];
 
@@ -98,6 +106,12 @@ impl Route {
             Route::AdminEndpointCreate => "POST /admin/event-endpoints",
             Route::AdminEndpointList => "GET /admin/event-endpoints",
             Route::AdminEndpointDelete => "DELETE /admin/event-endpoints/{id}",
+            Route::AdminEndpointPatch => "PATCH /admin/event-endpoints/{id}",
+            Route::AdminEndpointRotate => "POST /admin/event-endpoints/{id}/rotate-secret",
+            Route::AdminDeliveries => "GET /admin/event-endpoints/{id}/deliveries",
+            Route::AdminRedeliver => {
+                "POST /admin/event-endpoints/{id}/deliveries/{event_id}/redeliver"
+            }
             Route::Unknown => "other",
         }
     }

@@ -14,8 +14,8 @@
 
 use crate::db::{PgError, classify, late_payment};
 use crate::domain::{
-    EventEndpoint, EventFilter, LatePayment, OrderEvent, OrderFilter, OrderRecord, OrderState,
-    ProductId, ProductSnapshot, ProductStats,
+    DeliveryFilter, DeliveryView, EventEndpoint, EventFilter, LatePayment, OrderEvent, OrderFilter,
+    OrderRecord, OrderState, ProductId, ProductSnapshot, ProductStats,
 };
 use crate::metrics::PanicPlace;
 use crate::panics;
@@ -77,6 +77,12 @@ pub enum ReadMsg {
     Orders {
         filter: OrderFilter,
         reply: Reply<Vec<(i64, OrderRecord)>>,
+    },
+    /// A page of an endpoint's deliveries (admin).
+    Deliveries {
+        filter: DeliveryFilter,
+        /// `None` when there is no such endpoint.
+        reply: Reply<Option<Vec<DeliveryView>>>,
     },
     /// The event endpoints, without secrets (admin).
     Endpoints { reply: Reply<Vec<EventEndpoint>> },
@@ -186,6 +192,64 @@ async fn answer(pool: &Pool, msg: ReadMsg) {
         }
         ReadMsg::Orders { filter, reply } => {
             let r = pool.with(|c| async move { c.orders(&filter).await }).await;
+            let _ = reply.send(r);
+        }
+        ReadMsg::Deliveries { filter, reply } => {
+            let r = pool
+                .with(|c| async move {
+                    let exists: bool = c
+                        .client
+                        .query_one(
+                            "SELECT EXISTS (SELECT 1 FROM event_endpoints WHERE id = $1)",
+                            &[&filter.endpoint_id],
+                        )
+                        .await
+                        .map_err(classify)?
+                        .get(0);
+                    if !exists {
+                        return Ok(None);
+                    }
+                    let rows = c
+                        .client
+                        .query(
+                            "SELECT d.event_row, ev.event_id, ev.type, d.status, d.attempts,
+                                    d.last_status_code, d.last_error,
+                                    CASE WHEN d.status = 'pending' THEN d.next_attempt_at END,
+                                    d.delivered_at
+                             FROM event_deliveries d JOIN order_events ev ON ev.id = d.event_row
+                             WHERE d.endpoint_id = $1 AND d.event_row > $2
+                               AND ($3::text IS NULL OR d.status = $3)
+                             ORDER BY d.event_row LIMIT $4",
+                            &[
+                                &filter.endpoint_id,
+                                &filter.after,
+                                &filter.status,
+                                &filter.limit,
+                            ],
+                        )
+                        .await
+                        .map_err(classify)?;
+                    Ok(Some(
+                        rows.iter()
+                            .map(|r| DeliveryView {
+                                position: r.get(0),
+                                event_id: r.get(1),
+                                event_type: r.get(2),
+                                status: r.get(3),
+                                attempts: r.get(4),
+                                last_status_code: r.get(5),
+                                last_error: r.get(6),
+                                next_attempt_at_ms: r
+                                    .get::<_, Option<SystemTime>>(7)
+                                    .map(from_system_time),
+                                delivered_at_ms: r
+                                    .get::<_, Option<SystemTime>>(8)
+                                    .map(from_system_time),
+                            })
+                            .collect(),
+                    ))
+                })
+                .await;
             let _ = reply.send(r);
         }
         ReadMsg::Endpoints { reply } => {

@@ -47,11 +47,13 @@ pub fn authorized(token: &str, authorization: Option<&[u8]>) -> bool {
 
 #[derive(Deserialize)]
 struct ProductBody<'a> {
-    #[serde(borrow)]
+    // `present` everywhere: a `null` is a value (refused where the field is not nullable),
+    // never the same as leaving the field out.
+    #[serde(default, borrow, deserialize_with = "json::present")]
     name: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "json::present")]
     price_cents: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "json::present")]
     stock: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "json::present")]
     max_per_order: Option<&'a RawValue>,
@@ -65,7 +67,7 @@ struct ProductBody<'a> {
 
 fn name(errors: &mut FieldErrors, v: Option<&RawValue>) -> Option<String> {
     let n = json::string(errors, "name", v, 1, MAX_NAME_CHARS);
-    if n.is_none() && v.is_none() && !errors.contains_key("name") {
+    if n.is_none() && v.is_none_or(|r| r.get() == "null") && !errors.contains_key("name") {
         errors
             .entry("name")
             .or_default()
@@ -288,7 +290,7 @@ fn percent_decode(s: &str) -> Result<String, ()> {
 
 /// The values of the query parameters `keys`, percent-decoded. An empty value (`?after=`) is
 /// refused like any other bad value: the published schema gives no filter an empty form.
-fn filters<const N: usize>(
+pub fn filters<const N: usize>(
     query: &str,
     keys: [&'static str; N],
     e: &mut FieldErrors,
@@ -608,6 +610,16 @@ mod tests {
 
     #[test]
     fn products_parse_with_defaults_and_field_errors() {
+        // `null` is not "left out" where a field cannot be null.
+        for bad in [
+            r#"{"price_cents": null}"#,
+            r#"{"name": null}"#,
+            r#"{"max_per_order": null}"#,
+            r#"{"stock": null}"#,
+        ] {
+            assert!(parse_patch(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(parse_new_product(br#"{"name": null, "price_cents": 5, "stock": 1}"#).is_err());
         let p = parse_new_product(br#"{"name": "Tee", "price_cents": 500, "stock": 10}"#).unwrap();
         assert_eq!((p.max_per_order, p.per_user_limit), (10, None));
         let e = match parse_new_product(

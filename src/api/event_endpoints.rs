@@ -1,9 +1,14 @@
 //! `/admin/event-endpoints`: where order events are delivered. `POST` makes one (its
-//! `whsec_` secret is shown in that answer only), `GET` lists them without secrets, `DELETE
-//! /admin/event-endpoints/{id}` removes one with its deliveries.
+//! `whsec_` secret is shown in that answer only), `GET` lists them without secrets; on
+//! `/admin/event-endpoints/{id}`, `PATCH` changes one and `DELETE` removes it with its
+//! deliveries; `rotate-secret` gives it a new secret (the old one signs too for 24 hours);
+//! `deliveries` lists its deliveries by status, and `deliveries/{event_id}/redeliver` sends
+//! one again from the start of its schedule.
 
 use crate::api::json;
-use crate::domain::{EVENT_TYPES, EventEndpoint, NewEndpoint};
+use crate::domain::{
+    DeliveryFilter, DeliveryView, EVENT_TYPES, EndpointPatch, EventEndpoint, NewEndpoint,
+};
 use crate::http::request::Request;
 use crate::http::response::{ApiError, FieldErrors, Response};
 use crate::lifecycle::admin;
@@ -59,14 +64,75 @@ fn url_shape(u: &str) -> bool {
 pub fn parse_new_endpoint(body: &[u8]) -> Result<NewEndpoint, ApiError> {
     let b: Body<'_> = json::object(body)?;
     let mut e = FieldErrors::new();
-    let url = match json::string(&mut e, "url", b.url, 1, MAX_URL) {
-        None if !e.contains_key("url") => {
+    let url = match b.url {
+        None => {
             e.entry("url")
                 .or_default()
                 .push("The url field is required.".into());
             None
         }
-        None => None,
+        Some(v) => url(&mut e, v),
+    };
+    let events = match b.events.map(RawValue::get) {
+        None | Some("null") => Some(default_events()),
+        Some(raw) => events(&mut e, raw),
+    };
+    let description = b
+        .description
+        .and_then(|v| json::string(&mut e, "description", Some(v), 0, 255))
+        .unwrap_or_default();
+    match (url, events) {
+        (Some(url), Some(events)) if e.is_empty() => Ok(NewEndpoint {
+            url,
+            events,
+            description,
+        }),
+        _ => Err(ApiError::Validation(e)),
+    }
+}
+
+#[derive(Deserialize)]
+struct PatchBody<'a> {
+    #[serde(borrow)]
+    url: Option<&'a RawValue>,
+    #[serde(borrow)]
+    events: Option<&'a RawValue>,
+    #[serde(borrow)]
+    description: Option<&'a RawValue>,
+    #[serde(borrow)]
+    enabled: Option<&'a RawValue>,
+}
+
+/// Validates a change of an endpoint: any of its four fields, each as when made.
+pub fn parse_patch(body: &[u8]) -> Result<EndpointPatch, ApiError> {
+    let b: PatchBody<'_> = json::object(body)?;
+    let mut e = FieldErrors::new();
+    let patch = EndpointPatch {
+        url: b.url.and_then(|v| url(&mut e, v)),
+        events: b.events.and_then(|v| events(&mut e, v.get())),
+        description: b
+            .description
+            .and_then(|v| json::string(&mut e, "description", Some(v), 0, 255)),
+        enabled: b.enabled.and_then(|v| match v.get() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                e.entry("enabled")
+                    .or_default()
+                    .push("The enabled field must be true or false.".into());
+                None
+            }
+        }),
+    };
+    if e.is_empty() {
+        Ok(patch)
+    } else {
+        Err(ApiError::Validation(e))
+    }
+}
+
+fn url(e: &mut FieldErrors, v: &RawValue) -> Option<String> {
+    match json::string(e, "url", Some(v), 1, MAX_URL) {
         Some(u) if url_shape(&u) => Some(u),
         Some(_) => {
             e.entry("url").or_default().push(
@@ -75,35 +141,33 @@ pub fn parse_new_endpoint(body: &[u8]) -> Result<NewEndpoint, ApiError> {
             );
             None
         }
-    };
-    let events = match b.events.map(RawValue::get) {
-        None | Some("null") => Some(default_events()),
-        Some(raw) => match serde_json::from_str::<Vec<String>>(raw) {
-            Ok(list)
-                if !list.is_empty()
-                    && list.iter().all(|t| EVENT_TYPES.contains(&t.as_str()))
-                    && list.iter().enumerate().all(|(i, t)| !list[..i].contains(t)) =>
-            {
-                Some(list)
+        None => {
+            if !e.contains_key("url") {
+                e.entry("url")
+                    .or_default()
+                    .push("The url must be a string.".into());
             }
-            _ => {
-                e.entry("events").or_default().push(format!(
-                    "The events must be a non-empty list of distinct event types: {}.",
-                    EVENT_TYPES.join(", ")
-                ));
-                None
-            }
-        },
-    };
-    let description =
-        json::string(&mut e, "description", b.description, 0, 255).unwrap_or_default();
-    match (url, events) {
-        (Some(url), Some(events)) if e.is_empty() => Ok(NewEndpoint {
-            url,
-            events,
-            description,
-        }),
-        _ => Err(ApiError::Validation(e)),
+            None
+        }
+    }
+}
+
+fn events(e: &mut FieldErrors, raw: &str) -> Option<Vec<String>> {
+    match serde_json::from_str::<Vec<String>>(raw) {
+        Ok(list)
+            if !list.is_empty()
+                && list.iter().all(|t| EVENT_TYPES.contains(&t.as_str()))
+                && list.iter().enumerate().all(|(i, t)| !list[..i].contains(t)) =>
+        {
+            Some(list)
+        }
+        _ => {
+            e.entry("events").or_default().push(format!(
+                "The events must be a non-empty list of distinct event types: {}.",
+                EVENT_TYPES.join(", ")
+            ));
+            None
+        }
     }
 }
 
@@ -152,14 +216,148 @@ pub async fn list(w: &Local) -> Result<Response, ApiError> {
     ))
 }
 
+/// An endpoint id from the path; anything else is "no such endpoint".
+fn endpoint_id(id: &str) -> Result<i64, ApiError> {
+    match id.parse::<i64>() {
+        Ok(n) if n > 0 && id.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
 pub async fn delete(w: &Local, id: &str) -> Result<Response, ApiError> {
-    let id = match id.parse::<i64>() {
-        Ok(n) if n > 0 && id.bytes().all(|b| b.is_ascii_digit()) => n,
-        _ => return Err(ApiError::NotFound),
-    };
-    if admin::delete_endpoint(w, id).await? {
+    if admin::delete_endpoint(w, endpoint_id(id)?).await? {
         Ok(Response::no_content())
     } else {
         Err(ApiError::NotFound)
+    }
+}
+
+pub async fn patch(w: &Local, req: &Request<'_>, id: &str) -> Result<Response, ApiError> {
+    let id = endpoint_id(id)?;
+    let p = parse_patch(&req.body)?;
+    match admin::patch_endpoint(w, id, p).await? {
+        Some(e) => Ok(Response::json(200, &body(&e))),
+        None => Err(ApiError::NotFound),
+    }
+}
+
+pub async fn rotate(w: &Local, id: &str) -> Result<Response, ApiError> {
+    match admin::rotate_secret(w, endpoint_id(id)?).await? {
+        Some(e) => Ok(Response::json(200, &body(&e))),
+        None => Err(ApiError::NotFound),
+    }
+}
+
+pub async fn redeliver(w: &Local, id: &str, event_id: &str) -> Result<Response, ApiError> {
+    if event_id.len() > 64 || !event_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::NotFound);
+    }
+    if admin::redeliver(w, endpoint_id(id)?, event_id).await? {
+        Ok(Response::json(
+            202,
+            &serde_json::json!({"message": "The delivery will be sent again"}),
+        ))
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+#[derive(Serialize)]
+struct DeliveryBody<'a> {
+    event_id: &'a str,
+    event_type: &'a str,
+    status: &'a str,
+    attempts: i32,
+    last_status_code: Option<i32>,
+    last_error: Option<&'a str>,
+    next_attempt_at: Option<String>,
+    delivered_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DeliveriesPage<'a> {
+    deliveries: Vec<DeliveryBody<'a>>,
+    next: Option<String>,
+}
+
+/// `GET /admin/event-endpoints/{id}/deliveries?status=&after=&limit=`: by event, oldest
+/// first; `next` is null on the last page.
+pub async fn deliveries(w: &Local, req: &Request<'_>, id: &str) -> Result<Response, ApiError> {
+    let endpoint_id = endpoint_id(id)?;
+    let mut e = FieldErrors::new();
+    let [status, after, limit] =
+        crate::api::admin::filters(req.query, ["status", "after", "limit"], &mut e);
+    let status = match status.as_deref() {
+        None => None,
+        Some("pending") => Some("pending"),
+        Some("delivered") => Some("delivered"),
+        Some("failed") => Some("failed"),
+        Some(_) => {
+            e.entry("status")
+                .or_default()
+                .push("The status must be pending, delivered or failed.".into());
+            None
+        }
+    };
+    let after = match after {
+        None => 0,
+        Some(a) if !a.is_empty() && a.len() <= 18 && a.bytes().all(|b| b.is_ascii_digit()) => {
+            a.parse().unwrap_or(0)
+        }
+        Some(_) => {
+            e.entry("after")
+                .or_default()
+                .push("The after cursor must be the next of a previous page.".into());
+            0
+        }
+    };
+    let limit = match limit {
+        None => 100,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if (1..=1000).contains(&n) && l.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                e.entry("limit")
+                    .or_default()
+                    .push("The limit must be between 1 and 1000.".into());
+                100
+            }
+        },
+    };
+    if !e.is_empty() {
+        return Err(ApiError::Validation(e));
+    }
+    let page = admin::deliveries(
+        w,
+        DeliveryFilter {
+            endpoint_id,
+            status,
+            after,
+            limit,
+        },
+    )
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    let full = i64::try_from(page.len()).unwrap_or(i64::MAX) == limit;
+    Ok(Response::json(
+        200,
+        &DeliveriesPage {
+            deliveries: page.iter().map(delivery_body).collect(),
+            next: full
+                .then(|| page.last().map(|d| d.position.to_string()))
+                .flatten(),
+        },
+    ))
+}
+
+fn delivery_body(d: &DeliveryView) -> DeliveryBody<'_> {
+    DeliveryBody {
+        event_id: &d.event_id,
+        event_type: &d.event_type,
+        status: &d.status,
+        attempts: d.attempts,
+        last_status_code: d.last_status_code,
+        last_error: d.last_error.as_deref(),
+        next_attempt_at: d.next_attempt_at_ms.map(rfc3339_ms),
+        delivered_at: d.delivered_at_ms.map(rfc3339_ms),
     }
 }

@@ -53,6 +53,10 @@ pub enum Endpoint<'a> {
     AdminEndpointCreate,
     AdminEndpointList,
     AdminEndpointDelete(&'a str),
+    AdminEndpointPatch(&'a str),
+    AdminEndpointRotate(&'a str),
+    AdminDeliveries(&'a str),
+    AdminRedeliver(&'a str, &'a str),
 }
 
 impl Endpoint<'_> {
@@ -78,6 +82,10 @@ impl Endpoint<'_> {
             Endpoint::AdminEndpointCreate => Route::AdminEndpointCreate,
             Endpoint::AdminEndpointList => Route::AdminEndpointList,
             Endpoint::AdminEndpointDelete(_) => Route::AdminEndpointDelete,
+            Endpoint::AdminEndpointPatch(_) => Route::AdminEndpointPatch,
+            Endpoint::AdminEndpointRotate(_) => Route::AdminEndpointRotate,
+            Endpoint::AdminDeliveries(_) => Route::AdminDeliveries,
+            Endpoint::AdminRedeliver(..) => Route::AdminRedeliver,
         }
     }
 
@@ -97,46 +105,76 @@ impl Endpoint<'_> {
 pub fn resolve<'a>(method: &str, path: &'a str, admin: bool) -> Result<Endpoint<'a>, ApiError> {
     let path = path.strip_prefix('/').unwrap_or(path);
     let mut parts = path.split('/');
-    let segs = (parts.next(), parts.next(), parts.next(), parts.next());
+    let segs = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    );
     if parts.next().is_some() || (!admin && segs.0 == Some("admin")) {
         return Err(ApiError::NotFound);
     }
     let (endpoint, allowed) = match segs {
-        (Some("api"), Some("products"), Some(id), None) => (Endpoint::ProductGet(id), "GET"),
-        (Some("api"), Some("orders"), None, None) => (Endpoint::OrderCreate, "POST"),
-        (Some("api"), Some("orders"), Some(r), None) => (Endpoint::OrderGet(r), "GET"),
-        (Some("api"), Some("orders"), Some(r), Some("cancel")) => {
+        (Some("api"), Some("products"), Some(id), None, None, None) => {
+            (Endpoint::ProductGet(id), "GET")
+        }
+        (Some("api"), Some("orders"), None, None, None, None) => (Endpoint::OrderCreate, "POST"),
+        (Some("api"), Some("orders"), Some(r), None, None, None) => (Endpoint::OrderGet(r), "GET"),
+        (Some("api"), Some("orders"), Some(r), Some("cancel"), None, None) => {
             (Endpoint::OrderCancel(r), "POST")
         }
-        (Some("api"), Some("payments"), Some("webhook"), None) => (Endpoint::Webhook, "POST"),
-        (Some("health"), None, None, None) => (Endpoint::Health, "GET"),
-        (Some("ready"), None, None, None) => (Endpoint::Ready, "GET"),
-        (Some("metrics"), None, None, None) => (Endpoint::Metrics, "GET"),
-        (Some("admin"), Some("products"), None, None) => (Endpoint::AdminProductCreate, "POST"),
-        (Some("admin"), Some("products"), Some(id), None) => {
+        (Some("api"), Some("payments"), Some("webhook"), None, None, None) => {
+            (Endpoint::Webhook, "POST")
+        }
+        (Some("health"), None, None, None, None, None) => (Endpoint::Health, "GET"),
+        (Some("ready"), None, None, None, None, None) => (Endpoint::Ready, "GET"),
+        (Some("metrics"), None, None, None, None, None) => (Endpoint::Metrics, "GET"),
+        (Some("admin"), Some("products"), None, None, None, None) => {
+            (Endpoint::AdminProductCreate, "POST")
+        }
+        (Some("admin"), Some("products"), Some(id), None, None, None) => {
             (Endpoint::AdminProductPatch(id), "PATCH")
         }
-        (Some("admin"), Some("products"), Some(id), Some("stock")) => {
+        (Some("admin"), Some("products"), Some(id), Some("stock"), None, None) => {
             (Endpoint::AdminProductStock(id), "POST")
         }
-        (Some("admin"), Some("products"), Some(id), Some("close")) => {
+        (Some("admin"), Some("products"), Some(id), Some("close"), None, None) => {
             (Endpoint::AdminProductClose(id), "POST")
         }
-        (Some("admin"), Some("products"), Some(id), Some("stats")) => {
+        (Some("admin"), Some("products"), Some(id), Some("stats"), None, None) => {
             (Endpoint::AdminProductStats(id), "GET")
         }
-        (Some("admin"), Some("orders"), None, None) => (Endpoint::AdminOrders, "GET"),
-        (Some("admin"), Some("late-payments"), None, None) => (Endpoint::AdminLatePayments, "GET"),
-        (Some("admin"), Some("events"), None, None) => (Endpoint::AdminEvents, "GET"),
+        (Some("admin"), Some("orders"), None, None, None, None) => (Endpoint::AdminOrders, "GET"),
+        (Some("admin"), Some("late-payments"), None, None, None, None) => {
+            (Endpoint::AdminLatePayments, "GET")
+        }
+        (Some("admin"), Some("events"), None, None, None, None) => (Endpoint::AdminEvents, "GET"),
         // One path, two methods: the endpoint is picked by the method, `Allow` names both.
-        (Some("admin"), Some("event-endpoints"), None, None) => match method {
+        (Some("admin"), Some("event-endpoints"), None, None, None, None) => match method {
             "GET" => (Endpoint::AdminEndpointList, "GET, POST"),
             _ => (Endpoint::AdminEndpointCreate, "GET, POST"),
         },
-        (Some("admin"), Some("event-endpoints"), Some(id), None) => {
-            (Endpoint::AdminEndpointDelete(id), "DELETE")
+        (Some("admin"), Some("event-endpoints"), Some(id), None, None, None) => match method {
+            "PATCH" => (Endpoint::AdminEndpointPatch(id), "DELETE, PATCH"),
+            _ => (Endpoint::AdminEndpointDelete(id), "DELETE, PATCH"),
+        },
+        (Some("admin"), Some("event-endpoints"), Some(id), Some("rotate-secret"), None, None) => {
+            (Endpoint::AdminEndpointRotate(id), "POST")
         }
-        (Some("admin"), Some("late-payments"), Some(r), Some("refund")) => {
+        (Some("admin"), Some("event-endpoints"), Some(id), Some("deliveries"), None, None) => {
+            (Endpoint::AdminDeliveries(id), "GET")
+        }
+        (
+            Some("admin"),
+            Some("event-endpoints"),
+            Some(id),
+            Some("deliveries"),
+            Some(event),
+            Some("redeliver"),
+        ) => (Endpoint::AdminRedeliver(id, event), "POST"),
+        (Some("admin"), Some("late-payments"), Some(r), Some("refund"), None, None) => {
             (Endpoint::AdminRefund(r), "POST")
         }
         _ => return Err(ApiError::NotFound),
@@ -226,6 +264,10 @@ async fn call(
         Endpoint::AdminEndpointCreate => event_endpoints::create(w, req).await,
         Endpoint::AdminEndpointList => event_endpoints::list(w).await,
         Endpoint::AdminEndpointDelete(id) => event_endpoints::delete(w, id).await,
+        Endpoint::AdminEndpointPatch(id) => event_endpoints::patch(w, req, id).await,
+        Endpoint::AdminEndpointRotate(id) => event_endpoints::rotate(w, id).await,
+        Endpoint::AdminDeliveries(id) => event_endpoints::deliveries(w, req, id).await,
+        Endpoint::AdminRedeliver(id, event) => event_endpoints::redeliver(w, id, event).await,
     }
 }
 
@@ -242,6 +284,7 @@ mod tests {
     fn concrete(path: &str) -> String {
         path.replace("{id}", "7")
             .replace("{order_reference}", "7-X")
+            .replace("{event_id}", "evt_x")
     }
 
     #[test]

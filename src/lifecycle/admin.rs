@@ -9,9 +9,9 @@
 //! - reads (stats, orders, late payments) go to the reader.
 
 use crate::domain::{
-    AdminChange, AdminOutcome, EventEndpoint, EventFilter, Failure, LatePayment, NewEndpoint,
-    NewProduct, OrderEvent, OrderFilter, OrderRecord, ProductAttrs, ProductId, ProductPatch,
-    ProductStats, Unavailable,
+    AdminChange, AdminOutcome, DeliveryFilter, DeliveryView, EndpointPatch, EventEndpoint,
+    EventFilter, Failure, LatePayment, NewEndpoint, NewProduct, OrderEvent, OrderFilter,
+    OrderRecord, ProductAttrs, ProductId, ProductPatch, ProductStats, Unavailable,
 };
 use crate::lifecycle::load::{ensure_loaded, product, read_failure};
 use crate::lifecycle::{redis_failure, reply_failure};
@@ -75,7 +75,8 @@ async fn change(w: &Local, op: AdminOp) -> Result<AdminOutcome<ProductView>, Fai
         AdminChange::NotFound
         | AdminChange::LatePayment(_)
         | AdminChange::Endpoint(_)
-        | AdminChange::Deleted => {
+        | AdminChange::Deleted
+        | AdminChange::Redelivered => {
             return Ok(AdminOutcome::NotFound);
         }
         AdminChange::InvalidWindow => return Ok(AdminOutcome::InvalidWindow),
@@ -220,6 +221,47 @@ pub async fn delete_endpoint(w: &Local, id: i64) -> Result<bool, Failure> {
         commit(w.queue.permit()?, |reply| WriterMsg::Admin { op, reply }).await?,
         AdminChange::Deleted
     ))
+}
+
+/// Changes an event endpoint (`Ok(None)`: no such endpoint).
+pub async fn patch_endpoint(
+    w: &Local,
+    id: i64,
+    p: EndpointPatch,
+) -> Result<Option<EventEndpoint>, Failure> {
+    endpoint_change(w, AdminOp::PatchEndpoint(id, p)).await
+}
+
+/// Gives an endpoint a new secret, shown in the answer (`Ok(None)`: no such endpoint).
+pub async fn rotate_secret(w: &Local, id: i64) -> Result<Option<EventEndpoint>, Failure> {
+    endpoint_change(w, AdminOp::RotateSecret(id)).await
+}
+
+async fn endpoint_change(w: &Local, op: AdminOp) -> Result<Option<EventEndpoint>, Failure> {
+    match commit(w.queue.permit()?, |reply| WriterMsg::Admin { op, reply }).await? {
+        AdminChange::Endpoint(e) => Ok(Some(e)),
+        _ => Ok(None),
+    }
+}
+
+/// Puts a delivery back at the start of its schedule; `false` when there is none.
+pub async fn redeliver(w: &Local, endpoint_id: i64, event_id: &str) -> Result<bool, Failure> {
+    let op = AdminOp::Redeliver(endpoint_id, event_id.to_string());
+    Ok(matches!(
+        commit(w.queue.permit()?, |reply| WriterMsg::Admin { op, reply }).await?,
+        AdminChange::Redelivered
+    ))
+}
+
+/// A page of an endpoint's deliveries (`None`: no such endpoint).
+pub async fn deliveries(
+    w: &Local,
+    filter: DeliveryFilter,
+) -> Result<Option<Vec<DeliveryView>>, Failure> {
+    w.reader
+        .ask(|reply| ReadMsg::Deliveries { filter, reply })
+        .await
+        .map_err(read_failure)
 }
 
 /// The event endpoints, without their secrets.

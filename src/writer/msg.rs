@@ -1,6 +1,8 @@
 //! The messages that cross from the workers to the writer thread.
 
-use crate::domain::{AdminChange, NewEndpoint, NewProduct, OrderRecord, ProductId, ProductPatch};
+use crate::domain::{
+    AdminChange, EndpointPatch, NewEndpoint, NewProduct, OrderRecord, ProductId, ProductPatch,
+};
 use crate::writer::batch::Batched;
 use futures_channel::oneshot;
 
@@ -117,6 +119,12 @@ pub enum AdminOp {
     CreateEndpoint(NewEndpoint),
     /// Deletes an event endpoint and its deliveries.
     DeleteEndpoint(i64),
+    /// Changes an event endpoint.
+    PatchEndpoint(i64, EndpointPatch),
+    /// A new secret; the old one keeps signing for 24 hours.
+    RotateSecret(i64),
+    /// Sends a delivery again from the start of its schedule: (endpoint id, event id).
+    Redeliver(i64, String),
 }
 
 /// A pending webhook whose order has appeared: the writer hands it to a worker, which applies

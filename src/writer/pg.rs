@@ -639,15 +639,58 @@ impl Pg {
                     )
                     .await
                     .map_err(classify)?;
-                AdminChange::Endpoint(crate::domain::EventEndpoint {
-                    id: r.get(0),
-                    url: r.get(1),
-                    events: r.get(2),
-                    description: r.get(3),
-                    enabled: r.get(4),
-                    secret: Some(r.get(5)),
-                    created_at_ms: from_system_time(r.get(6)),
+                AdminChange::Endpoint(endpoint(&r))
+            }
+            AdminOp::PatchEndpoint(id, p) => {
+                let r = tx
+                    .query_opt(
+                        "UPDATE event_endpoints SET url = COALESCE($2, url),
+                             events = COALESCE($3, events),
+                             description = COALESCE($4, description),
+                             enabled = COALESCE($5, enabled)
+                         WHERE id = $1
+                         RETURNING id, url, events, description, enabled, NULL::text, created_at",
+                        &[&id, &p.url, &p.events, &p.description, &p.enabled],
+                    )
+                    .await
+                    .map_err(classify)?;
+                r.map_or(AdminChange::NotFound, |r| {
+                    AdminChange::Endpoint(endpoint(&r))
                 })
+            }
+            AdminOp::RotateSecret(id) => {
+                let r = tx
+                    .query_opt(
+                        "UPDATE event_endpoints SET previous_secret = secret,
+                             previous_until = now() + interval '24 hours',
+                             secret = 'whsec_' || encode(uuid_send(gen_random_uuid())
+                                      || uuid_send(gen_random_uuid()), 'base64')
+                         WHERE id = $1
+                         RETURNING id, url, events, description, enabled, secret, created_at",
+                        &[&id],
+                    )
+                    .await
+                    .map_err(classify)?;
+                r.map_or(AdminChange::NotFound, |r| {
+                    AdminChange::Endpoint(endpoint(&r))
+                })
+            }
+            AdminOp::Redeliver(endpoint_id, event_id) => {
+                let n = tx
+                    .execute(
+                        "UPDATE event_deliveries d SET status = 'pending', attempts = 0,
+                             next_attempt_at = now(), last_error = NULL, delivered_at = NULL
+                         FROM order_events ev
+                         WHERE d.endpoint_id = $1 AND ev.event_id = $2 AND d.event_row = ev.id",
+                        &[&endpoint_id, &event_id],
+                    )
+                    .await
+                    .map_err(classify)?;
+                if n == 0 {
+                    AdminChange::NotFound
+                } else {
+                    AdminChange::Redelivered
+                }
             }
             AdminOp::DeleteEndpoint(id) => {
                 let n = tx
@@ -685,6 +728,19 @@ impl Pg {
 }
 
 /// A product's sold attributes, read in `tx`.
+/// An endpoint from `id, url, events, description, enabled, secret (or NULL), created_at`.
+fn endpoint(r: &tokio_postgres::Row) -> crate::domain::EventEndpoint {
+    crate::domain::EventEndpoint {
+        id: r.get(0),
+        url: r.get(1),
+        events: r.get(2),
+        description: r.get(3),
+        enabled: r.get(4),
+        secret: r.get(5),
+        created_at_ms: from_system_time(r.get(6)),
+    }
+}
+
 async fn attrs_of(tx: &tokio_postgres::Transaction<'_>, id: i64) -> Result<AdminChange, PgError> {
     let row = tx
         .query_opt(&format!("{PRODUCT_ATTRS} WHERE id = $1"), &[&id])

@@ -509,3 +509,129 @@ fn reservations_are_recorded_while_an_endpoint_subscribes_to_them() {
     .json();
     assert_eq!(page["events"], json!([]));
 }
+
+/// Rotation signs with both secrets for a day; the deliveries list shows each attempt's
+/// outcome by status; a redelivery sends an event again from the start of its schedule; a
+/// disabled endpoint (PATCH) is sent nothing until enabled again.
+#[test]
+fn rotation_deliveries_redelivery_and_disabling() {
+    let env = Env::new();
+    let pid = env.product(10, 100);
+    let srv = admin_server(&env, &[("FLASHSALE_EVENT_RETRY_SECS", "1")]);
+    let mut c = srv.client();
+    let rx = Receiver::start(vec![500, 500, 200]);
+    let ep = create_endpoint(
+        &mut c,
+        &json!({"url": rx.url, "events": ["order.cancelled"]}),
+    );
+    let id = ep["id"].as_i64().unwrap();
+    let old = ep["secret"].as_str().unwrap().to_string();
+    let auth = format!("Bearer {ADMIN}");
+    let rotated = c.request(
+        "POST",
+        &format!("/admin/event-endpoints/{id}/rotate-secret"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(rotated.status, 200);
+    let new = rotated.json()["secret"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+
+    let reference = reserve(&mut c, pid);
+    assert_eq!(c.webhook(&reference, "failure").status, 200);
+    let deliveries = |c: &mut Client, q: &str| {
+        admin(
+            c,
+            "GET",
+            &format!("/admin/event-endpoints/{id}/deliveries{q}"),
+        )
+        .json()
+    };
+    // Two attempts (500, 500) then failed.
+    wait_until("the delivery failed", || {
+        let d = deliveries(&mut c, "?status=failed");
+        (d["deliveries"].as_array().unwrap().len() == 1).then_some(())
+    });
+    let failed = deliveries(&mut c, "?status=failed")["deliveries"][0].clone();
+    assert_eq!(failed["attempts"], 2);
+    assert_eq!(failed["last_status_code"], 500);
+    assert_eq!(failed["event_type"], "order.cancelled");
+    for d in rx.got() {
+        assert!(
+            verified(&new, &d) && verified(&old, &d),
+            "both secrets sign during a rotation"
+        );
+    }
+    // Redeliver: sent again, delivered (200).
+    let event_id = failed["event_id"].as_str().unwrap().to_string();
+    let r = c.request(
+        "POST",
+        &format!("/admin/event-endpoints/{id}/deliveries/{event_id}/redeliver"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    wait_until("delivered after the redelivery", || {
+        let d = deliveries(&mut c, "?status=delivered");
+        (d["deliveries"].as_array().unwrap().len() == 1).then_some(())
+    });
+    assert_eq!(rx.got().len(), 3);
+    let unknown = c.request(
+        "POST",
+        &format!("/admin/event-endpoints/{id}/deliveries/evt_nope/redeliver"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(unknown.status, 404);
+
+    // Disabled: a new event is queued for nobody and sent nothing.
+    let r = c.request(
+        "PATCH",
+        &format!("/admin/event-endpoints/{id}"),
+        &[("Authorization", &auth)],
+        br#"{"enabled": false, "description": "paused"}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (r.json()["enabled"].clone(), r.json()["description"].clone()),
+        (json!(false), json!("paused"))
+    );
+    assert!(r.json().get("secret").is_none());
+    let other = reserve(&mut c, pid);
+    assert_eq!(c.webhook(&other, "failure").status, 200);
+    let mut pg = env.pg();
+    wait_until("the second event recorded", || {
+        let n: i64 = pg
+            .query_one("SELECT count(*) FROM order_events", &[])
+            .unwrap()
+            .get(0);
+        (n == 2).then_some(())
+    });
+    assert_eq!(
+        deliveries(&mut c, "")["deliveries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(rx.got().len(), 3);
+    for bad in [
+        r#"{"enabled": "yes"}"#,
+        r#"{"url": "ftp://x"}"#,
+        r#"{"events": []}"#,
+    ] {
+        let r = c.request(
+            "PATCH",
+            &format!("/admin/event-endpoints/{id}"),
+            &[("Authorization", &auth)],
+            bad.as_bytes(),
+        );
+        assert_eq!(r.status, 422, "{bad}");
+    }
+    let r = admin(
+        &mut c,
+        "GET",
+        &format!("/admin/event-endpoints/{id}/deliveries?status=sent"),
+    );
+    assert_eq!(r.status, 422);
+}

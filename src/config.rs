@@ -264,6 +264,8 @@ pub struct Config {
     pub event_retry: Vec<Duration>,
     /// `FLASHSALE_EVENT_TIMEOUT_SECS`: how long a receiver has to answer a delivery.
     pub event_timeout: Duration,
+    /// `FLASHSALE_EVENT_RETENTION_DAYS`: how long an event is kept after its last delivery.
+    pub event_retention_days: u64,
 }
 
 /// `FLASHSALE_EVENT_RETRY_SECS`'s default: eight attempts over about 24 hours.
@@ -461,6 +463,7 @@ impl Config {
         )?;
         let event_timeout =
             Duration::from_secs(num(&var, "FLASHSALE_EVENT_TIMEOUT_SECS", 10, 1, 300)?);
+        let event_retention_days = num(&var, "FLASHSALE_EVENT_RETENTION_DAYS", 30, 1, 3_650)?;
 
         let buyer_auth = match var("FLASHSALE_BUYER_AUTH").as_deref() {
             None | Some("none") => BuyerAuth::None,
@@ -554,6 +557,7 @@ impl Config {
             unmatched_webhook_days,
             event_retry,
             event_timeout,
+            event_retention_days,
             buyer_auth,
             rate_limit_ip,
             rate_limit_buyer,

@@ -409,10 +409,36 @@ impl Default for WriterMetrics {
     }
 }
 
+/// The event dispatcher's metrics.
+pub struct EventMetrics {
+    /// Events recorded in the outbox, by type (counted by the dispatcher as they appear).
+    pub created: Family<Vec<(&'static str, String)>, Counter>,
+    /// Delivery attempts by outcome: delivered, retried, failed (for good), gone (410).
+    pub attempts: Family<Vec<(&'static str, &'static str)>, Counter>,
+    /// Deliveries waiting (pending), all endpoints.
+    pub backlog: Gauge,
+    /// From an event's commit to its delivery.
+    pub delivery_seconds: Histogram,
+}
+
+impl Default for EventMetrics {
+    fn default() -> Self {
+        EventMetrics {
+            created: Family::default(),
+            attempts: Family::default(),
+            backlog: Gauge::default(),
+            delivery_seconds: Histogram::new([
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+            ]),
+        }
+    }
+}
+
 /// Everything `/metrics` reports.
 pub struct Metrics {
     workers: Arc<[CachePadded<WorkerMetrics>]>,
     pub writer: WriterMetrics,
+    pub events: EventMetrics,
     /// Panics by place; rare by definition, so one shared family is cheap enough.
     panics: Family<Vec<(&'static str, &'static str)>, Counter>,
     registry: Registry,
@@ -470,6 +496,27 @@ impl Metrics {
             "1 when the writer's last PostgreSQL contact succeeded",
             writer.postgres_up.clone(),
         );
+        let events = EventMetrics::default();
+        registry.register(
+            "events_created",
+            "Order events recorded in the outbox, by type",
+            events.created.clone(),
+        );
+        registry.register(
+            "event_delivery_attempts",
+            "Event delivery attempts by outcome (delivered, retried, failed, gone)",
+            events.attempts.clone(),
+        );
+        registry.register(
+            "event_backlog",
+            "Event deliveries pending, all endpoints",
+            events.backlog.clone(),
+        );
+        registry.register(
+            "event_delivery_seconds",
+            "Time from an event's commit to its delivery",
+            events.delivery_seconds.clone(),
+        );
         let panics = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
         registry.register(
             "panics",
@@ -479,6 +526,7 @@ impl Metrics {
         Metrics {
             workers: blocks,
             writer,
+            events,
             panics,
             registry,
         }

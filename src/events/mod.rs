@@ -24,6 +24,30 @@ use tokio_postgres::{Client, NoTls};
 const IN_FLIGHT: usize = 256;
 /// How often the dispatcher looks for due deliveries when it found none.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How often the backlog and the new events are counted for `/metrics`.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
+/// How often events past their retention are deleted (in steps of `RETENTION_STEP`).
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+const RETENTION_STEP: i64 = 1_000;
+
+/// Events past retention: older than the retention and without a delivery pending or
+/// attempted within it (a failed delivery's `next_attempt_at` is its last attempt).
+const EXPIRE_EVENTS: &str = "
+DELETE FROM order_events WHERE id IN (
+    SELECT e.id FROM order_events e
+    WHERE e.created_at < now() - make_interval(days => $1)
+      AND NOT EXISTS (
+          SELECT 1 FROM event_deliveries d
+          WHERE d.event_row = e.id
+            AND (d.status = 'pending'
+                 OR greatest(d.delivered_at, d.next_attempt_at) > now() - make_interval(days => $1)))
+    ORDER BY e.id LIMIT $2)";
+
+/// New events since a row id, by type, and the highest row id seen.
+const NEW_EVENTS: &str = "
+SELECT type, count(*), max(id) FROM order_events WHERE id > $1 GROUP BY type";
+
+const BACKLOG: &str = "SELECT count(*) FROM event_deliveries WHERE status = 'pending'";
 
 /// Claims due deliveries: pending, due, of an enabled endpoint, and not behind an earlier
 /// pending event of the same order for the same endpoint. Each is leased (its next attempt
@@ -74,6 +98,7 @@ struct Claimed {
     url: String,
     secrets: Vec<String>,
     event_id: String,
+    created_at: std::time::SystemTime,
     body: Vec<u8>,
 }
 
@@ -123,11 +148,41 @@ async fn dispatch(shared: Arc<Shared>) {
     };
     let mut pg: Option<Client> = None;
     let mut sending: JoinSet<(Claimed, Sent)> = JoinSet::new();
+    let metrics = &shared.metrics.events;
+    // Events are counted from the first look on: those before this process are not its.
+    let mut counted_up_to: Option<i64> = None;
+    let mut last_count = tokio::time::Instant::now();
+    // The first retention run comes at once: what expired while no server ran goes first.
+    let mut last_retention = tokio::time::Instant::now()
+        .checked_sub(RETENTION_EVERY)
+        .unwrap_or_else(tokio::time::Instant::now);
     while !shared.shutting_down.load(Ordering::Relaxed) {
+        if let Some(client) = pg.as_ref() {
+            if counted_up_to.is_none() || last_count.elapsed() >= COUNT_EVERY {
+                last_count = tokio::time::Instant::now();
+                count(client, metrics, &mut counted_up_to).await;
+            }
+            if last_retention.elapsed() >= RETENTION_EVERY {
+                last_retention = tokio::time::Instant::now();
+                let days = i32::try_from(shared.cfg.event_retention_days).unwrap_or(i32::MAX);
+                match client
+                    .execute(EXPIRE_EVENTS, &[&days, &RETENTION_STEP])
+                    .await
+                {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(deleted = n, days, "deleted events past their retention")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot delete events past their retention")
+                    }
+                }
+            }
+        }
         // Results first: they free places and let an order's next event be claimed.
         while let Some(done) = sending.try_join_next() {
             if let (Ok((c, sent)), Some(client)) = (done, pg.as_ref())
-                && let Err(e) = record(client, &shared.cfg.event_retry, &c, sent).await
+                && let Err(e) = record(client, &shared, &c, sent).await
             {
                 tracing::warn!(error = %e, "cannot record an event delivery; it will be sent again");
                 pg = None;
@@ -164,7 +219,7 @@ async fn dispatch(shared: Arc<Shared>) {
                 } else if let Ok(Some(done)) =
                     tokio::time::timeout(IDLE_POLL, sending.join_next()).await
                     && let (Ok((c, sent)), Some(client)) = (done, pg.as_ref())
-                    && let Err(e) = record(client, &shared.cfg.event_retry, &c, sent).await
+                    && let Err(e) = record(client, &shared, &c, sent).await
                 {
                     tracing::warn!(error = %e, "cannot record an event delivery; it will be sent again");
                     pg = None;
@@ -174,6 +229,33 @@ async fn dispatch(shared: Arc<Shared>) {
                 tracing::warn!(error = %e, "cannot claim event deliveries");
                 pg = None;
             }
+        }
+    }
+}
+
+/// Counts the backlog and the events recorded since the last count.
+async fn count(pg: &Client, m: &crate::metrics::EventMetrics, up_to: &mut Option<i64>) {
+    if let Ok(row) = pg.query_one(BACKLOG, &[]).await {
+        m.backlog.set(row.get(0));
+    }
+    let Some(after) = *up_to else {
+        if let Ok(row) = pg
+            .query_one("SELECT COALESCE(max(id), 0) FROM order_events", &[])
+            .await
+        {
+            *up_to = Some(row.get(0));
+        }
+        return;
+    };
+    // A row id committed later under a smaller number is missed: a count, not a ledger.
+    if let Ok(rows) = pg.query(NEW_EVENTS, &[&after]).await {
+        for r in rows {
+            let n: i64 = r.get(1);
+            let max: i64 = r.get(2);
+            m.created
+                .get_or_create(&vec![("type", r.get::<_, String>(0))])
+                .inc_by(u64::try_from(n).unwrap_or(0));
+            *up_to = Some(up_to.map_or(max, |u| u.max(max)));
         }
     }
 }
@@ -219,6 +301,7 @@ async fn claim(
                 secrets: std::iter::once(secret).chain(previous).collect(),
                 body: event_body(&event_id, &event_type, created_at, &data).into_bytes(),
                 event_id,
+                created_at,
             }
         })
         .collect())
@@ -270,10 +353,13 @@ async fn send(http: &reqwest::Client, c: &Claimed) -> Sent {
 
 async fn record(
     pg: &Client,
-    retry: &[Duration],
+    shared: &Shared,
     c: &Claimed,
     sent: Sent,
 ) -> Result<(), tokio_postgres::Error> {
+    let retry = &shared.cfg.event_retry;
+    let m = &shared.metrics.events;
+    let outcome = |o: &'static str| m.attempts.get_or_create(&vec![("outcome", o)]).inc();
     match sent {
         Sent::Delivered(status) => {
             pg.execute(
@@ -281,6 +367,10 @@ async fn record(
                 &[&c.endpoint_id, &c.event_row, &i32::from(status)],
             )
             .await?;
+            outcome("delivered");
+            if let Ok(d) = std::time::SystemTime::now().duration_since(c.created_at) {
+                m.delivery_seconds.observe(d.as_secs_f64());
+            }
         }
         Sent::Gone => {
             let none: Option<f64> = None;
@@ -296,6 +386,7 @@ async fn record(
             )
             .await?;
             pg.execute(DISABLE, &[&c.endpoint_id]).await?;
+            outcome("gone");
             tracing::warn!(
                 endpoint = c.endpoint_id,
                 "an event endpoint answered 410 and is disabled"
@@ -319,6 +410,7 @@ async fn record(
                 ],
             )
             .await?;
+            outcome(if next.is_some() { "retried" } else { "failed" });
         }
     }
     Ok(())

@@ -382,6 +382,15 @@ fn events_are_delivered_signed_in_order_and_retried() {
             .collect();
         (rows == vec![("delivered".to_string(), 2), ("delivered".to_string(), 1)]).then_some(())
     });
+    let m = String::from_utf8(c.get("/metrics").body).unwrap();
+    for line in [
+        "flashsale_event_delivery_attempts_total{outcome=\"delivered\"} 2",
+        "flashsale_event_delivery_attempts_total{outcome=\"retried\"} 1",
+        "flashsale_event_delivery_seconds_count 2",
+        "# TYPE flashsale_event_backlog gauge",
+    ] {
+        assert!(m.contains(line), "no {line:?} in\n{m}");
+    }
 }
 
 #[test]
@@ -634,4 +643,37 @@ fn rotation_deliveries_redelivery_and_disabling() {
         &format!("/admin/event-endpoints/{id}/deliveries?status=sent"),
     );
     assert_eq!(r.status, 422);
+}
+
+/// Events are kept `FLASHSALE_EVENT_RETENTION_DAYS` after their last delivery, then deleted;
+/// an event with a delivery still pending is kept whatever its age.
+#[test]
+fn events_past_their_retention_are_deleted() {
+    let env = Env::new();
+    env.product(1, 1);
+    let mut pg = env.pg();
+    pg.batch_execute(
+        "INSERT INTO event_endpoints (url, events, secret) VALUES ('http://127.0.0.1:9/', '{order.paid}', 'whsec_AAAA');
+         ALTER TABLE order_events DISABLE TRIGGER order_events_fan_out;
+         INSERT INTO order_events (id, type, order_reference, sequence, data, created_at) VALUES
+             (1, 'order.paid', 'old', 2, '{}', now() - interval '3 days'),
+             (2, 'order.paid', 'old-pending', 2, '{}', now() - interval '3 days'),
+             (3, 'order.paid', 'recent', 2, '{}', now() - interval '1 hour');
+         INSERT INTO event_deliveries (endpoint_id, event_row, order_reference, sequence, status, delivered_at, next_attempt_at)
+         SELECT id, 1, 'old', 2, 'delivered', now() - interval '3 days', now() - interval '3 days' FROM event_endpoints;
+         INSERT INTO event_deliveries (endpoint_id, event_row, order_reference, sequence, status, next_attempt_at)
+         SELECT id, 2, 'old-pending', 2, 'pending', now() + interval '1 day' FROM event_endpoints;
+         ALTER TABLE order_events ENABLE TRIGGER order_events_fan_out;",
+    )
+    .unwrap();
+    let _srv = admin_server(&env, &[("FLASHSALE_EVENT_RETENTION_DAYS", "2")]);
+    wait_until("the old event deleted", || {
+        let ids: Vec<i64> = pg
+            .query("SELECT id FROM order_events ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        (ids == vec![2, 3]).then_some(())
+    });
 }

@@ -40,8 +40,10 @@ struct Body<'a> {
     description: Option<&'a RawValue>,
 }
 
-/// The URL shape `openapi.json` publishes (`^https?://[!-.0-?A-~]+(/[!-~]*)?$`): printable
-/// ASCII, a non-empty host part without `/` or `@` (so no user info), then a path. Whether the
+/// The URL shape `openapi.json` publishes (`^https?://[!-.0-?A-Z\\^-~]+(/[!-~]*)?$`):
+/// printable ASCII, a non-empty host part without `/`, `@` (so no user info) or brackets (an
+/// IPv6 address goes by a name: bracketed literals are where URL parsers disagree), then a
+/// path. Whether the
 /// host resolves is the receiver's business: a delivery that cannot connect is retried and
 /// then failed, as for any dead receiver.
 fn url_shape(u: &str) -> bool {
@@ -55,7 +57,7 @@ fn url_shape(u: &str) -> bool {
     !host.is_empty()
         && host
             .bytes()
-            .all(|b| (b'!'..=b'~').contains(&b) && b != b'@')
+            .all(|b| (b'!'..=b'~').contains(&b) && !matches!(b, b'@' | b'[' | b']'))
         && path.bytes().all(|b| (b'!'..=b'~').contains(&b))
 }
 
@@ -91,15 +93,17 @@ pub fn parse_new_endpoint(body: &[u8]) -> Result<NewEndpoint, ApiError> {
     }
 }
 
+/// `present` everywhere: a `null` is refused (none of these fields can be cleared), never
+/// taken for "left out".
 #[derive(Deserialize)]
 struct PatchBody<'a> {
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "json::present")]
     url: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "json::present")]
     events: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "json::present")]
     description: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "json::present")]
     enabled: Option<&'a RawValue>,
 }
 
@@ -110,9 +114,15 @@ pub fn parse_patch(body: &[u8]) -> Result<EndpointPatch, ApiError> {
     let patch = EndpointPatch {
         url: b.url.and_then(|v| url(&mut e, v)),
         events: b.events.and_then(|v| events(&mut e, v.get())),
-        description: b
-            .description
-            .and_then(|v| json::string(&mut e, "description", Some(v), 0, 255)),
+        description: b.description.and_then(|v| {
+            let d = json::string(&mut e, "description", Some(v), 0, 255);
+            if d.is_none() && !e.contains_key("description") {
+                e.entry("description")
+                    .or_default()
+                    .push("The description must be a string.".into());
+            }
+            d
+        }),
         enabled: b.enabled.and_then(|v| match v.get() {
             "true" => Some(true),
             "false" => Some(false),
@@ -359,5 +369,53 @@ fn delivery_body(d: &DeliveryView) -> DeliveryBody<'_> {
         last_error: d.last_error.as_deref(),
         next_attempt_at: d.next_attempt_at_ms.map(rfc3339_ms),
         delivered_at: d.delivered_at_ms.map(rfc3339_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_the_published_shape_only() {
+        for good in [
+            "http://a",
+            "https://shop.example:8443/hooks?x=1",
+            "http://127.0.0.1:9/",
+        ] {
+            assert!(url_shape(good), "{good}");
+        }
+        for bad in [
+            "ftp://a/",
+            "http://",
+            "http:///x",
+            "http://u:p@a/",
+            "http://[::1]/",
+            "http://a b/",
+            "http://é/",
+            " http://a/",
+        ] {
+            assert!(!url_shape(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_patch_refuses_nulls_and_takes_what_it_names() {
+        for bad in [
+            r#"{"url": null}"#,
+            r#"{"events": null}"#,
+            r#"{"description": null}"#,
+            r#"{"enabled": null}"#,
+            r#"{"enabled": 1}"#,
+        ] {
+            assert!(parse_patch(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let p = parse_patch(br#"{"enabled": false, "events": ["order.paid"]}"#).unwrap();
+        assert_eq!(p.enabled, Some(false));
+        assert_eq!(p.events, Some(vec!["order.paid".to_string()]));
+        assert_eq!(p.url, None);
+        let n = parse_new_endpoint(br#"{"url": "http://a/", "events": null, "description": null}"#)
+            .unwrap();
+        assert_eq!(n.events, default_events());
     }
 }

@@ -37,16 +37,21 @@ pub fn body(o: &OrderRecord) -> OrderBody<'_> {
     }
 }
 
+/// Whether a path segment could name an order at all (1 to 64 visible ASCII characters);
+/// anything else is "no such order" without a lookup.
+pub fn could_be_reference(reference: &str) -> bool {
+    !reference.is_empty()
+        && reference.len() <= MAX_REFERENCE_LEN
+        && reference.bytes().all(|b| b.is_ascii_graphic())
+}
+
 pub async fn get(w: &Local, req: &Request<'_>, reference: &str) -> Result<Response, ApiError> {
     // In `jwt` mode an order is its buyer's alone: anyone else is told it does not exist.
     let buyer = w
         .buyers
         .of_request(req.authorization)
         .map_err(ApiError::Unauthorized)?;
-    if reference.is_empty()
-        || reference.len() > MAX_REFERENCE_LEN
-        || !reference.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if !could_be_reference(reference) {
         return Err(ApiError::OrderNotFound);
     }
     match order(w, reference).await? {

@@ -4,15 +4,12 @@
 //! committed the change. The order is found where the webhook path finds it: in Redis, else
 //! in PostgreSQL (adopted into Redis when still pending, answered from there when final).
 
-use crate::domain::{CancelReason, Failure, OrderRecord, OrderState, Unavailable};
+use crate::domain::{CancelReason, Failure, OrderRecord, OrderState};
 use crate::domain::{ProductId, product_of_reference};
-use crate::lifecycle::load::{adopt, ensure_loaded, find_order};
-use crate::lifecycle::{redis_failure, reply_failure};
+use crate::lifecycle::load::{Settled, find_order, settle};
 use crate::local::Local;
 use crate::local::queue::commit;
-use crate::redis::scripts::transition::{
-    Transition, TransitionReply, cancel_call, decode_transition,
-};
+use crate::redis::scripts::transition::{Transition, cancel_call};
 use crate::writer::msg::WriterMsg;
 
 /// What became of a cancellation.
@@ -46,49 +43,11 @@ pub async fn cancel(
         },
     };
     let p = w.queue.permit()?;
-    let mut attempts = 0;
-    let (transition, record) = loop {
-        attempts += 1;
-        if attempts > 4 {
-            tracing::error!(
-                reference,
-                "order keeps vanishing from Redis while cancelling it"
-            );
-            return Err(Failure::Unavailable(Unavailable::Redis));
-        }
-        let v = w
-            .redis
-            .eval(&cancel_call(&w.keys, pid, reference, buyer))
-            .await
-            .map_err(redis_failure)?;
-        match decode_transition(v, pid, reference).map_err(reply_failure)? {
-            // The writer is sent the record whether or not this call changed it: a repeat may
-            // follow a crash before the first commit, and the answer waits for the commit.
-            TransitionReply::Done {
-                transition, record, ..
-            } => break (transition, record),
-            TransitionReply::NotLoaded => {
-                if !ensure_loaded(w, pid).await? {
-                    return Ok(CancelOutcome::NotFound);
-                }
-            }
-            TransitionReply::NotFound => {
-                let found = match from_pg.take() {
-                    Some(found) => found,
-                    None => find_order(w, reference).await?,
-                };
-                let Some(order) = found.filter(owned) else {
-                    return Ok(CancelOutcome::NotFound);
-                };
-                // Never look again: a second miss means the order keeps vanishing.
-                from_pg = Some(None);
-                if order.state.is_final() {
-                    // Redis let go of a finished order; PostgreSQL has its final state.
-                    return Ok(outcome(order));
-                }
-                adopt(w, &order).await?;
-            }
-        }
+    let call = || cancel_call(&w.keys, pid, reference, buyer);
+    let (transition, record) = match settle(w, pid, reference, call, owned, from_pg).await? {
+        Settled::Done(transition, record) => (transition, record),
+        Settled::FinalInPostgres(order) => return Ok(outcome(order)),
+        Settled::Missing => return Ok(CancelOutcome::NotFound),
     };
     let answer = match transition {
         Transition::Applied | Transition::Repeated => CancelOutcome::Cancelled(record.clone()),

@@ -14,8 +14,10 @@ use crate::local::Local;
 use crate::local::flight::Joined;
 use crate::reader::{ReadError, ReadMsg};
 use crate::redis::record::{decode_record, record_cmd};
+use crate::redis::scripts::ScriptCall;
 use crate::redis::scripts::load::{AdoptReply, adopt_call, decode_adopt, decode_load, load_call};
 use crate::redis::scripts::product::{ProductView, decode_product, product_call};
+use crate::redis::scripts::transition::{Transition, TransitionReply, decode_transition};
 use std::time::Instant;
 
 /// Makes sure product `pid` is in Redis; `false` when PostgreSQL has no such product.
@@ -105,6 +107,68 @@ pub async fn find_order(w: &Local, reference: &str) -> Result<Option<OrderRecord
 
 /// Takes a pending order that only PostgreSQL has into Redis (or loads its product, which
 /// counts it), so the next transition call finds it.
+/// Where an order transition (pay, fail, cancel) ended, wherever the order was.
+pub enum Settled {
+    /// The script ran on the order in Redis (which it may have loaded or adopted first).
+    Done(Transition, OrderRecord),
+    /// Only PostgreSQL has the order, in a final state: Redis let go of it.
+    FinalInPostgres(OrderRecord),
+    /// No such product or order, or not one `owned` accepts.
+    Missing,
+}
+
+/// Runs the transition script `call` on the order `reference` of product `pid`: loads the
+/// product into Redis when it is not there, and adopts a pending order only PostgreSQL has
+/// (found by the reader unless `from_pg` already holds it), then runs the script again.
+/// Whether the script changed the order does not matter to the callers: they hand the
+/// record to the writer either way (a repeat may follow a crash before the first commit).
+pub async fn settle(
+    w: &Local,
+    pid: ProductId,
+    reference: &str,
+    call: impl Fn() -> ScriptCall,
+    owned: impl Fn(&OrderRecord) -> bool,
+    mut from_pg: Option<Option<OrderRecord>>,
+) -> Result<Settled, Failure> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        if attempts > 4 {
+            tracing::error!(
+                reference,
+                "order keeps vanishing from Redis during a transition"
+            );
+            return Err(Failure::Unavailable(Unavailable::Redis));
+        }
+        let v = w.redis.eval(&call()).await.map_err(redis_failure)?;
+        match decode_transition(v, pid, reference).map_err(reply_failure)? {
+            TransitionReply::Done {
+                transition, record, ..
+            } => return Ok(Settled::Done(transition, record)),
+            TransitionReply::NotLoaded => {
+                if !ensure_loaded(w, pid).await? {
+                    return Ok(Settled::Missing);
+                }
+            }
+            TransitionReply::NotFound => {
+                let found = match from_pg.take() {
+                    Some(found) => found,
+                    None => find_order(w, reference).await?,
+                };
+                let Some(order) = found.filter(|o| owned(o)) else {
+                    return Ok(Settled::Missing);
+                };
+                // Never look again: a second miss means the order keeps vanishing.
+                from_pg = Some(None);
+                if order.state.is_final() {
+                    return Ok(Settled::FinalInPostgres(order));
+                }
+                adopt(w, &order).await?;
+            }
+        }
+    }
+}
+
 pub async fn adopt(w: &Local, order: &OrderRecord) -> Result<(), Failure> {
     let pid = order.product_id;
     let reply = decode_adopt(

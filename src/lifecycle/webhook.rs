@@ -4,17 +4,12 @@
 //! (recorded as pending and applied when the order appears). Returns after PostgreSQL has
 //! committed the effect.
 
-use crate::domain::{
-    Failure, OrderRecord, ProductId, Unavailable, WebhookOutcome, product_of_reference,
-};
+use crate::domain::{Failure, OrderRecord, ProductId, WebhookOutcome, product_of_reference};
 use crate::handoff::Permit;
-use crate::lifecycle::load::{adopt, ensure_loaded, find_order};
-use crate::lifecycle::{redis_failure, reply_failure};
+use crate::lifecycle::load::{Settled, find_order, settle};
 use crate::local::Local;
 use crate::local::queue::commit;
-use crate::redis::scripts::transition::{
-    Settlement, Transition, TransitionReply, decode_transition, transition_call,
-};
+use crate::redis::scripts::transition::{Settlement, Transition, transition_call};
 use crate::writer::msg::{WebhookNote, WriterMsg};
 
 /// Applies `success` (else failure) to the order `reference`.
@@ -45,53 +40,17 @@ pub async fn apply(
     };
 
     let p = w.queue.permit()?;
-    let mut attempts = 0;
-    let (transition, record) = loop {
-        attempts += 1;
-        if attempts > 4 {
-            tracing::error!(
-                reference,
-                "order keeps vanishing from Redis while applying a webhook"
-            );
-            return Err(Failure::Unavailable(Unavailable::Redis));
+    let call = || transition_call(verdict, &w.keys, pid, reference);
+    match settle(w, pid, reference, call, |_| true, from_pg).await? {
+        Settled::Done(transition, record) => finish(p, record, transition, success, payload).await,
+        Settled::FinalInPostgres(order) => {
+            finish(p, order, Transition::OtherFinal, success, payload).await
         }
-        let v = w
-            .redis
-            .eval(&transition_call(verdict, &w.keys, pid, reference))
-            .await
-            .map_err(redis_failure)?;
-        match decode_transition(v, pid, reference).map_err(reply_failure)? {
-            // Whether this call changed the order does not matter here: the writer is sent the
-            // record either way (a repeat may follow a crash before the first commit).
-            TransitionReply::Done {
-                transition, record, ..
-            } => break (transition, record),
-            TransitionReply::NotLoaded => {
-                if !ensure_loaded(w, pid).await? {
-                    drop(p);
-                    return record_early(w, reference, payload).await;
-                }
-            }
-            TransitionReply::NotFound => {
-                let found = match from_pg.take() {
-                    Some(found) => found,
-                    None => find_order(w, reference).await?,
-                };
-                let Some(order) = found else {
-                    drop(p);
-                    return record_early(w, reference, payload).await;
-                };
-                // Never look again: a second miss means the order keeps vanishing.
-                from_pg = Some(None);
-                if order.state.is_final() {
-                    // Redis let go of a finished order; PostgreSQL has its final state.
-                    return finish(p, order, Transition::OtherFinal, success, payload).await;
-                }
-                adopt(w, &order).await?;
-            }
+        Settled::Missing => {
+            drop(p);
+            record_early(w, reference, payload).await
         }
-    };
-    finish(p, record, transition, success, payload).await
+    }
 }
 
 /// Records the webhook with the order's state and waits for the commit.

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Rule mutations: each breaks one rule of the Lua scripts or the SQL on purpose, and the
+"""Rule mutations: each breaks one rule of the Lua scripts or the SQL (in migrations or in
+the Rust files that hold it) on purpose, and the
 named tests must then fail. A mutation the tests survive is a rule nothing checks.
 
 Usage: scripts/mutations.py [NAME...]   (all of them by default; a few minutes)
@@ -44,6 +45,18 @@ MUTATIONS = [
     ("units-back-twice", "lua/lib.lua",
      "redis.call('INCRBY', stock_key, rec.qty)", "redis.call('INCRBY', stock_key, rec.qty * 2)",
      "cancel::", "a cancelled order returns its units twice"),
+    ("events-out-of-order", "src/events/mod.rs",
+     "AND p.sequence < d.sequence AND p.status = 'pending')",
+     "AND p.sequence < d.sequence AND p.status = 'pending' AND false)",
+     "events::events_are_delivered", "an order's event n+1 is sent before event n is done"),
+    ("late-payment-event-twice", "src/writer/pg.rs",
+     "    ON CONFLICT (order_reference) DO NOTHING\n    RETURNING order_reference\n), bumped AS (",
+     "    ON CONFLICT (order_reference) DO UPDATE SET amount_cents = EXCLUDED.amount_cents\n"
+     "    RETURNING order_reference\n), bumped AS (",
+     "events::every_change", "a repeated late payment records a second event"),
+    ("retention-drops-pending", "src/events/mod.rs",
+     "            AND (d.status = 'pending'\n", "            AND (false\n",
+     "events::events_past", "retention deletes an event whose delivery is still pending"),
     ("buyer-reason-refused", "migrations/0007_buyer_cancellation.sql",
      "('payment_failed', 'expired', 'buyer')", "('payment_failed', 'expired')",
      "cancel::a_cancelled_order", "PostgreSQL cannot record a buyer's cancellation"),

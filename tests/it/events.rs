@@ -671,7 +671,8 @@ fn events_past_their_retention_are_deleted() {
          INSERT INTO event_deliveries (endpoint_id, event_row, order_reference, sequence, status, delivered_at, next_attempt_at)
          SELECT id, 1, 'old', 2, 'delivered', now() - interval '3 days', now() - interval '3 days' FROM event_endpoints;
          INSERT INTO event_deliveries (endpoint_id, event_row, order_reference, sequence, status, next_attempt_at)
-         SELECT id, 2, 'old-pending', 2, 'pending', now() + interval '1 day' FROM event_endpoints;
+         SELECT id, 2, 'old-pending', 2, 'pending', now() - interval '3 days' FROM event_endpoints;
+         UPDATE event_endpoints SET enabled = false;
          ALTER TABLE order_events ENABLE TRIGGER order_events_fan_out;",
     )
     .unwrap();
